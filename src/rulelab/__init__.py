@@ -1,0 +1,37 @@
+"""rulelab: accuracy and cost of JAX custom derivative rules, measured against mpmath."""
+
+from rulelab.case import (
+    NONNEGATIVE,
+    POSITIVE,
+    REALS,
+    TRANSFORMS,
+    Case,
+    CaseError,
+    Convention,
+    Interval,
+    Variant,
+    cases,
+    get_case,
+    make_case,
+    register,
+    unregister,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NONNEGATIVE",
+    "POSITIVE",
+    "REALS",
+    "TRANSFORMS",
+    "Case",
+    "CaseError",
+    "Convention",
+    "Interval",
+    "Variant",
+    "cases",
+    "get_case",
+    "make_case",
+    "register",
+    "unregister",
+]

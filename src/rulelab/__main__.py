@@ -1,0 +1,3 @@
+from rulelab.cli import main
+
+raise SystemExit(main())
