@@ -26,15 +26,20 @@ class CaseError(ValueError):
 
 @dataclass(frozen=True)
 class Interval:
-    """A real interval, closed or open at each end (infinite ends are always open
-    unless the case allows the infinities themselves as inputs)."""
+    """A real interval, closed or open at each end. By default a finite end is closed and
+    an infinite end open; closing an infinite end makes that infinity itself an input
+    (for cases such as masked log-sum-exp that must handle -inf)."""
 
     lo: float = -math.inf
     hi: float = math.inf
-    lo_closed: bool = True
-    hi_closed: bool = True
+    lo_closed: bool | None = None
+    hi_closed: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.lo_closed is None:
+            object.__setattr__(self, "lo_closed", math.isfinite(self.lo))
+        if self.hi_closed is None:
+            object.__setattr__(self, "hi_closed", math.isfinite(self.hi))
         if not (isinstance(self.lo, (int, float)) and isinstance(self.hi, (int, float))):
             raise CaseError(f"interval ends must be numbers, got {self.lo!r}, {self.hi!r}")
         if math.isnan(self.lo) or math.isnan(self.hi) or self.lo > self.hi:
@@ -54,6 +59,7 @@ class Interval:
 
 REALS = Interval(-math.inf, math.inf)
 NONNEGATIVE = Interval(0.0, math.inf)
+EXTENDED_REALS = Interval(-math.inf, math.inf, lo_closed=True, hi_closed=True)
 POSITIVE = Interval(0.0, math.inf, lo_closed=False)
 
 
@@ -98,6 +104,15 @@ class Case:
     conventions: tuple[Convention, ...] = ()
     special_points: tuple[tuple[float, ...], ...] = ()
     notes: str = ""
+    steps: Callable[[int], Mapping[str, Callable[..., Any]]] | None = None
+    default_steps: int = 0
+
+    def with_steps(self, n: int) -> Mapping[str, Variant]:
+        """For iterative cases: the variants rebuilt with ``n`` iterations/steps (only
+        those the count applies to), so benchmarks can sweep cost against steps."""
+        if self.steps is None:
+            raise CaseError(f"case {self.name!r} is not iterative: it has no step count")
+        return {k: Variant(k, fn, self.variants[k].description if k in self.variants else "") for k, fn in self.steps(n).items()}
 
     def derivative_keys(self) -> list[tuple[str, int]]:
         """``(arg, order)`` for every derivative the case has a reference for."""
@@ -120,6 +135,8 @@ def make_case(
     conventions: Sequence[Convention] = (),
     special_points: Sequence[float | Sequence[float]] = (),
     notes: str = "",
+    steps: Callable[[int], Mapping[str, Callable[..., Any]]] | None = None,
+    default_steps: int = 0,
 ) -> Case:
     """Build a :class:`Case` from convenient forms: one interval for every argument,
     variants as a list or as ``{name: fn}``, special points as scalars for one argument.
@@ -150,6 +167,8 @@ def make_case(
         conventions=tuple(conventions),
         special_points=points,
         notes=notes,
+        steps=steps,
+        default_steps=default_steps,
     )
     validate(case)
     return case
@@ -224,6 +243,8 @@ def validate(case: Case) -> None:
             raise bad(f"conventions must be Convention objects, got {c!r}")
         if c.arg not in case.args or c.order not in (1, 2):
             raise bad(f"convention {c.note!r} names argument {c.arg!r} order {c.order}")
+    if case.steps is not None and (not callable(case.steps) or case.default_steps < 1):
+        raise bad("steps must be a callable n -> {variant: fn} and default_steps >= 1")
     for p in case.special_points:
         if len(p) != len(case.args):
             raise bad(f"special point {p} has {len(p)} coordinates, expected {len(case.args)}")

@@ -121,6 +121,7 @@ def ulp(x: np.ndarray, dtype: Any) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         _, e = np.frexp(ax)  # ax = m * 2^e with 0.5 <= m < 1, so floor(log2 ax) = e - 1
     e = np.where(ax > 0, e.astype(np.int64) - 1, f.emin)
+    e = np.where(np.isinf(ax), f.emax, e)
     e = np.clip(e, f.emin, f.emax)
     return np.ldexp(1.0, (e - f.precision + 1).astype(np.int32))
 
@@ -148,6 +149,10 @@ def round_exact(sign: int, man: int, exp: int, dtype: Any) -> float:
     if man == 0:
         return -0.0 if sign else 0.0
     top = exp + man.bit_length() - 1  # floor(log2 |x|)
+    if top < f.quantum_min - 1:  # below half the smallest subnormal: rounds to zero
+        return -0.0 if sign else 0.0
+    if top > f.emax:
+        return -math.inf if sign else math.inf
     q = max(top - f.precision + 1, f.quantum_min)  # exponent of the target's spacing here
     if exp >= q:
         n = man << (exp - q)

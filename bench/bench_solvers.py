@@ -1,0 +1,56 @@
+"""Cost against iteration count for every iterative case (one with ``steps``).
+
+For each such case the variants a step count applies to (``Case.with_steps``: typically
+the naive solver unrolled in Python, and the implicit ``custom_vjp`` one whose backward
+pass solves one linear equation) are rebuilt with 2, 4, ..., 64 iterations, in float32
+on 2**16 points, derivatives in the first argument:
+
+- ``bench_solvers.<case>.time_call``: steady-state time per call.
+- ``bench_solvers.<case>_memory.track_*``: as in ``bench_track``; ``track_temp_bytes``
+  and ``track_residual_bytes`` show reverse mode's storage growing with the iterations
+  when unrolled and staying flat when implicit.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from bench import common
+from rulelab import cost
+
+DTYPE = "float32"
+SIZE = common.LARGE
+TRANSFORMS = ["value", "grad"]
+
+
+class _Steps:
+    """Steady-state seconds per call against the iteration count."""
+
+    case: str
+    timeout = 120.0
+
+    def setup(self, variant: str, steps: int, transform: str, backend: str) -> None:
+        t = common.target(self.case, variant, transform, DTYPE, SIZE, backend, steps=steps)
+        self.fn = cost.jitted(t)
+        self.args = cost.device_inputs(t)
+        jax.block_until_ready(self.fn(*self.args))
+
+    def time_call(self, variant: str, steps: int, transform: str, backend: str) -> None:
+        jax.block_until_ready(self.fn(*self.args))
+
+
+class _StepsMemory(common._Tracks):
+    def setup_cache(self) -> dict:
+        return self.measure_family()
+
+    def _target(self, variant: str, steps: int, transform: str, backend: str) -> cost.Target:
+        return common.target(self.case, variant, transform, DTYPE, SIZE, backend, steps=steps)
+
+
+def _params(case):
+    return [common.step_variants(case), common.STEPS, TRANSFORMS, common.BACKENDS], ["variant", "steps", "transform", "backend"]
+
+
+_iterative = common.iterative(common.catalog())
+common.per_case(globals(), _Steps, _iterative, _params)
+_StepsMemory.family = common.per_case(globals(), _StepsMemory, _iterative, _params, suffix="_memory")

@@ -1,0 +1,43 @@
+"""Steady-state time per call of every case's variants, one class per case.
+
+``bench_time.<case>.time_call`` is parametrised by variant, transform, dtype, size and
+backend. The key cases (``common.KEY_CASES``: softplus, newton_sqrt, stable_sqrt) run the
+full product: value, grad, jvp and grad2; float32 and bfloat16; 16 and 2**16 points. The
+others run the reduced one: value and grad, float32, 2**16 points. Derivatives are taken
+in the first argument. The function is compiled and run once in ``setup``; the timed body
+calls it and waits for the result.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from bench import common
+from rulelab import cost
+
+
+class _Time:
+    """Steady-state seconds per call of the jit-compiled, vectorised transform."""
+
+    case: str
+    timeout = 120.0
+
+    def setup(self, variant: str, transform: str, dtype: str, size: int, backend: str) -> None:
+        t = common.target(self.case, variant, transform, dtype, size, backend)
+        self.fn = cost.jitted(t)
+        self.args = cost.device_inputs(t)
+        jax.block_until_ready(self.fn(*self.args))
+
+    def time_call(self, variant: str, transform: str, dtype: str, size: int, backend: str) -> None:
+        jax.block_until_ready(self.fn(*self.args))
+
+
+def _params(case):
+    p = common.product(case)
+    return (
+        [list(case.variants), list(p.transforms), list(p.dtypes), list(p.sizes), common.BACKENDS],
+        ["variant", "transform", "dtype", "size", "backend"],
+    )
+
+
+common.per_case(globals(), _Time, common.catalog(), _params)

@@ -1,0 +1,35 @@
+"""Compile time, op counts and memory of every case's variants, one class per case.
+
+``bench_track.<case>.track_*`` is parametrised by variant, transform, dtype and backend,
+at ``common.TRACK_SIZE`` points, over every transform and both dtypes for every case (a
+track costs one compilation, not a timing loop). Derivatives are taken in the first
+argument.
+
+- ``track_compile_ms``: a fresh trace to an executable, ms (one sample, so noisy).
+- ``track_jaxpr_eqns``: equations of the traced function, call wrappers seen through.
+- ``track_hlo_ops``: instructions of the optimized HLO, fused computations included.
+- ``track_temp_bytes``: XLA's scratch bytes (``memory_analysis``), where reported.
+- ``track_residual_bytes``: what reverse mode keeps between the forward and the
+  backward pass (``grad`` rows only).
+"""
+
+from __future__ import annotations
+
+from bench import common
+from rulelab import cost
+from rulelab.case import TRANSFORMS
+
+
+class _Track(common._Tracks):
+    def setup_cache(self) -> dict:
+        return self.measure_family()
+
+    def _target(self, variant: str, transform: str, dtype: str, backend: str) -> cost.Target:
+        return common.target(self.case, variant, transform, dtype, common.TRACK_SIZE, backend)
+
+
+def _params(case):
+    return [list(case.variants), list(TRANSFORMS), common.DTYPES, common.BACKENDS], ["variant", "transform", "dtype", "backend"]
+
+
+_Track.family = common.per_case(globals(), _Track, common.catalog(), _params)

@@ -1,0 +1,231 @@
+"""What the suites share: parameter lists, the full and reduced products, skips, and the
+generation of one benchmark class per catalog case.
+
+Parameters are plain strings and ints so asv shows them as they are. A combination that
+cannot run here raises ``NotImplementedError`` in ``setup``, which asv records as skipped,
+never failed: a backend this machine lacks, or a transform JAX refuses for the variant
+(forward mode through ``custom_vjp``, reverse mode through ``while_loop``). A variant that
+fails for any other reason fails the benchmark, as it should.
+
+Nothing here starts a JAX backend at import: asv's forkserver imports the suites once and
+forks a process per benchmark, and a started backend does not survive a fork.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rulelab
+from rulelab import cost
+from rulelab.case import TRANSFORMS, Case
+from rulelab.evaluate import first_line
+
+try:  # asv installs its runner in every environment it benchmarks in
+    from asv_runner.benchmarks.mark import SkipNotImplemented as Skip
+except ImportError:  # pragma: no cover - imported outside asv
+    Skip = NotImplementedError
+"""Raised in a benchmark's body (not its setup) to skip that combination."""
+
+BACKENDS = ["cpu", "gpu", "tpu"]
+"""Every backend, present or not: results stay comparable between machines."""
+
+SMALL, LARGE = 16, 2**16
+"""Batch sizes: at SMALL dispatch dominates, at LARGE throughput does."""
+
+DTYPES = ["float32", "bfloat16"]
+SIZES = [SMALL, LARGE]
+
+KEY_CASES = ("softplus", "newton_sqrt", "stable_sqrt")
+"""Cases benchmarked over the full product; the others over :data:`REDUCED`."""
+
+STEPS = [2, 4, 8, 16, 32, 64]
+"""Iteration counts for iterative cases (``Case.with_steps``)."""
+
+TRACK_SIZE = 1024
+"""Batch size of the compile-time, op-count and memory tracks."""
+
+ACCURACY_DTYPES = ["float32", "float16", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class Product:
+    """Which transforms, dtypes and sizes a case is timed over."""
+
+    transforms: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+
+FULL = Product(tuple(TRANSFORMS), tuple(DTYPES), tuple(SIZES))
+REDUCED = Product(("value", "grad"), ("float32",), (LARGE,))
+
+
+def product(case: Case) -> Product:
+    """:data:`FULL` for the key cases, :data:`REDUCED` for the rest."""
+    return FULL if case.name in KEY_CASES else REDUCED
+
+
+def catalog() -> list[Case]:
+    """Every registered case (the catalog's, and any a plugin registered on import)."""
+    return rulelab.cases()
+
+
+def iterative(cases: list[Case]) -> list[Case]:
+    """The cases with a step count."""
+    return [c for c in cases if c.steps is not None]
+
+
+def step_variants(case: Case) -> list[str]:
+    """The variants a step count applies to."""
+    return list(case.with_steps(case.default_steps))
+
+
+def require_backend(backend: str) -> None:
+    """Skip (NotImplementedError) unless ``backend`` is present."""
+    import jax
+
+    try:
+        jax.devices(backend)
+    except RuntimeError:
+        raise NotImplementedError(f"backend {backend!r} is not present") from None
+
+
+def require_support(t: cost.Target) -> None:
+    """Skip (NotImplementedError) if JAX refuses the transform for the variant."""
+    s = cost.support(t.case, t.variant, t.transform, t.arg, t.dtype)
+    if s.status == "unsupported":
+        raise NotImplementedError(s.message)
+
+
+def target(
+    case: str,
+    variant: str,
+    transform: str,
+    dtype: str,
+    size: int,
+    backend: str,
+    *,
+    arg: str | None = None,
+    steps: int | None = None,
+) -> cost.Target:
+    """The :class:`rulelab.cost.Target` for one parameter combination, or skip."""
+    require_backend(backend)
+    t = cost.target(case, variant, transform, arg=arg, dtype=dtype, size=size, backend=backend, steps=steps)
+    require_support(t)
+    return t
+
+
+def per_case(
+    namespace: dict[str, Any],
+    template: type,
+    cases: list[Case],
+    params: Callable[[Case], tuple[list[list[Any]], list[str]]],
+    suffix: str = "",
+) -> list[type]:
+    """Add to ``namespace`` (a module's globals) one subclass of ``template`` per case,
+    named after the case (plus ``suffix``), with ``case`` set to the case's name and asv
+    ``params`` / ``param_names`` from ``params(case)``; return the classes. One class per
+    case keeps a case's results where they are when other cases come and go between
+    commits (asv identifies a parameter combination by its position in the product)."""
+    module = namespace["__name__"]
+    made = []
+    for case in cases:
+        name = case.name + suffix
+        if name in namespace:
+            raise RuntimeError(f"{module}: case {case.name!r} clashes with the name {name!r} already in the module")
+        values, names = params(case)
+        doc = f"{case.name}: {case.formula}. {template.__doc__ or ''}"
+        body = {"case": case.name, "params": values, "param_names": names, "__module__": module, "__qualname__": name, "__doc__": doc}
+        namespace[name] = type(name, (template,), body)
+        made.append(namespace[name])
+    return made
+
+
+# -- tracks ----------------------------------------------------------------------------
+
+
+def measure(t: cost.Target) -> dict[str, Any]:
+    """Every tracked number of ``t`` from one compilation; a string where a number does
+    not apply (it becomes the skip reason)."""
+    executable, ms = cost.timed_compile(t)
+    mem = cost.memory(executable)
+    return {
+        "compile_ms": ms,
+        "jaxpr_eqns": cost.jaxpr_eqn_count(t),
+        "hlo_ops": cost.hlo_op_count(executable),
+        "temp_bytes": mem.temp_bytes if mem else "the backend reports no memory analysis",
+        "residual_bytes": cost.residual_bytes(t) if t.transform == "grad" else "residual bytes are tracked for grad only",
+    }
+
+
+class _Tracks:
+    """Compile time, op counts and memory of the jit-compiled, vectorised transform.
+
+    asv keys a ``setup_cache`` by where its source is, so every class generated from one
+    template shares one cache: the template's ``setup_cache`` (one per module) calls
+    :meth:`measure_family`, which measures every combination of every case in
+    ``family`` once per commit and environment. Each track reads its number from that.
+    A subclass says which target a combination is (``_target``)."""
+
+    case: str
+    params: list[list[Any]]
+    family: list[type] = []
+    timeout = 1800.0
+
+    def _target(self, *params: Any) -> cost.Target:
+        raise NotImplementedError
+
+    def measure_family(self) -> dict[tuple[Any, ...], Any]:
+        found: dict[tuple[Any, ...], Any] = {}
+        for cls in self.family:
+            bench = cls()
+            for key in itertools.product(*cls.params):
+                try:
+                    found[(cls.case, *key)] = measure(bench._target(*key))
+                except NotImplementedError as exc:  # skipped: see target()
+                    found[(cls.case, *key)] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - kept, and raised by that combination's setup
+                    found[(cls.case, *key)] = RuntimeError(f"{cls.case} {key}: {first_line(exc)}")
+        return found
+
+    def setup(self, cache: dict[tuple[Any, ...], Any], *params: Any) -> None:
+        entry = cache.get((self.case, *params), "not measured: the suite changed since the cache was made")
+        if isinstance(entry, str):
+            raise NotImplementedError(entry)
+        if isinstance(entry, Exception):
+            raise entry
+        self.entry = entry
+
+    def _metric(self, name: str) -> float:
+        value = self.entry[name]
+        if isinstance(value, str):  # not measured for this combination
+            raise Skip(value)
+        return value
+
+    def track_compile_ms(self, cache: dict, *params: Any) -> float:
+        return self._metric("compile_ms")
+
+    track_compile_ms.unit = "ms"
+
+    def track_jaxpr_eqns(self, cache: dict, *params: Any) -> float:
+        return self._metric("jaxpr_eqns")
+
+    track_jaxpr_eqns.unit = "equations"
+
+    def track_hlo_ops(self, cache: dict, *params: Any) -> float:
+        return self._metric("hlo_ops")
+
+    track_hlo_ops.unit = "instructions"
+
+    def track_temp_bytes(self, cache: dict, *params: Any) -> float:
+        return self._metric("temp_bytes")
+
+    track_temp_bytes.unit = "bytes"
+
+    def track_residual_bytes(self, cache: dict, *params: Any) -> float:
+        return self._metric("residual_bytes")
+
+    track_residual_bytes.unit = "bytes"
