@@ -130,7 +130,8 @@ def _neighbours(limit: float, dtype) -> tuple[float, float]:
     """(largest value of ``dtype`` below ``limit``, smallest one above it)."""
     if np.dtype(dtype).itemsize == 2:
         with np.errstate(invalid="ignore"):  # the NaN bit patterns
-            every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(dtype).astype(np.float64)
+            every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(dtype)
+            every = every.astype(np.float64)
         every = np.sort(every[np.isfinite(every)])
         return float(every[every < limit].max()), float(every[every > limit].min())
     x = np.array(limit, dtype)

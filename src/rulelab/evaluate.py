@@ -137,3 +137,36 @@ def evaluate(
         notes.append(f"returned {values.dtype} for {f.name} inputs; cast to {f.name}")
         values = values.astype(f.dtype)
     return Outcome("ok", "", values, compile_s=t1 - t0, run_s=t2 - t1, notes=tuple(notes))
+
+
+def flushes_subnormals(dtype: Any, backend: str | None = None) -> bool:
+    """Whether the backend flushes ``dtype`` subnormals to zero: half the smallest normal
+    is computed at run time from an argument, so XLA cannot fold it away."""
+    import jax
+
+    f = fmt(dtype)
+    x = jax.device_put(np.array([f.smallest_normal], dtype=f.dtype), device_for(backend))
+    out = np.asarray(jax.jit(lambda v: v * 0.5)(x)).astype(np.float64)
+    return bool(out[0] == 0.0)
+
+
+def backend_facts(backend: str | None = None, dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")) -> dict[str, Any]:
+    """What every result records about where it was computed: backend, device kind,
+    versions, and per dtype whether subnormals are flushed to zero."""
+    import jax
+    import jaxlib
+
+    device = device_for(backend)
+    ftz = {}
+    for d in dtypes:
+        if d == "float64" and not jax.config.jax_enable_x64:
+            continue
+        ftz[d] = flushes_subnormals(d, backend)
+    return {
+        "backend": device.platform,
+        "device_kind": device.device_kind,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "x64": bool(jax.config.jax_enable_x64),
+        "flushes_subnormals": ftz,
+    }

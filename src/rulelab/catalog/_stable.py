@@ -134,6 +134,30 @@ def sigmoid_of_sum(d: Array, e: Array) -> Array:
     return sigmoid(d) * (1 + sigmoid(-d) * e)
 
 
+@jax.custom_jvp
+def sigmoid_minus(d: Array, e: Array, w: Array) -> Array:
+    """sigmoid(d + e) - w for w in [0, 1], the logit-gradient of a cross-entropy.
+
+    In the tails it is (1 - w) sigmoid(d) - w sigmoid(-d), which does not cancel for
+    w = 0 or 1; for |d| < 1 it is sigmoid(+-d) ((1 - 2w) -+ w' expm1(-+d)), which is
+    exact at its zero when w = 1/2. Rule: d/dd = sigmoid'(d), d/dw = -1."""
+    tail = (1 - w) * sigmoid_of_sum(d, e) - w * sigmoid_of_sum(-d, -e)
+    dn = jnp.where(jnp.abs(d) < 1, d, 0)
+    near = jnp.where(
+        dn >= 0,
+        sigmoid(dn) * ((1 - 2 * w) - w * jnp.expm1(-dn)),
+        sigmoid(-dn) * ((1 - 2 * w) + (1 - w) * jnp.expm1(dn)),
+    )
+    return jnp.where(jnp.abs(d) < 1, near, tail)
+
+
+@sigmoid_minus.defjvp
+def _sigmoid_minus_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (d, e, w), (td, te, tw) = primals, tangents
+    slope = dsigmoid(d) * (1 - jnp.tanh(d / 2) * e)  # sigmoid'(d + e)
+    return sigmoid_minus(d, e, w), (td + te) * slope - tw
+
+
 # --- log-sum-exp over a short vector ----------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from rulelab.case import REALS, Interval, Variant, make_case, register
 from rulelab.catalog._stable import sigmoid as stable_sigmoid
+from rulelab.catalog._stable import sigmoid_minus
 from rulelab.catalog._stable import softplus as stable_softplus
 
 Array = Any
@@ -153,7 +154,7 @@ def custom_bce(z: Array, y: Array) -> Array:
 @custom_bce.defjvp
 def _custom_bce_jvp(primals: tuple, tangents: tuple) -> tuple:
     (z, y), (tz, ty) = primals, tangents
-    dz = (1 - y) * stable_sigmoid(z) - y * stable_sigmoid(-z)
+    dz = sigmoid_minus(z, jnp.zeros_like(z), y)  # (1 - y) s(z) - y s(-z) without cancellation
     return custom_bce(z, y), tz * dz - ty * z
 
 

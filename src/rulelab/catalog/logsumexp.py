@@ -23,9 +23,8 @@ from rulelab.case import REALS, Convention, Interval, Variant, make_case, regist
 from rulelab.catalog._stable import (
     is_zero,
     logsumexp,
-    sigmoid,
+    sigmoid_minus,
     softplus_of_sum,
-    sigmoid_of_sum,
     two_diff,
 )
 
@@ -194,9 +193,12 @@ def custom_softmax_xent(a: Array, b: Array, w: Array) -> Array:
     even where its softplus is inf (a masked class); the rounding of a - b is
     compensated so the tail e^(b - a) keeps its relative accuracy."""
     d, e = two_diff(a, b)
-    first = jnp.where(w == 0, 0, w * softplus_of_sum(-d, -e))
-    second = jnp.where(w == 1, 0, (1 - w) * softplus_of_sum(d, e))
-    return first + second
+    # a - b overflows only when the loss is w (b - a) or (1 - w) (a - b): form it as
+    # a difference of products, which overflows only if the loss does
+    gap = jnp.isinf(d) & jnp.isfinite(a) & jnp.isfinite(b)
+    first = jnp.where(gap & (d < 0), w * b - w * a, w * softplus_of_sum(-d, -e))
+    second = jnp.where(gap & (d > 0), (1 - w) * a - (1 - w) * b, (1 - w) * softplus_of_sum(d, e))
+    return jnp.where(w == 0, 0, first) + jnp.where(w == 1, 0, second)
 
 
 def _xent_jvp(primals: tuple, tangents: tuple) -> tuple:
@@ -204,7 +206,7 @@ def _xent_jvp(primals: tuple, tangents: tuple) -> tuple:
     # w-tangent must not turn it into NaN when only a or b is differentiated.
     (a, b, w), (ta, tb, tw) = primals, tangents
     d, e = two_diff(a, b)
-    g = (1 - w) * sigmoid_of_sum(d, e) - w * sigmoid_of_sum(-d, -e)
+    g = sigmoid_minus(d, e, w)  # (1 - w) s(a - b) - w s(b - a)
     out = jnp.zeros_like(d)
     if not is_zero(ta):
         out = out + ta * g

@@ -1,0 +1,40 @@
+"""A small, fixed accuracy probe: the max dULP of one case x variant x transform x dtype
+over a coarse sweep, for benchmarks that track accuracy across commits."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rulelab.case import DERIVATIVE_ORDER, get_case
+from rulelab.evaluate import evaluate
+from rulelab.inputs import SweepSpec, make_sweep
+from rulelab.metrics import point_errors
+from rulelab.reference import references
+
+PROBE_SPEC = SweepSpec(exhaustive16=False, per_binade=2, grid_per_binade=1, grid_stride=8, specials=True)
+"""Two points per binade and sign for one argument, a coarse grid for several, plus the
+case's special points: a few hundred points, references served from the cache."""
+
+
+def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype: str, backend: str | None = None) -> float:
+    """Max dULP over the probe sweep; inf if any point is in a non-finite class, NaN if
+    the transform is unsupported or the variant fails."""
+    case = get_case(case_name)
+    arg = arg or case.args[0]
+    sweep = make_sweep(case, dtype, PROBE_SPEC, seed=0)
+    order = DERIVATIVE_ORDER[transform]
+    hi, lo = references(case, order, arg, sweep.as_float64())
+    out = evaluate(case, variant, transform, arg, dtype, sweep.points, backend)
+    if out.status != "ok":
+        return math.nan
+    errors = point_errors(out.values, hi, lo, dtype)
+    if (errors.bucket == 5).any() or (errors.bucket == 6).any():
+        return math.inf
+    comparable = errors.bucket <= 4
+    return float(errors.dulp[comparable].max()) if comparable.any() else 0.0
+
+
+def probe_size(case_name: str, dtype: Any) -> int:
+    """Points in the probe sweep of a case in a dtype."""
+    return len(make_sweep(get_case(case_name), dtype, PROBE_SPEC, seed=0))

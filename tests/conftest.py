@@ -1,0 +1,10 @@
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own reference cache unless it sets one itself."""
+    if "RULELAB_CACHE" not in os.environ or os.environ.get("RULELAB_TEST_SHARED_CACHE") != "1":
+        monkeypatch.setenv("RULELAB_CACHE", str(tmp_path_factory.mktemp("cache")))
