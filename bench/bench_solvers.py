@@ -31,9 +31,7 @@ class _Steps:
 
     def setup(self, variant: str, steps: int, transform: str, backend: str) -> None:
         t = common.target(self.case, variant, transform, DTYPE, SIZE, backend, steps=steps)
-        self.fn = cost.jitted(t)
-        self.args = cost.device_inputs(t)
-        jax.block_until_ready(self.fn(*self.args))
+        self.fn, self.args = common.compiled_call(t)
 
     def time_call(self, variant: str, steps: int, transform: str, backend: str) -> None:
         jax.block_until_ready(self.fn(*self.args))

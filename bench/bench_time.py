@@ -13,7 +13,6 @@ from __future__ import annotations
 import jax
 
 from bench import common
-from rulelab import cost
 
 
 class _Time:
@@ -24,9 +23,7 @@ class _Time:
 
     def setup(self, variant: str, transform: str, dtype: str, size: int, backend: str) -> None:
         t = common.target(self.case, variant, transform, dtype, size, backend)
-        self.fn = cost.jitted(t)
-        self.args = cost.device_inputs(t)
-        jax.block_until_ready(self.fn(*self.args))
+        self.fn, self.args = common.compiled_call(t)
 
     def time_call(self, variant: str, transform: str, dtype: str, size: int, backend: str) -> None:
         jax.block_until_ready(self.fn(*self.args))

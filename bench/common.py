@@ -13,15 +13,16 @@ forks a process per benchmark, and a started backend does not survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import rulelab
 from rulelab import cost
 from rulelab.case import TRANSFORMS, Case
-from rulelab.evaluate import first_line
+from rulelab.evaluate import first_line, is_unsupported
 
 try:  # asv installs its runner in every environment it benchmarks in
     from asv_runner.benchmarks.mark import SkipNotImplemented as Skip
@@ -47,7 +48,6 @@ STEPS = [2, 4, 8, 16, 32, 64]
 TRACK_SIZE = 1024
 """Batch size of the compile-time, op-count and memory tracks."""
 
-ACCURACY_DTYPES = ["float32", "float16", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ REDUCED = Product(("value", "grad"), ("float32",), (LARGE,))
 def product(case: Case) -> Product:
     """:data:`FULL` for the key cases, :data:`REDUCED` for the rest."""
     return FULL if case.name in KEY_CASES else REDUCED
+
+
+def derivative_args(case: Case) -> list[str]:
+    """Arguments the accuracy track differentiates in: all of them for a key case, the
+    first for the rest."""
+    return list(case.args) if case.name in KEY_CASES else list(case.args[:1])
 
 
 def catalog() -> list[Case]:
@@ -93,11 +99,18 @@ def require_backend(backend: str) -> None:
         raise NotImplementedError(f"backend {backend!r} is not present") from None
 
 
-def require_support(t: cost.Target) -> None:
-    """Skip (NotImplementedError) if JAX refuses the transform for the variant."""
-    s = cost.support(t.case, t.variant, t.transform, t.arg, t.dtype)
-    if s.status == "unsupported":
-        raise NotImplementedError(s.message)
+@contextlib.contextmanager
+def unsupported_skips() -> Iterator[None]:
+    """Turn JAX's refusal of a transform (``evaluate.is_unsupported``) raised inside the
+    block into a skip (NotImplementedError); any other error passes through."""
+    try:
+        yield
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        if is_unsupported(exc):
+            raise NotImplementedError(first_line(exc)) from None
+        raise
 
 
 def target(
@@ -111,11 +124,23 @@ def target(
     arg: str | None = None,
     steps: int | None = None,
 ) -> cost.Target:
-    """The :class:`rulelab.cost.Target` for one parameter combination, or skip."""
+    """The :class:`rulelab.cost.Target` of one parameter combination, or a skip if its
+    backend is absent. Whether JAX accepts the transform shows when it is compiled:
+    compile inside :func:`unsupported_skips`."""
     require_backend(backend)
-    t = cost.target(case, variant, transform, arg=arg, dtype=dtype, size=size, backend=backend, steps=steps)
-    require_support(t)
-    return t
+    return cost.target(case, variant, transform, arg=arg, dtype=dtype, size=size, backend=backend, steps=steps)
+
+
+def compiled_call(t: cost.Target) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """The target's jitted function and inputs, compiled and run once (so a timing loop
+    measures the steady state), or a skip if JAX refuses the transform."""
+    import jax
+
+    with unsupported_skips():
+        fn = cost.jitted(t)
+        args = cost.device_inputs(t)
+        jax.block_until_ready(fn(*args))
+    return fn, args
 
 
 def per_case(
@@ -184,8 +209,9 @@ class _Tracks:
             bench = cls()
             for key in itertools.product(*cls.params):
                 try:
-                    found[(cls.case, *key)] = measure(bench._target(*key))
-                except NotImplementedError as exc:  # skipped: see target()
+                    with unsupported_skips():
+                        found[(cls.case, *key)] = measure(bench._target(*key))
+                except NotImplementedError as exc:  # absent backend or refused transform
                     found[(cls.case, *key)] = str(exc)
                 except Exception as exc:  # noqa: BLE001 - kept, and raised by that combination's setup
                     found[(cls.case, *key)] = RuntimeError(f"{cls.case} {key}: {first_line(exc)}")

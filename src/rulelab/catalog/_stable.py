@@ -36,6 +36,13 @@ def two_diff(a: Array, b: Array) -> tuple[Array, Array]:
     return d, jnp.where(jnp.isfinite(d), e, 0)
 
 
+def div2(a: Array, b: Array, c: Array) -> Array:
+    """a / b / c in that order. XLA rewrites (a / b) / c into a / (b * c), whose
+    product can underflow or overflow where the quotient does not; the barrier keeps
+    the first quotient."""
+    return jax.lax.optimization_barrier(a / b) / c
+
+
 def _split_factor(dtype: Any) -> float:
     """Veltkamp's splitting constant 2^ceil(p/2) + 1 for the dtype's precision p."""
     p = int(jnp.finfo(dtype).nmant) + 1
@@ -62,9 +69,11 @@ def exact_square(x: Array) -> tuple[Array, Array]:
 
 
 def exp_small(e: Array) -> Array:
-    """exp(e) for |e| <= 1/4 by its Taylor polynomial (error below 1e-5 relative).
-    Used for correction factors: XLA rewrites exp(a) * exp(b) into exp(a + b), which
-    would round the correction away."""
+    """exp(e) for |e| <= 1/4 by its Taylor polynomial (error below 1e-5 relative), for
+    correction factors: XLA rewrites exp(a) * exp(b) into exp(a + b), which would round
+    the correction away. Larger |e| (a remainder that large only occurs where the main
+    factor is 0 or inf) is clipped so that 0 * inf cannot arise."""
+    e = jnp.clip(e, -0.25, 0.25)
     return 1 + e * (1 + e * (0.5 + e * (1 / 6 + e / 24)))
 
 
@@ -171,7 +180,7 @@ def _shifted(v: Array) -> tuple[Array, Array, Array]:
     m = jnp.where(jnp.isfinite(m), m, 0)
     d, err = two_diff(v, m)
     # |err| <= ulp(d) / 2; it exceeds 1/4 only where exp(d) is 0 anyway
-    e = jnp.exp(d) * exp_small(jnp.clip(err, -0.25, 0.25))
+    e = jnp.exp(d) * exp_small(err)
     return m, e, jnp.argmax(v)
 
 

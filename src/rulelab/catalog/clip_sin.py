@@ -33,7 +33,7 @@ clip_gradient.defvjp(_clip_fwd, _clip_bwd)
 
 
 def naive(x: Any) -> Any:
-    """Plain sin: derivative cos x, which disagrees with the convention where |cos x| > 0.75."""
+    """Plain sin: its derivative cos x disagrees with the convention where |cos x| > 0.75."""
     return jnp.sin(x)
 
 
@@ -106,7 +106,7 @@ CASE = register(
         ),
         notes="Not a numerical failure: the custom rule deliberately changes the derivative. "
         "The naive variant's derivative cos x disagrees with the convention wherever "
-        "|cos x| > 0.75, and near the switching points low-precision cos rounds to the "
-        "wrong side of 0.75.",
+        "|cos x| > 0.75. Near the switching points low-precision cos rounds to the wrong "
+        "side of 0.75, or onto it, where jnp.clip's derivative splits the tie in half.",
     )
 )

@@ -35,10 +35,21 @@ def _xlogy_value(x: Array, y: Array) -> Array:
     return jnp.where(x == 0, 0, x * jnp.log(safe_y))
 
 
+@jax.custom_jvp
 def _x_over_y(x: Array, y: Array) -> Array:
-    """x / y, defined as 0 where x == 0 (double where: y is replaced before dividing)."""
+    """x / y, defined as 0 where x == 0 (double where: y is replaced before dividing).
+    Rule: d/dy = -(x / y) / y, which underflows or overflows only with the result
+    (the default -x / y**2 loses y**2 first)."""
     safe_y = jnp.where(x == 0, 1, y)
     return jnp.where(x == 0, 0, x / safe_y)
+
+
+@_x_over_y.defjvp
+def _x_over_y_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (x, y), (tx, ty) = primals, tangents
+    q = _x_over_y(x, y)
+    safe_y = jnp.where(x == 0, 1, y)
+    return q, tx / safe_y - ty * jnp.where(x == 0, 0, q / safe_y)
 
 
 @jax.custom_jvp
@@ -180,13 +191,39 @@ def _sinc_value(x: Array) -> Array:
     return jnp.where(x == 0, 1, sinpi(safe) / (math.pi * safe))
 
 
+# sinc''(x) = pi^2 Q(y^2) with Q(u) = sum_j (2j + 1) c_j u^j (c_j as above)
+_D2SINC_COEFFS = [(2 * j + 1) * c for j, c in enumerate(_DSINC_COEFFS)]
+
+
+def _d2sinc_series(x: Array) -> Array:
+    y = math.pi * x
+    u = y * y
+    q = jnp.zeros_like(u) + _D2SINC_COEFFS[-1]
+    for c in reversed(_D2SINC_COEFFS[:-1]):
+        q = q * u + c
+    return math.pi**2 * q
+
+
+@jax.custom_jvp
 def dsinc(x: Array) -> Array:
     """sinc'(x): Maclaurin series for |x| < 1/2 (where (cos - sinc) / x cancels), the
-    closed form with exact reduction beyond; double where, so it differentiates."""
+    closed form with exact reduction beyond. Rule: sinc'' = -pi^2 sinc - 2 sinc' / x
+    (series near 0), which never forms x**2."""
     small = jnp.abs(x) < 0.5
     xs = jnp.where(small, x, 0)
     xb = jnp.where(small, 1, x)
     return jnp.where(small, _dsinc_series(xs), (cospi(xb) - _sinc_value(xb)) / xb)
+
+
+@dsinc.defjvp
+def _dsinc_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (x,), (t,) = primals, tangents
+    d1 = dsinc(x)
+    small = jnp.abs(x) < 0.5
+    xs = jnp.where(small, x, 0)
+    xb = jnp.where(small, 1, x)
+    d2 = jnp.where(small, _d2sinc_series(xs), -(math.pi**2) * _sinc_value(xb) - 2 * (dsinc(xb) / xb))
+    return d1, t * d2
 
 
 @jax.custom_jvp

@@ -160,13 +160,23 @@ CASE = register(
             ("a", 1): lambda mp, a: 1 / (2 * mp.sqrt(a)),
             ("a", 2): lambda mp, a: -1 / (4 * a * mp.sqrt(a)),
         },
-        special_points=(1.0, 2.0, 0.5),
+        special_points=(
+            # Edges of the reduced range: the start is exact at r = 1 and 6.1% high at
+            # r = 0.5 and as r approaches 2.
+            0.5,
+            1.0,
+            2.0,
+            4.0,
+            # 2^125: from here on the naive forward-mode tangent goes subnormal in
+            # float32 and bfloat16 (measured with XLA on CPU, which flushes it to 0).
+            4.253529586511731e37,
+        ),
         notes="A while_loop cannot be reverse-differentiated, and differentiating through "
         "unrolled iterations costs memory and time per iteration; the implicit rule needs "
         "the converged point only. Too few iterations leave both inaccurate. Forward mode "
-        "of the naive variant carries the tangent of r = a 4^-k, about 1/a, which is "
-        "subnormal for a above 2^126 in float32/bfloat16 (flushed to 0 where the backend "
-        "flushes subnormals).",
+        "of the naive variant carries the tangent of r = a 4^-k, about 1/a, which goes "
+        "subnormal for a at or above 2^125 in float32/bfloat16 (flushed to 0 where the "
+        "backend flushes subnormals).",
         steps=variants_for,
         default_steps=DEFAULT_STEPS,
     )

@@ -182,6 +182,8 @@ pre { background: #f6f8fa; padding: 0.6em; overflow-x: auto; font-size: 12px; }
 .note.conv { border-color: #1f5fbf; background: #eef4fd; }
 .legend .key { display: inline-block; padding: 1px 8px; margin: 0 4px 4px 0; border: 1px solid #ccc; font-size: 12px; }
 .findings li { margin-bottom: 0.3em; }
+.badge { display: inline-block; padding: 0 6px; font-size: 11px; border-radius: 3px; min-width: 6em; text-align: center; }
+.blocks { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
 code { font-size: 12px; }
 """
 

@@ -1,0 +1,194 @@
+"""The ``rulelab`` command: ``cases``, ``sweep`` (and room for ``report``, ``study``, ``check``).
+
+Each subcommand is one ``add_<name>`` function (its parser block, which sets ``run``)
+and one ``cmd_<name>`` function (what it does, returning the exit status); adding a
+subcommand is writing both and listing ``add_<name>`` in :data:`SUBCOMMANDS`.
+
+A mistake in what was asked (unknown case, malformed plan, module that fails to import,
+absent backend) prints one paragraph and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rulelab.case import CaseError
+from rulelab.errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _names(values: Sequence[str] | None) -> list[str] | None:
+    """Option values given space- or comma-separated."""
+    if values is None:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def add_module_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--module",
+        "-m",
+        metavar="PATH_OR_MODULE",
+        action="extend",
+        nargs="+",
+        default=[],
+        help="a .py file or importable module that registers your own cases with rulelab.register "
+        "(repeatable); its cases are then listed and swept like the catalog's",
+    )
+
+
+# --- cases --------------------------------------------------------------------------------------
+
+
+def add_cases(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cases",
+        help="list the cases (catalog and --module) with their formulas, variants and sources",
+        description="List every registered case: name, arguments, formula, variants and where it comes from.",
+    )
+    add_module_option(p)
+    p.set_defaults(run=cmd_cases)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str], width: int | None = None) -> str:
+    """A plain text table; with ``width``, the last column is cut to fit."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    if width is not None:
+        room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+        widths[-1] = max(min(widths[-1], room), 20)
+
+    def line(r: Sequence[str]) -> str:
+        cells = [str(c) if len(str(c)) <= w else str(c)[: w - 1] + "…" for c, w in zip(r, widths)]
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from rulelab.case import cases
+    from rulelab.modules import load_modules
+
+    load_modules(args.module)
+    rows = [(c.name, ", ".join(c.args), c.formula, ", ".join(c.variants), c.source) for c in cases()]
+    width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else None
+    print(table(rows, ("case", "args", "formula", "variants", "source"), width))
+    return 0
+
+
+# --- sweep --------------------------------------------------------------------------------------
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    from rulelab.case import TRANSFORMS
+    from rulelab.floats import DTYPES
+    from rulelab.sweep import BACKENDS
+
+    p = sub.add_parser(
+        "sweep",
+        help="measure the accuracy of every variant in a plan against mpmath; results go to OUT/accuracy/<run-id>/",
+        description="Run an accuracy sweep: references first (mpmath, cached, in parallel), then every case x "
+        "variant x transform x argument x dtype of the plan on one backend, measured in ULPs. Results go "
+        "to OUT/accuracy/<run-id>/ (meta.json and parquet tables); a run stopped part-way (Ctrl-C, kill) "
+        "continues with --resume RUN_ID and recomputes nothing it finished.",
+        epilog="examples: rulelab sweep quick | rulelab sweep default --cases softplus --dtypes float32 | "
+        "rulelab sweep quick --module my_cases.py --cases my_case | rulelab sweep --resume 20250101T120000Z-1234-ab12",
+    )
+    p.add_argument(
+        "plan",
+        nargs="?",
+        default=None,
+        metavar="PLAN",
+        help="a packaged plan (quick, default, exhaustive) or the path of a plan .toml file (default: default)",
+    )
+    p.add_argument("--cases", nargs="+", action="extend", metavar="CASE", help="only these cases (space- or comma-separated)")
+    p.add_argument("--variants", nargs="+", action="extend", metavar="VARIANT", help="only these variants of each case")
+    p.add_argument("--dtypes", nargs="+", action="extend", metavar="DTYPE", help=f"these dtypes instead of the plan's ({', '.join(DTYPES)})")
+    p.add_argument(
+        "--transforms", nargs="+", action="extend", metavar="TRANSFORM", help=f"these transforms instead of the plan's ({', '.join(TRANSFORMS)})"
+    )
+    p.add_argument("--backend", choices=BACKENDS, help="run the variants on this backend (default: JAX's default device)")
+    add_module_option(p)
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run that stopped part-way, as it was planned (no PLAN or filters)")
+    p.add_argument("--out", default="results", metavar="DIR", help="results folder; runs go to DIR/accuracy/ (default: results)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes computing references (default: every core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled XLA executables in the cache folder ($RULELAB_CACHE/jax) between runs",
+    )
+    p.set_defaults(run=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rulelab import sweep
+    from rulelab.modules import load_modules
+    from rulelab.plan import load_plan, with_overrides
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    options = sweep.Options(
+        backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache
+    )
+
+    def announce(run: Path) -> None:
+        print(f"run {run.name} in {run} (if it stops, continue with: rulelab sweep --resume {run.name} --out {args.out})", file=sys.stderr)
+
+    if args.resume:
+        given = [o for o, v in (("PLAN", args.plan), ("--cases", args.cases), ("--variants", args.variants),
+                                ("--dtypes", args.dtypes), ("--transforms", args.transforms)) if v]  # fmt: skip
+        if given:
+            raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
+        load_modules(args.module)
+        run = sweep.resume(args.resume, args.out, options, on_start=announce)
+    else:
+        load_modules(args.module)
+        plan = load_plan(args.plan or "default")
+        plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
+        run = sweep.start(plan, args.out, args.module, options, on_start=announce)
+    print(sweep.report_text(run))
+    return 0
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep]
+"""Parser blocks of the subcommands, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rulelab",
+        description="Accuracy and cost of JAX custom derivative rules: every case's naive, custom-rule and "
+        "library variants measured in ULPs against mpmath references.",
+    )
+    from rulelab import __version__
+
+    parser.add_argument("--version", action="version", version=f"rulelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or 0)
+    except (UsageError, CaseError) as exc:
+        print(f"rulelab {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"rulelab {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,327 @@
+"""The biggest findings of a run, in plain words, derived from the tables: where a
+variant's result turns non-finite or loses most of its digits (the smallest input
+binade where it starts, sharpened by the stored worst inputs and samples), which
+variants of the same case are fine there, and which combinations failed outright."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rulelab.report.classes import NONFINITE_CLASSES, nonfinite_count, row_class
+from rulelab.report.load import Accuracy
+from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, arg_label, fmt_ulp, ordered, variant_order
+
+LARGE_ULP = 1024
+"""Above this many ULP a result has lost most of its digits (the >2^10 bucket)."""
+
+GOOD_ULP = 4
+"""A variant within this many ULP where another fails counts as fine there."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding: ``kind`` is ``nonfinite``, ``inaccurate``, ``error`` or
+    ``unsupported`` (most severe first); ``text`` is plain text."""
+
+    kind: str
+    case: str
+    variant: str
+    transform: str
+    text: str
+
+
+KIND_ORDER = ("nonfinite", "inaccurate", "error", "unsupported")
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a variant fails along one argument: a phrase (``x >= 88.72``), the
+    failing binades per sign and the smallest failing |input| seen."""
+
+    phrase: str
+    binades: frozenset[tuple[int, float]]
+    argument: str
+
+
+def fmt_x(x: float) -> str:
+    """An input value for prose: four significant digits, powers of two kept exact."""
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "inf"
+    m, e = math.frexp(abs(x))
+    if m == 0.5 and abs(e - 1) > 6:
+        return f"2^{e - 1}"
+    return f"{abs(x):.4g}"
+
+
+def _bad_inputs(points: pd.DataFrame, index: int, bad: Callable[[pd.DataFrame], pd.Series]) -> np.ndarray:
+    col = f"in{index}"
+    if points.empty or col not in points:
+        return np.array([])
+    sel = points[bad(points)]
+    return pd.to_numeric(sel[col], errors="coerce").dropna().to_numpy(dtype=np.float64)
+
+
+def _binade(x: np.ndarray) -> np.ndarray:
+    ax = np.abs(x)
+    out = np.full(ax.shape, np.nan)
+    ok = np.isfinite(ax) & (ax > 0)
+    out[ok] = np.floor(np.log2(ax[ok]))
+    # log2 rounding can misplace exact powers of two; frexp is exact
+    _, e = np.frexp(np.where(ok, ax, 1.0))
+    out[ok] = (e - 1)[ok]
+    out[ax == 0] = -np.inf
+    out[np.isinf(ax)] = np.inf
+    return out
+
+
+def region(binned: pd.DataFrame, bad_rows: pd.Series, points: np.ndarray, argument: str) -> Region | None:
+    """Describe the failing binades ``bad_rows`` of one variant's ``binned`` rows (one
+    argument) as a phrase. ``points`` are failing inputs seen (worst inputs, samples):
+    the smallest one in the first failing binade sharpens the threshold."""
+    parts: dict[int, tuple[str, str, bool]] = {}
+    failing: set[tuple[int, float]] = set()
+    pts_binade = _binade(points)
+    pts_sign = np.where(np.signbit(points), -1, 1)
+    for s in (1, -1):
+        rows = binned[(binned["sign"] == s) & (binned["count"] > 0)].sort_values("binade")
+        bad = rows[bad_rows.reindex(rows.index, fill_value=False)]
+        if bad.empty:
+            continue
+        failing.update((s, float(b)) for b in bad["binade"])
+        e0 = float(bad["binade"].min())
+        tail = bool((rows.loc[rows["binade"] >= e0].index.isin(bad.index)).all())
+        seen = np.abs(points[(pts_sign == s) & (pts_binade == e0)])
+        if e0 == -math.inf:
+            t_text = "0"
+        elif e0 == math.inf:
+            t_text = "inf"
+        else:
+            t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(2.0**e0)
+        lt, gt = ("\u2264", "\u2265")
+        neg = "-" if s < 0 else ""
+        if e0 == math.inf:
+            phrase = f"{argument} = {neg}inf"
+        elif e0 == -math.inf and not tail:
+            phrase = f"{argument} = {neg}0"
+        elif tail and e0 == -math.inf:
+            phrase = f"every {argument} {'<' if s < 0 else '>'}= 0"
+        elif tail:
+            phrase = f"{argument} {gt} {t_text}" if s > 0 else f"{argument} {lt} -{t_text}"
+        else:
+            top = float(bad.loc[np.isfinite(bad["binade"]), "binade"].max())
+            hi = fmt_x(2.0 ** (top + 1))
+            phrase = f"{argument} in [{t_text}, {hi})" if s > 0 else f"{argument} in (-{hi}, -{t_text}]"
+        parts[s] = (phrase, t_text, tail and math.isfinite(e0))
+    if not parts:
+        return None
+    if 1 in parts and -1 in parts and parts[1][2] and parts[-1][2] and parts[1][1] == parts[-1][1]:
+        phrase = f"|{argument}| \u2265 {parts[1][1]}"
+    else:
+        phrase = " and ".join(parts[s][0] for s in (1, -1) if s in parts)
+    return Region(phrase, frozenset(failing), argument)
+
+
+def _pick_argument(binned_v: pd.DataFrame, bad: Callable[[pd.DataFrame], pd.Series], arg: str) -> str | None:
+    """The argument whose binades separate failing from fine inputs best."""
+    best: tuple[float, int, str] | None = None
+    for i, name in enumerate(dict.fromkeys(binned_v["binade_of"])):
+        rows = binned_v[(binned_v["binade_of"] == name) & (binned_v["count"] > 0)]
+        n_bad = int(bad(rows).sum())
+        if not n_bad:
+            continue
+        score = (n_bad / len(rows), 0 if name == arg else 1, name)
+        if best is None or score < best:
+            best = score
+    return None if best is None else best[2]
+
+
+def _fine_elsewhere(binned_g: pd.DataFrame, variant: str, argument: str, failing: frozenset[tuple[int, float]], ok: Callable[[pd.DataFrame], bool]) -> dict[str, float]:
+    """Other variants with no failure in every failing binade: name -> their max dULP there."""
+    out: dict[str, float] = {}
+    for v in variant_order(binned_g):
+        if v == variant:
+            continue
+        rows = binned_g[(binned_g["variant"] == v) & (binned_g["binade_of"] == argument) & (binned_g["count"] > 0)]
+        keys = list(zip(rows["sign"].astype(int), rows["binade"].astype(float)))
+        there = rows[[k in failing for k in keys]]
+        if there.empty or len(there) < len(failing):
+            continue
+        if ok(there):
+            out[v] = float(there["max_ulp"].max())
+    return out
+
+
+def _nonfinite_kind(row: dict, worst_v: pd.DataFrame) -> str:
+    """What the failing points returned: NaN, inf or both (from the summary's counts
+    where the store has them, else from the worst inputs)."""
+    nan, inf = _num(row.get("wrong_nan")), _num(row.get("wrong_inf"))
+    if _num(row.get("wrong_nonfinite")) == 0 and _num(row.get("unexpected_finite")) > 0:
+        return "finite where the reference is undefined"
+    if nan or inf:
+        return "/".join(k for k, n in (("NaN", nan), ("inf", inf)) if n)
+    bad = worst_v[worst_v["bucket"].isin(NONFINITE_CLASSES)] if not worst_v.empty else worst_v
+    vals = pd.to_numeric(bad["computed"], errors="coerce").to_numpy(dtype=np.float64) if not bad.empty else np.array([])
+    kinds = [k for k, hit in (("NaN", np.isnan(vals).any()), ("inf", np.isposinf(vals).any()), ("-inf", np.isneginf(vals).any())) if hit]
+    return "/".join(kinds) if kinds else "non-finite"
+
+
+def _num(v: object) -> float:
+    try:
+        x = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(x) else x
+
+
+GROUP = ["case", "transform", "arg", "dtype", "backend"]
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    """The point tables split once by (case, transform, arg, dtype, backend), so each
+    finding looks its rows up instead of filtering whole tables."""
+
+    binned: dict[tuple[str, ...], pd.DataFrame]
+    worst: dict[tuple[str, ...], pd.DataFrame]
+    samples: dict[tuple[str, ...], pd.DataFrame]
+
+    @staticmethod
+    def of(acc: Accuracy) -> _Grouped:
+        def split(df: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
+            return {} if df.empty else {tuple(k): g for k, g in df.groupby(GROUP, sort=False)}
+
+        return _Grouped(split(acc.binned), split(acc.worst), split(acc.samples))
+
+
+_EMPTY = pd.DataFrame({c: pd.Series(dtype=object) for c in ("variant", "bucket", "computed", "dulp", "binade_of", "count", "nonfinite", "max_ulp", "sign", "binade")})
+
+
+def _criteria(kind: str) -> tuple[Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], bool]]:
+    """(failing binned rows, failing worst inputs, failing samples, fine binned rows)."""
+    dl = lambda d: pd.to_numeric(d["dulp"], errors="coerce")  # noqa: E731
+    if kind == "nonfinite":
+        return (
+            lambda d: d["nonfinite"] > 0,
+            lambda d: d["bucket"].isin(NONFINITE_CLASSES),
+            lambda d: np.isinf(dl(d)),
+            lambda d: bool((d["nonfinite"] == 0).all()),
+        )
+    return (
+        lambda d: d["max_ulp"] > LARGE_ULP,
+        lambda d: (dl(d) > LARGE_ULP) & ~d["bucket"].isin(NONFINITE_CLASSES),
+        lambda d: (dl(d) > LARGE_ULP) & np.isfinite(dl(d)),
+        lambda d: bool(((d["max_ulp"].fillna(0) <= GOOD_ULP) & (d["nonfinite"] == 0)).all()),
+    )
+
+
+def _region_for(tables: _Grouped, key: tuple[str, ...], variant: str, kind: str, arg_names: Sequence[str]) -> tuple[Region | None, dict[str, float]]:
+    """Where ``variant`` fails in the result group ``key`` and which variants are fine
+    there."""
+    bad_b, bad_w, bad_s, ok = _criteria(kind)
+    binned_g = tables.binned.get(key, _EMPTY)
+    binned_v = binned_g[binned_g["variant"] == variant]
+    if binned_v.empty:
+        return None, {}
+    argument = _pick_argument(binned_v, bad_b, key[2])
+    if argument is None:
+        return None, {}
+    rows = binned_v[binned_v["binade_of"] == argument]
+    idx = list(arg_names).index(argument) if argument in arg_names else 0
+    worst_g = tables.worst.get(key, _EMPTY)
+    samples_g = tables.samples.get(key, _EMPTY)
+    points = np.concatenate([
+        _bad_inputs(worst_g[worst_g["variant"] == variant], idx, bad_w),
+        _bad_inputs(samples_g[samples_g["variant"] == variant], idx, bad_s),
+    ])
+    reg = region(rows, bad_b(rows), points, argument)
+    if reg is None:
+        return None, {}
+    return reg, _fine_elsewhere(binned_g, variant, argument, reg.binades, ok)
+
+
+def _arg_names(acc: Accuracy) -> dict[str, list[str]]:
+    """Argument names per case, from the worst inputs' ``args`` (else the binned
+    arguments)."""
+    out: dict[str, list[str]] = {}
+    if not acc.worst.empty:
+        for case, args in acc.worst.groupby("case", sort=False)["args"]:
+            named = next((a for a in args if a), "")
+            if named:
+                out[case] = named.split(",")
+    if not acc.binned.empty:
+        for case, ofs in acc.binned.groupby("case", sort=False)["binade_of"]:
+            out.setdefault(case, [n for n in dict.fromkeys(ofs) if n])
+    return out
+
+
+def findings(acc: Accuracy) -> list[Finding]:
+    """Every finding of ``acc``, most severe kind first, then in case order."""
+    out: list[Finding] = []
+    s = acc.summary
+    if s.empty:
+        return out
+    tables = _Grouped.of(acc)
+    names = _arg_names(acc)
+    case_rank = {c: i for i, c in enumerate(acc.cases())}
+    backends = s["backend"].nunique() > 1
+    multi = {c for c, n in s[s["arg"] != ""].groupby("case")["arg"].nunique().items() if n > 1}
+    several = {c for c, n in s.groupby("case")["variant"].nunique().items() if n > 1}
+    for (case, variant, transform, arg, backend), g in s.groupby(["case", "variant", "transform", "arg", "backend"], sort=False):
+        where = f" on {backend}" if backends else ""
+        label = arg_label(transform, arg) if arg and case in multi else transform
+        for kind in ("nonfinite", "inaccurate"):
+            parts, fine_sets, what = [], [], set()
+            for r in g.to_dict("records"):
+                hit = nonfinite_count(r) > 0 if kind == "nonfinite" else row_class(r) == "ulp_gt_1024"
+                if r["status"] != "ok" or not hit:
+                    continue
+                key = (case, transform, arg, r["dtype"], backend)
+                reg, fine = _region_for(tables, key, variant, kind, names.get(case) or [arg or "x"])
+                if kind == "nonfinite":
+                    w = tables.worst.get(key, _EMPTY)
+                    what.add(_nonfinite_kind(r, w[w["variant"] == variant]))
+                    n = f"{nonfinite_count(r)} of {int(_num(r['n_points']))} points"
+                else:
+                    n = f"up to {fmt_ulp(r['max_ulp'])} ULP"
+                place = reg.phrase if reg is not None else "some inputs"
+                parts.append((r["dtype"], f"{place} in {r['dtype']} ({n})"))
+                fine_sets.append(fine if reg is not None else {})
+            if not parts:
+                continue
+            parts.sort(key=lambda p: DTYPE_ORDER.index(p[0]) if p[0] in DTYPE_ORDER else len(DTYPE_ORDER))
+            fine_list = _fine_text(fine_sets)
+            if kind == "nonfinite":
+                head = f"{case} {variant}: {label} {'/'.join(sorted(what))} for "
+                tail = f"; fine there: {', '.join(fine_list)}" if fine_list else "; no other variant is fine there" if case in several else ""
+            else:
+                head = f"{case} {variant}: {label} off by more than {LARGE_ULP} ULP for "
+                tail = f"; within {GOOD_ULP} ULP there: {', '.join(fine_list)}" if fine_list else ""
+            out.append(Finding(kind, case, variant, transform, head + "; ".join(p[1] for p in parts) + where + tail))
+        for status in ("error", "unsupported"):
+            bad = g[g["status"] == status]
+            if bad.empty:
+                continue
+            dtypes = ", ".join(ordered(bad["dtype"], DTYPE_ORDER))
+            message = next((m for m in bad["message"] if m), "")
+            verb = "raised an error" if status == "error" else "is unsupported"
+            text = f"{case} {variant}: {label} {verb} in {dtypes}{where}" + (f": {message}" if message else "")
+            out.append(Finding(status, case, variant, transform, text))
+    t_rank = {t: i for i, t in enumerate(TRANSFORM_ORDER)}
+    out.sort(key=lambda f: (KIND_ORDER.index(f.kind), case_rank.get(f.case, 0), t_rank.get(f.transform, 9)))
+    return out
+
+
+def _fine_text(fine: list[dict[str, float]]) -> list[str]:
+    """Variants fine in every listed dtype, each with its max dULP there when the
+    finding covers one dtype."""
+    names = [n for n in fine[0] if all(n in f for f in fine[1:])] if fine else []
+    if len(fine) == 1:
+        return [f"{n} (\u2264 {fmt_ulp(fine[0][n])} ULP there)" if not math.isnan(fine[0][n]) else n for n in names]
+    return names

@@ -1,0 +1,341 @@
+"""Accuracy tables as DataFrames of :class:`~rulelab.report.html.Cell`: the case x variant
+matrix, its two-run comparison, the transform support matrix, the summary per
+transform, the worst inputs and the backend facts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rulelab.metrics import BUCKETS
+from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
+from rulelab.report.html import Cell
+from rulelab.report.load import RunInfo
+
+TRANSFORM_ORDER = ("value", "grad", "jvp", "grad2")
+DTYPE_ORDER = ("float32", "float16", "bfloat16", "float64")
+
+Href = Callable[[str, str], str]
+"""Link target of a matrix cell, from its case and differentiated argument."""
+
+
+def ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
+    """Distinct ``values``, those named in ``order`` first in that order."""
+    distinct = list(dict.fromkeys(values))
+    return [v for v in order if v in distinct] + [v for v in distinct if v not in order]
+
+
+def variant_order(summary: pd.DataFrame) -> list[str]:
+    """Variants as the store lists them, ``naive`` first and ``library`` last."""
+    vs = list(dict.fromkeys(summary["variant"]))
+    head = [v for v in vs if v == "naive"]
+    tail = [v for v in vs if v == "library"]
+    return head + [v for v in vs if v not in ("naive", "library")] + tail
+
+
+def fmt_ulp(v: Any) -> str:
+    """A dULP count as short text: integers up to 9999, then 1.2e5 style."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return ""
+    if math.isnan(x):
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    if x < 1e4:
+        return f"{x:.0f}" if x == int(x) else f"{x:.2g}"
+    mant, exp = f"{x:.1e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def arg_label(transform: str, arg: str) -> str:
+    """``grad`` or ``grad d/dy`` (the argument is named only where it matters)."""
+    return f"{transform} d/d{arg}" if arg and transform != "value" else transform
+
+
+def multi_arg_cases(summary: pd.DataFrame) -> set[str]:
+    """Cases with derivatives in more than one argument."""
+    d = summary[summary["arg"] != ""]
+    counts = d.groupby("case")["arg"].nunique()
+    return set(counts[counts > 1].index)
+
+
+def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
+    """The matrix cell of one summary row: class by worst bucket (or status), text the
+    max dULP and how many points were non-finite."""
+    if row is None:
+        return Cell("", "missing", "not run")
+    cls = row_class(row)
+    key = " ".join(str(row.get(k, "")) for k in ("case", "variant", "transform", "arg", "dtype", "backend") if row.get(k, ""))
+    if cls in ("unsupported", "error"):
+        return Cell(cls, cls, f"{key}: {row.get('message', '')}".strip(), href)
+    n_bad = nonfinite_count(row)
+    text = fmt_ulp(row.get("max_ulp"))
+    if n_bad:
+        text += f" · {n_bad} non-finite"
+    counts = ", ".join(f"{CLASS_LABELS[b]}: {int(row.get(b) or 0)}" for b in BUCKETS if _num(row.get(b)))
+    title = f"{key}: max {fmt_ulp(row.get('max_ulp'))} ULP, median {fmt_ulp(row.get('median_ulp'))} ULP over {int(_num(row.get('n_points')))} points ({counts})"
+    return Cell(text, cls, title, href)
+
+
+def _num(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(x) else x
+
+
+def blocks(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (transform, dtype, backend) blocks of the overview, in reading order."""
+    out = []
+    for t in ordered(summary["transform"], TRANSFORM_ORDER):
+        for d in ordered(summary.loc[summary["transform"] == t, "dtype"], DTYPE_ORDER):
+            sel = summary[(summary["transform"] == t) & (summary["dtype"] == d)]
+            for b in dict.fromkeys(sel["backend"]):
+                out.append((t, d, b))
+    return out
+
+
+def _row_labels(summary: pd.DataFrame, transform: str) -> list[tuple[str, str, str]]:
+    """(label, case, arg) rows of one transform's matrix."""
+    multi = multi_arg_cases(summary)
+    rows = []
+    sel = summary[summary["transform"] == transform]
+    for case in dict.fromkeys(summary["case"]):
+        args = list(dict.fromkeys(sel.loc[sel["case"] == case, "arg"]))
+        for a in args:
+            label = f"{case} d/d{a}" if case in multi and a else case
+            rows.append((label, case, a))
+    return rows
+
+
+def matrix(summary: pd.DataFrame, transform: str, dtype: str, backend: str, href: Href = lambda case, arg: "") -> pd.DataFrame:
+    """Case x variant for one transform, dtype and backend; cells from
+    :func:`result_cell`, ``missing`` where a variant was not run."""
+    sel = summary[(summary["transform"] == transform) & (summary["dtype"] == dtype) & (summary["backend"] == backend)]
+    variants = variant_order(summary)
+    index = {(r["case"], r["variant"], r["arg"]): r for r in sel.to_dict("records")}
+    data = []
+    labels = []
+    for label, case, arg in _row_labels(summary, transform):
+        if not any((case, v, arg) in index for v in variants):
+            continue
+        labels.append(label)
+        data.append([result_cell(index.get((case, v, arg)), href(case, arg)) for v in variants])
+    return pd.DataFrame(data, index=pd.Index(labels, name="case"), columns=variants)
+
+
+def _compare_key(row: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    if row is None:
+        return None
+    return (row_class(row), fmt_ulp(row.get("max_ulp")), nonfinite_count(row))
+
+
+def compare_matrix(a: pd.DataFrame, b: pd.DataFrame, transform: str, dtype: str, backend: str, names: tuple[str, str] = ("A", "B")) -> tuple[pd.DataFrame, int]:
+    """Case x (variant, run) for two runs' summaries side by side. A pair whose class,
+    max dULP or non-finite count differs gets the ``changed`` class on both cells.
+    Returns the table and the number of changed pairs."""
+    both = pd.concat([a, b], ignore_index=True)
+    variants = variant_order(both)
+    ia = {(r["case"], r["variant"], r["arg"]): r for r in a[(a["transform"] == transform) & (a["dtype"] == dtype) & (a["backend"] == backend)].to_dict("records")}
+    ib = {(r["case"], r["variant"], r["arg"]): r for r in b[(b["transform"] == transform) & (b["dtype"] == dtype) & (b["backend"] == backend)].to_dict("records")}
+    data, labels, changed = [], [], 0
+    for label, case, arg in _row_labels(both, transform):
+        if not any((case, v, arg) in ia or (case, v, arg) in ib for v in variants):
+            continue
+        row = []
+        for v in variants:
+            ra, rb = ia.get((case, v, arg)), ib.get((case, v, arg))
+            ca, cb = result_cell(ra), result_cell(rb)
+            if _compare_key(ra) != _compare_key(rb):
+                changed += 1
+                ca = Cell(ca.text, ca.cls + " changed", ca.title, ca.href)
+                cb = Cell(cb.text, cb.cls + " changed", cb.title, cb.href)
+            row += [ca, cb]
+        labels.append(label)
+        data.append(row)
+    columns = pd.MultiIndex.from_tuples([(v, n) for v in variants for n in names])
+    return pd.DataFrame(data, index=pd.Index(labels, name="case"), columns=columns), changed
+
+
+def support_matrix(summary_case: pd.DataFrame) -> pd.DataFrame:
+    """Variant x transform (per argument) of one case: ok / unsupported / error over
+    every dtype and backend, the dtypes named where they disagree."""
+    cols = []
+    for t in ordered(summary_case["transform"], TRANSFORM_ORDER):
+        for a in dict.fromkeys(summary_case.loc[summary_case["transform"] == t, "arg"]):
+            cols.append((t, a))
+    data = []
+    variants = variant_order(summary_case)
+    for v in variants:
+        row = []
+        for t, a in cols:
+            sel = summary_case[(summary_case["variant"] == v) & (summary_case["transform"] == t) & (summary_case["arg"] == a)]
+            row.append(_support_cell(sel))
+        data.append(row)
+    return pd.DataFrame(data, index=pd.Index(variants, name="variant"), columns=[arg_label(t, a) for t, a in cols])
+
+
+def _support_cell(sel: pd.DataFrame) -> Cell:
+    if sel.empty:
+        return Cell("", "missing", "not run")
+    statuses = list(dict.fromkeys(sel["status"]))
+    messages = "; ".join(dict.fromkeys(m for m in sel["message"] if m))
+    if len(statuses) == 1:
+        s = statuses[0]
+        cls = s if s in ("unsupported", "error") else "exact"
+        return Cell(s, cls, messages)
+    parts = [f"{s} ({', '.join(dict.fromkeys(sel.loc[sel['status'] == s, 'dtype']))})" for s in statuses]
+    cls = "error" if "error" in statuses else "unsupported"
+    return Cell("; ".join(parts), cls, messages)
+
+
+SUMMARY_COLUMNS: Mapping[str, str] = {
+    "status": "status",
+    "n_points": "points",
+    "max_ulp": "max ULP",
+    "median_ulp": "median ULP",
+    "max_frac_ulp": "max frac. ULP",
+    "exact": "exact",
+    "ulp_1": "1",
+    "ulp_2_4": "2-4",
+    "ulp_5_1024": "5-1024",
+    "ulp_gt_1024": ">1024",
+    "wrong_nonfinite": "wrong non-finite",
+    "unexpected_finite": "finite where undefined",
+    "both_undefined": "both undefined",
+    "compile_s": "compile s",
+    "run_s": "run s",
+}
+
+
+def summary_groups(summary_case: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(transform, arg, conventions text) for each summary table of a case."""
+    out = []
+    for t in ordered(summary_case["transform"], TRANSFORM_ORDER):
+        sel_t = summary_case[summary_case["transform"] == t]
+        for a in dict.fromkeys(sel_t["arg"]):
+            conv = [c for c in dict.fromkeys(sel_t.loc[sel_t["arg"] == a, "conventions"]) if c]
+            out.append((t, a, "; ".join(conv)))
+    return out
+
+
+def summary_table(summary_case: pd.DataFrame, transform: str, arg: str) -> pd.DataFrame:
+    """One case's summary rows for one transform and argument, indexed by dtype,
+    backend and variant; the max-ULP cell and the status cell carry the row's class,
+    the bucket counts are shaded when nonzero."""
+    sel = summary_case[(summary_case["transform"] == transform) & (summary_case["arg"] == arg)].copy()
+    sel["_d"] = sel["dtype"].map({d: i for i, d in enumerate(DTYPE_ORDER)}).fillna(len(DTYPE_ORDER))
+    sel["_v"] = sel["variant"].map({v: i for i, v in enumerate(variant_order(summary_case))})
+    sel = sel.sort_values(["_d", "dtype", "backend", "_v"], kind="stable")
+    data, index = [], []
+    multi_backend = sel["backend"].nunique() > 1
+    for r in sel.to_dict("records"):
+        cls = row_class(r)
+        row: list[Any] = []
+        for col in SUMMARY_COLUMNS:
+            v = r.get(col)
+            if col == "status":
+                row.append(Cell(str(v), cls if cls in ("unsupported", "error") else "", str(r.get("message", ""))))
+            elif col == "max_ulp":
+                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" else "", cls, CLASS_LABELS[cls]))
+            elif col in BUCKETS:
+                n = int(_num(v))
+                row.append(Cell(str(n) if r["status"] == "ok" else "", col if n and col != "exact" else ""))
+            elif col in ("compile_s", "run_s"):
+                row.append(Cell(f"{_num(v):.3g}" if _num(v) else ""))
+            elif col in ("median_ulp",):
+                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" else ""))
+            elif col == "max_frac_ulp":
+                row.append(Cell(f"{float(v):.3g}" if isinstance(v, (int, float)) and not math.isnan(v) else ""))
+            else:
+                row.append(Cell("" if r["status"] != "ok" and col == "n_points" else str(int(_num(v)))))
+        notes = "; ".join(x for x in (r.get("notes", ""), r.get("message", "")) if x)
+        row.append(Cell(notes, "msg"))
+        data.append(row)
+        index.append((r["dtype"], r["backend"], r["variant"]) if multi_backend else (r["dtype"], r["variant"]))
+    names = ["dtype", "backend", "variant"] if multi_backend else ["dtype", "variant"]
+    columns = [*SUMMARY_COLUMNS.values(), "notes"]
+    return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=names) if index else None, columns=columns)
+
+
+def _fmt_float(v: Any) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(x):
+        return "nan"
+    return repr(x) if math.isinf(x) or x == 0 else f"{x:.9g}"
+
+
+def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The ``k`` worst inputs per variant (as stored, best rank first): inputs by
+    argument name, computed value, reference, dULP, fractional ULP, bucket."""
+    if worst_sel.empty:
+        return pd.DataFrame()
+    df = worst_sel.copy()
+    df["_v"] = df["variant"].map({v: i for i, v in enumerate(variant_order(df))})
+    df = df.sort_values(["_v", "rank"], kind="stable")
+    df = df.groupby("variant", sort=False).head(k)
+    data, index = [], []
+    for r in df.to_dict("records"):
+        names = [n for n in str(r.get("args", "")).split(",") if n] or ["x"]
+        inputs = ", ".join(f"{n} = {_fmt_float(r.get(f'in{i}'))}" for i, n in enumerate(names[:3]))
+        bucket = str(r.get("bucket", ""))
+        data.append([
+            Cell(inputs, "text"),
+            Cell(_fmt_float(r.get("computed"))),
+            Cell(_fmt_float(r.get("ref_hi")), title=f"lo part {_fmt_float(r.get('ref_lo'))}"),
+            Cell(fmt_ulp(r.get("dulp"))),
+            Cell(_fmt_float(r.get("frac_ulp")) if _num(r.get("frac_ulp")) else ""),
+            Cell(CLASS_LABELS.get(bucket, bucket), bucket if bucket in CLASS_LABELS else ""),
+        ])
+        index.append((r["variant"], int(_num(r.get("rank")))))
+    return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "rank"]), columns=["input", "computed", "reference", "dULP", "frac. ULP", "bucket"])
+
+
+def _backend(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    b = meta.get("backend")
+    return b if isinstance(b, Mapping) else {"backend": b or ""}
+
+
+def facts_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
+    """Where and when each run was computed: backend, device, flush-to-zero per dtype,
+    versions, commit, host, dates and status."""
+    data = {}
+    for info in runs:
+        m = info.meta
+        b = _backend(m)
+        versions = m.get("versions") if isinstance(m.get("versions"), Mapping) else {}
+        ftz = b.get("flushes_subnormals") if isinstance(b.get("flushes_subnormals"), Mapping) else {}
+        data[info.run_id] = {
+            "status": info.status,
+            "backend": b.get("backend", ""),
+            "device kind": b.get("device_kind", ""),
+            "flushes subnormals": ", ".join(f"{d}: {'yes' if v else 'no'}" for d, v in ftz.items()) or "unknown",
+            "x64": str(b.get("x64", "")),
+            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()) or f"jax {b.get('jax', '?')}, jaxlib {b.get('jaxlib', '?')}",
+            "git commit": str(m.get("git_commit", ""))[:12],
+            "host": str(m.get("host", "")),
+            "started": str(m.get("started", "")),
+            "finished": str(m.get("finished", "") or ""),
+            "plan": _plan_name(m.get("plan")),
+            "folder": str(info.path),
+        }
+    df = pd.DataFrame(data)
+    df.index.name = "run"
+    return df.map(lambda v: Cell(str(v), "text"))
+
+
+def _plan_name(plan: Any) -> str:
+    if isinstance(plan, Mapping):
+        return str(plan.get("name") or plan.get("path") or ", ".join(sorted(map(str, plan))))
+    return "" if plan is None else str(plan)
+

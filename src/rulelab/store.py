@@ -1,0 +1,383 @@
+"""The results of accuracy runs: layout, schema and atomic, resumable writes.
+
+Layout (``root`` is the results folder, ``results/`` by default)::
+
+    root/accuracy/latest                 the id of the most recently completed run (text)
+    root/accuracy/<run-id>/meta.json     plan as run, versions, backend facts, git commit,
+                                         host, times per phase and per task, status
+    root/accuracy/<run-id>/parts/        one file per finished task (while running)
+    root/accuracy/<run-id>/summary.parquet, binned.parquet, worst.parquet, samples.parquet
+
+Every table has the key columns ``case, variant, transform, arg, dtype, backend``: one
+*result* is one case x variant x transform x differentiated argument (``arg``, "" for
+``value``) x dtype x backend. The columns of each table are :data:`TABLES`; the layout
+and the columns carry :data:`SCHEMA_VERSION`, raised whenever either changes.
+
+Every file is written to a temporary name and renamed over its final name, so a reader
+(or a run killed at any instant, SIGKILL included) sees a whole file or none. A task's
+part file appears only when the task is finished; resuming a run recomputes exactly the
+tasks without one. The final tables are assembled from the parts in the plan's task
+order, so a resumed run's tables equal an uninterrupted run's (timing columns aside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rulelab.errors import UsageError
+
+SCHEMA_VERSION = 1
+"""Version of the layout and columns below."""
+
+KEYS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "case": ("string", "case name"),
+        "variant": ("string", "variant name"),
+        "transform": ("string", "value | grad | jvp | grad2"),
+        "arg": ("string", "the argument differentiated; '' for value"),
+        "dtype": ("string", "float32 | float16 | bfloat16 | float64"),
+        "backend": ("string", "platform the variant ran on (cpu, gpu, tpu)"),
+    }
+)
+"""Key columns, shared by every table: (pandas dtype, meaning)."""
+
+SUMMARY: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        **KEYS,
+        "status": ("string", "ok | unsupported (JAX refused the transform) | error (the variant failed)"),
+        "message": ("string", "why a result is unsupported or an error; '' when ok"),
+        "n_points": ("Int64", "points in the sweep"),
+        "max_ulp": ("float64", "largest dULP over comparable points (both finite, or the same infinity)"),
+        "median_ulp": ("float64", "median dULP over comparable points"),
+        "max_frac_ulp": ("float64", "largest |computed - exact| / ulp(exact); 0.5 = correctly rounded"),
+        "exact": ("Int64", "points with dULP 0"),
+        "ulp_1": ("Int64", "points with dULP 1"),
+        "ulp_2_4": ("Int64", "points with dULP 2 to 4"),
+        "ulp_5_1024": ("Int64", "points with dULP 5 to 2^10"),
+        "ulp_gt_1024": ("Int64", "points with dULP above 2^10"),
+        "wrong_nonfinite": ("Int64", "non-finite result where the reference is finite (or another non-finite)"),
+        "unexpected_finite": ("Int64", "finite result where the reference is undefined or infinite"),
+        "both_undefined": ("Int64", "NaN result where the reference is undefined too"),
+        "wrong_nan": ("Int64", "of wrong_nonfinite, how many results are NaN"),
+        "wrong_inf": ("Int64", "of wrong_nonfinite, how many results are infinite"),
+        "notes": ("string", "evaluation notes, '; '-joined (e.g. a dtype the variant changed)"),
+        "conventions": ("string", "notes of the case's conventions for this derivative, '; '-joined"),
+        "compile_s": ("float64", "seconds to lower and compile (varies between runs)"),
+        "run_s": ("float64", "seconds to run the compiled function once (varies between runs)"),
+    }
+)
+"""summary.parquet: one row per result."""
+
+BINNED: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        **KEYS,
+        "binade_of": ("string", "the argument whose binade groups the points: the differentiated one, else the first"),
+        "sign": ("int64", "sign of that argument: -1 or 1 (-0 counts as -1)"),
+        "binade": ("float64", "floor(log2|x|) of that argument; -inf for zero, inf for infinity"),
+        "count": ("int64", "points in this binade and sign"),
+        "max_ulp": ("float64", "largest dULP over its comparable points (NaN if none)"),
+        "median_ulp": ("float64", "median dULP over its comparable points"),
+        "nonfinite": ("int64", "points in the wrong_nonfinite or unexpected_finite classes"),
+    }
+)
+"""binned.parquet: one row per result, sign and binade."""
+
+POINT_INPUTS = ("in0", "in1", "in2")
+"""Input columns of point tables: argument positions 0, 1, 2 as float64 (NaN where the
+case has fewer arguments). A case of more arguments adds in3, in4, …"""
+
+WORST: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        **KEYS,
+        "rank": ("int64", "0 = worst"),
+        **{c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)},
+        "args": ("string", "the case's argument names, comma-joined, in input order"),
+        "computed": ("float64", "what the variant returned"),
+        "ref_hi": ("float64", "reference, high part of a double-double (NaN: undefined)"),
+        "ref_lo": ("float64", "reference, low part"),
+        "dulp": ("float64", "dULP (inf for the non-finite classes)"),
+        "frac_ulp": ("float64", "fractional error against the unrounded reference"),
+        "bucket": ("string", "error class (metrics.BUCKETS)"),
+    }
+)
+"""worst.parquet: the worst inputs of each result, non-finite classes first."""
+
+SAMPLES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        **KEYS,
+        **{c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)},
+        "computed": ("float64", "what the variant returned"),
+        "ref_hi": ("float64", "reference (high part; NaN: undefined)"),
+        "dulp": ("float64", "dULP (inf for the non-finite classes, NaN where both are undefined)"),
+    }
+)
+"""samples.parquet: up to ``plan.samples`` points of each result spread evenly over its
+sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
+
+TABLES: Mapping[str, Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES}
+)
+"""Every table of a run, by file stem."""
+
+TIMING_COLUMNS = ("compile_s", "run_s")
+"""Columns that measure time and so differ between otherwise identical runs."""
+
+
+class StoreError(UsageError):
+    """A run folder is missing, incomplete or of another schema."""
+
+
+# --- atomic files --------------------------------------------------------------------------
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    """Write a table as parquet, atomically."""
+    tmp = _tmp_name(path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def accuracy_dir(root: str | Path) -> Path:
+    """Where accuracy runs live under a results folder."""
+    return Path(root) / "accuracy"
+
+
+def now() -> str:
+    """The current time, ISO 8601 with the UTC offset."""
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def new_run(root: str | Path) -> Path:
+    """Create a fresh, empty run folder with a unique id (UTC time, pid, random suffix),
+    made with an exclusive mkdir so that runs started together never share one."""
+    base = accuracy_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for _ in range(100):
+        run = base / f"{stamp}-{os.getpid()}-{secrets.token_hex(2)}"
+        try:
+            run.mkdir()
+        except FileExistsError:
+            continue
+        (run / "parts").mkdir()
+        return run
+    raise StoreError(f"could not create a unique run folder under {base}")
+
+
+def open_run(root: str | Path, run_id: str) -> Path:
+    """The folder of an existing run (``run_id`` may also be its path)."""
+    path = Path(run_id)
+    run = path if (path / "meta.json").is_file() else accuracy_dir(root) / run_id
+    if not (run / "meta.json").is_file():
+        known = ", ".join(list_runs(root)[-5:]) or "(none)"
+        raise StoreError(f"no run {run_id!r} under {accuracy_dir(root)} (no meta.json there); recent runs: {known}")
+    return run
+
+
+def list_runs(root: str | Path) -> list[str]:
+    """Ids of every run under ``root`` (complete or not), oldest first."""
+    base = accuracy_dir(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "meta.json").is_file())
+
+
+def read_meta(run: Path) -> dict[str, Any]:
+    """A run's meta.json; refuses another schema version."""
+    try:
+        meta = json.loads((run / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{run / 'meta.json'} is unreadable ({exc})") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"{run} has results schema {meta.get('schema_version')!r}; this rulelab reads schema {SCHEMA_VERSION}"
+        )
+    return meta
+
+
+def write_meta(run: Path, meta: Mapping[str, Any]) -> None:
+    """Write a run's meta.json atomically."""
+    write_json(run / "meta.json", {"schema_version": SCHEMA_VERSION, **meta})
+
+
+def set_latest(root: str | Path, run_id: str) -> None:
+    """Name ``run_id`` as the latest complete run (under a lock, atomically)."""
+    base = accuracy_dir(root)
+    with open(base / ".latest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_bytes(base / "latest", f"{run_id}\n".encode())
+
+
+def latest(root: str | Path) -> Path | None:
+    """The folder of the most recently completed run, or None."""
+    try:
+        run_id = (accuracy_dir(root) / "latest").read_text().strip()
+    except OSError:
+        return None
+    run = accuracy_dir(root) / run_id
+    return run if run_id and run.is_dir() else None
+
+
+# --- parts: one file per finished task -----------------------------------------------------
+
+
+def part_name(key: Sequence[str]) -> str:
+    """File name of a task's part: readable, and unique by a hash of the exact key."""
+    readable = re.sub(r"[^A-Za-z0-9_.+-]", "_", ".".join(k or "-" for k in key))[:120]
+    digest = hashlib.sha256("\x00".join(key).encode()).hexdigest()[:10]
+    return f"{readable}.{digest}.part"
+
+
+def write_part(run: Path, key: Sequence[str], tables: Mapping[str, Mapping[str, Any]], info: Mapping[str, Any]) -> Path:
+    """Record a finished task: its rows of each table (column -> array or list) and
+    ``info`` (wall time …). Atomic, so the part exists only once it is whole."""
+    data = {"key": list(key), "schema_version": SCHEMA_VERSION, "tables": dict(tables), "info": dict(info)}
+    path = run / "parts" / part_name(key)
+    write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+def read_part(path: Path) -> dict[str, Any] | None:
+    """A part's content, or None when it is unreadable (then its task is run again)."""
+    try:
+        data = pickle.loads(path.read_bytes())
+    except Exception:  # noqa: BLE001 - an unreadable part is just unfinished work
+        return None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        return None
+    return data
+
+
+def finished(run: Path, keys: Iterable[Sequence[str]]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The parts of ``keys`` already written: {key: part}. Unreadable parts are moved
+    aside (``.bad``) so that their tasks are recomputed."""
+    out = {}
+    for key in keys:
+        path = run / "parts" / part_name(key)
+        if not path.exists():
+            continue
+        part = read_part(path)
+        if part is None or tuple(part["key"]) != tuple(key):
+            with contextlib.suppress(OSError):
+                path.replace(path.with_suffix(".bad"))
+            continue
+        out[tuple(key)] = part
+    return out
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A table of no rows with every column at its documented dtype."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, (t, _) in TABLES[name].items()})
+
+
+def _frame(name: str, columns: Mapping[str, Any]) -> pd.DataFrame:
+    """A table from column arrays: documented columns first, at their dtypes."""
+    df = pd.DataFrame(dict(columns))
+    if df.empty:
+        return empty_table(name)
+    for c, (t, _) in TABLES[name].items():
+        df[c] = df[c].astype(t) if c in df else pd.Series(np.nan, index=df.index).astype(t)
+    extra = [c for c in df.columns if c not in TABLES[name]]
+    return df[list(TABLES[name]) + extra]
+
+
+def _concat(blocks: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Join column blocks (column -> values, equal lengths within a block) end to end; a
+    column missing from a block is NaN there."""
+    blocks = [b for b in blocks if b and len(next(iter(b.values())))]
+    names = list(dict.fromkeys(c for b in blocks for c in b))
+    out = {}
+    for c in names:
+        pieces = []
+        for b in blocks:
+            n = len(next(iter(b.values())))
+            pieces.append(np.asarray(b[c], dtype=object if isinstance(b[c], list) else None) if c in b else np.full(n, np.nan))
+        out[c] = np.concatenate(pieces) if pieces else np.array([])
+    return out
+
+
+def assemble(
+    run: Path, keys: Sequence[Sequence[str]], parts: Mapping[tuple[str, ...], Mapping[str, Any]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Build every table from the parts of ``keys`` (read from ``run`` unless given) in
+    that order and write the parquet files. Every key must have its part."""
+    parts = finished(run, keys) if parts is None else parts
+    missing = [k for k in keys if tuple(k) not in parts]
+    if missing:
+        raise StoreError(f"{run}: {len(missing)} task(s) have no part, e.g. {'/'.join(missing[0])}")
+    out = {}
+    for name in TABLES:
+        df = _frame(name, _concat([parts[tuple(k)]["tables"][name] for k in keys]))
+        write_parquet(run / f"{name}.parquet", df)
+        out[name] = df
+    return out
+
+
+def remove_parts(run: Path) -> None:
+    """Delete the parts once the final tables are written."""
+    folder = run / "parts"
+    for p in folder.glob("*.part"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def load_table(run: str | Path, name: str) -> pd.DataFrame:
+    """One table of a complete run."""
+    path = Path(run) / f"{name}.parquet"
+    if name not in TABLES:
+        raise StoreError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+    if not path.is_file():
+        raise StoreError(f"{path} does not exist: the run is not complete (resume it with rulelab sweep --resume)")
+    return pd.read_parquet(path)
