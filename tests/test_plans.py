@@ -97,7 +97,8 @@ MISTAKES = [
     ('cases = ["tplan_id"]\nseed = "zero"\n', 2, ["seed must be an integer"]),
     ('cases = "tplan_id"\ndtypes = "all"\n', 2, ["unknown dtype 'all'"]),
     ('cases = []\n', 1, ["cases is empty"]),
-    ('cases = ["tplan_id"\n', 2, ["not valid TOML"]),
+    ('cases = ["tplan_id"\n', 1, ["not valid TOML", "Unclosed array"]),
+    ('cases = ["tplan_id"]\nseed = = 1\n', 2, ["not valid TOML"]),
 ]
 
 

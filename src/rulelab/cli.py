@@ -87,7 +87,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     from rulelab.case import TRANSFORMS
     from rulelab.floats import DTYPES
-    from rulelab.sweep import BACKENDS
+    from rulelab.backend import BACKENDS
 
     p = sub.add_parser(
         "sweep",
@@ -128,6 +128,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rulelab import sweep
+    from rulelab.digest import run_digest
     from rulelab.modules import load_modules
     from rulelab.plan import load_plan, with_overrides
 
@@ -152,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan or "default")
         plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
         run = sweep.start(plan, args.out, args.module, options, on_start=announce)
-    print(sweep.report_text(run))
+    print(run_digest(run))
     return 0
 
 

@@ -290,8 +290,9 @@ def parse_plan(text: str, path: str = "<plan>", name: str = "plan") -> Plan:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{path}:{m.group(1)}" if m else path
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        line = m.group(1) if m else (str(max(1, len(text.splitlines()))) if "end of document" in str(exc) else None)
+        where = f"{path}:{line}" if line else path
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise PlanError(f"{where}: not valid TOML: {msg}") from None
     for k in raw:
         if k not in KEYS:

@@ -314,7 +314,7 @@ def _chain_div(h: Array, u: Array, n: int) -> Array:
 def _recip_diff(u: Array, h: Array) -> Array:
     """1/u - 1/(u + h) = h / (u (u + h)) for u, h > 0, as (1 / (1 + u/h)) / u: no
     product or sum that could overflow or underflow before the result does."""
-    return (1 / (1 + u / h)) / u
+    return div2(1, 1 + u / h, u)
 
 
 def _pow_diff(x: Array, h: Array, m: int) -> Array:
@@ -431,23 +431,33 @@ def _lgamma_corr(x: Array) -> Array:
     return s * inv
 
 
+def _stirling_log_term(small: Array, big: Array) -> Array:
+    """(big - 1/2) log1p(small / big) as small * log1p(q)/q - log1p(q)/2, q = small/big,
+    which stays right when q underflows (the product tends to small, not 0)."""
+    q = small / big
+    l1p = jnp.log1p(q)
+    ratio = jnp.where(q < float(jnp.finfo(q.dtype).eps), 1, l1p / jnp.where(q == 0, 1, q))
+    return small * ratio - 0.5 * l1p
+
+
 def _lbeta_value(a: Array, b: Array) -> Array:
     big = jnp.maximum(a, b)
     small = jnp.minimum(a, b)
     # both < 8: the direct sum (XLA's lgamma is accurate there)
     direct = lax.lgamma(a) + lax.lgamma(b) - lax.lgamma(a + b)
-    # big >= 8 > small: lgamma(small) + [lgamma(big) - lgamma(big + small)] by Stirling
+    # big >= 8 > small: lgamma(small) + [lgamma(big) - lgamma(big + small)] by Stirling:
+    # -(big - 1/2) log1p(small/big) + small - small log(big + small) + corr differences
     bs = jnp.where(big >= 8, big, 8)
     ss = jnp.where(big >= 8, small, 1)
     log_sum = jnp.log(bs) + jnp.log1p(ss / bs)  # log(big + small) without overflow
-    diff = (-(bs - 0.5) * jnp.log1p(ss / bs) + ss) - ss * log_sum
+    diff = (ss - _stirling_log_term(ss, bs)) - ss * log_sum
     diff = diff + (_lgamma_corr(bs) - _lgamma_corr(bs + ss))
     one_big = lax.lgamma(ss) + diff
     # both >= 8: the symmetric Stirling form, every log term negative
     s8 = jnp.where(small >= 8, small, 8)
     both = (
         0.5 * math.log(2 * math.pi)
-        - (bs - 0.5) * jnp.log1p(s8 / bs)
+        - _stirling_log_term(s8, bs)
         - (s8 - 0.5) * jnp.log1p(bs / s8)
         - 0.5 * (jnp.log(bs) + jnp.log1p(s8 / bs))
         + (_lgamma_corr(bs) + _lgamma_corr(s8) - _lgamma_corr(bs + s8))

@@ -161,11 +161,11 @@ def track_table(df: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFrame, 
         text = "failed" if r["status"] == "failed" else fmt_unit(r["value"], r["unit"])
         rows.setdefault(key, {})[r["metric"]] = Cell(text, "error" if r["status"] == "failed" else "")
     table = _frame(rows, index_names, metrics, df)
-    table.columns = [_metric_label(m, df) for m in metrics]
+    table.columns = [metric_label(m, df) for m in metrics]
     return table, constant
 
 
-def _metric_label(metric: str, df: pd.DataFrame) -> str:
+def metric_label(metric: str, df: pd.DataFrame) -> str:
     """``track_temp_bytes`` -> ``temp_bytes``; ``time_call`` -> ``time per call (seconds)``."""
     name = "time per " + metric.removeprefix("time_") if metric.startswith("time_") else metric.removeprefix("track_")
     unit = str(df.loc[df["metric"] == metric, "unit"].iloc[0]) if (df["metric"] == metric).any() else ""
@@ -221,7 +221,7 @@ def ratio_overview(newest_rows: pd.DataFrame, params: Sequence[str]) -> tuple[pd
             row = {}
             for r in gt.to_dict("records"):
                 ratio = r["value"] / b if b > 0 else math.nan
-                cls = "ulp_5_1024" if ratio > 1.5 else ("exact" if ratio < 0.9 else "")
+                cls = "slower" if ratio > 1.5 else ("faster" if ratio < 0.9 else "")
                 row[r["variant"]] = Cell(f"{ratio:.2f}\u00d7", cls, fmt_unit(r["value"], str(r["unit"])))
                 if r["variant"] not in variants:
                     variants.append(r["variant"])

@@ -2,7 +2,8 @@
 computed value or derivative against the reference, grouped bars and line charts for
 benchmark results.
 
-Figures use the Agg backend, are closed once rendered, and are sized for a page (about
+Figures are drawn on their own Agg canvas, never through pyplot, so building a report
+leaves no open figures and changes no global backend; they are sized for a page (about
 a thousand pixels wide) so a whole report stays a few megabytes.
 
 Inputs are placed on a symmetric binade axis: a finite nonzero x sits at
@@ -20,17 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 DPI = 80
 PANEL_W, PANEL_H = 4.2, 2.8
@@ -71,44 +69,46 @@ def _log_label(y: float, _pos: int = 0) -> str:
     return f"{y:g}" if -3 <= e <= 4 else f"{m:g}\u00d7{power(10, e)}"
 
 
-def _plain_log(ax: plt.Axes) -> None:
+def _plain_log(ax: Axes) -> None:
     """Label a log y axis in plain text at 1, 2 and 5 times powers of ten."""
     ax.yaxis.set_major_formatter(FuncFormatter(_log_label))
     ax.yaxis.set_minor_formatter(FuncFormatter(_log_label))
 
 
-def _plain_symlog(ax: plt.Axes) -> None:
-    """Label a symlog y axis at powers of ten in plain text, no minor labels."""
+def _plain_symlog(ax: Axes) -> None:
+    """Label a symlog y axis at powers of ten in plain text; no minor ticks (a symlog
+    axis spanning many decades has hundreds, and drawing them dominates)."""
     ax.yaxis.set_major_formatter(FuncFormatter(_symlog_label))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def png(fig: Figure, dpi: int = DPI) -> bytes:
-    """Render ``fig`` as PNG bytes and close it."""
+    """Render ``fig`` as PNG bytes (Agg)."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi)
+    fig.clear()
     return buf.getvalue()
 
 
 def colours(names: Sequence[str]) -> dict[str, str]:
     """A stable colour per name (variants), in the order given."""
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     return {n: matplotlib.colors.to_hex(cmap(i % 10)) for i, n in enumerate(names)}
 
 
-def _panels(n: int) -> tuple[Figure, list[plt.Axes]]:
+def _panels(n: int, strip_rows: int = 0) -> tuple[Figure, list[Axes]]:
     """A row (or rows of four) of ``n`` panels with fixed margins for tick labels, a
     title above and a legend below (fixed margins: tight_layout costs more than the
     drawing)."""
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     width = min(PANEL_W * cols, MAX_W)
-    height = PANEL_H * rows + 0.9
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.55 / height, wspace=0.38, hspace=0.5)
+    strip = (0.1 + 0.1 * strip_rows) if strip_rows else 0.0  # inches of non-finite strip per row
+    height = (PANEL_H + strip) * rows + 0.9
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - (0.55 + strip) / height, wspace=0.38, hspace=0.5 + strip / PANEL_H)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -147,23 +147,28 @@ class BinadeAxis:
         out = np.where(ax >= 2.0**self.lo, s * (log - self.lo + 1.0), s * ax / 2.0**self.lo)
         return np.where(np.isinf(x), s * (self.hi - self.lo + 3.0), out)
 
-    def ticks(self, ax: plt.Axes, negative: bool, infinite: bool) -> None:
-        """Ticks at powers of two, ``0`` and ``inf`` where shown."""
+    def ticks(self, ax: Axes, negative: bool, infinite: bool) -> None:
+        """Ticks at powers of two, ``0`` and ``inf`` where shown, thinned so that no
+        two labels crowd each other."""
         span = self.hi - self.lo
         step = next((s for s in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if span / s <= 5), 1024)
         first = math.ceil(self.lo / step) * step
-        binades = [b for b in np.arange(first, self.hi + 1, step)]
-        pos, labels = [0.0], ["0"]
-        for b in binades:
-            pos.append(b - self.lo + 1.0)
-            labels.append(power(2, b))
-            if negative:
-                pos.append(-(b - self.lo + 1.0))
-                labels.append(power(2, b, "-"))
+        far = self.hi - self.lo + 3.0
+        ticks: list[tuple[float, str, int]] = [(0.0, "0", 0)]  # (position, label, priority)
         if infinite:
-            pos += [self.hi - self.lo + 3.0] + ([-(self.hi - self.lo + 3.0)] if negative else [])
-            labels += ["inf"] + (["-inf"] if negative else [])
-        ax.set_xticks(pos, labels, fontsize=7)
+            ticks += [(far, "inf", 0)] + ([(-far, "-inf", 0)] if negative else [])
+        for b in np.arange(first, self.hi + 1, step):
+            ticks.append((b - self.lo + 1.0, power(2, b), 1))
+            if negative:
+                ticks.append((-(b - self.lo + 1.0), power(2, b, "-"), 1))
+        extent = far if infinite else span + 2.0
+        gap = (2 * extent if negative else extent) / 9
+        kept: list[tuple[float, str, int]] = []
+        for t in sorted(ticks, key=lambda t: (t[2], abs(t[0]))):
+            if all(abs(t[0] - k[0]) >= gap for k in kept):
+                kept.append(t)
+        kept.sort()
+        ax.set_xticks([t[0] for t in kept], [t[1] for t in kept], fontsize=7)
 
 
 def _axis(binades: np.ndarray) -> BinadeAxis:
@@ -180,27 +185,54 @@ def _binade(x: np.ndarray) -> np.ndarray:
     return np.where(ok, e - 1.0, np.where(ax == 0, -np.inf, np.inf))
 
 
-def _strip(ax: plt.Axes, xs: np.ndarray, row: int, colour: str) -> None:
-    """Non-finite markers in a strip at the top of the panel, one row per variant."""
-    if xs.size == 0:
-        return
-    tr = blended_transform_factory(ax.transData, ax.transAxes)
-    ax.plot(xs, np.full(xs.shape, 0.96 - 0.035 * row), "x", color=colour, transform=tr, markersize=5, clip_on=False)
+def spans(centres: np.ndarray, half: float = 0.5) -> list[tuple[float, float]]:
+    """Merge intervals ``[c - half, c + half]`` into (start, width) runs."""
+    out: list[list[float]] = []
+    for c in np.unique(np.asarray(centres, dtype=np.float64)):
+        if out and c - half <= out[-1][1] + 1e-9:
+            out[-1][1] = c + half
+        else:
+            out.append([c - half, c + half])
+    return [(a, b - a) for a, b in out]
+
+
+def _strip_axes(ax: Axes, rows: int, title: str) -> Axes:
+    """A thin axes above ``ax`` (shared x) with one row per variant for non-finite
+    results, carrying the panel's title."""
+    strip = ax.inset_axes((0.0, 1.02, 1.0, 0.05 + 0.035 * rows), sharex=ax)
+    strip.set_ylim(-0.5, rows - 0.5)
+    strip.invert_yaxis()
+    strip.set_yticks([])
+    strip.tick_params(labelbottom=False, bottom=False)
+    strip.set_ylabel("non-\nfinite", rotation=0, fontsize=6, ha="right", va="center")
+    strip.set_title(title, fontsize=9)
+    return strip
+
+
+def _mark(strip: Axes, positions: np.ndarray, row: int, colour: str, half: float) -> None:
+    runs = spans(positions, half)
+    if runs:
+        strip.broken_barh(runs, (row - 0.4, 0.8), color=colour)
+
+
+def _panel_title(dtype: str, backend: str, panels: Sequence[tuple[str, str]]) -> str:
+    return dtype if len({b for _, b in panels}) == 1 else f"{dtype} · {backend}"
 
 
 def error_figure(binned: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], title: str) -> bytes | None:
     """dULP (max per binade, symlog) against the input on the symmetric binade axis, a
     line per variant and a panel per (dtype, backend). Binades where a variant returned
-    non-finite values are shaded, with an x per variant in the strip at the top."""
+    non-finite values are shaded, and marked per variant in the strip above the panel."""
     if binned.empty:
         return None
     col = colours(variants)
-    fig, axes = _panels(len(panels))
+    fig, axes = _panels(len(panels), strip_rows=len(variants))
     for ax, (dtype, backend) in zip(axes, panels):
         d = binned[(binned["dtype"] == dtype) & (binned["backend"] == backend) & (binned["count"] > 0)]
+        strip = _strip_axes(ax, len(variants), _panel_title(dtype, backend, panels))
         axis = _axis(d["binade"].to_numpy(dtype=np.float64))
         ymax = 1.0
-        failing = set()
+        failing: list[np.ndarray] = []
         for row, v in enumerate(variants):
             dv = d[d["variant"] == v]
             if dv.empty:
@@ -208,37 +240,37 @@ def error_figure(binned: pd.DataFrame, variants: Sequence[str], panels: Sequence
             x = axis.position(dv["sign"].to_numpy(), dv["binade"].to_numpy())
             y = dv["max_ulp"].to_numpy(dtype=np.float64)
             order = np.argsort(x)
-            ax.plot(x[order], y[order], STYLES[row % len(STYLES)], marker=".", markersize=3, linewidth=max(2.6 - 0.4 * row, 0.8), color=col[v], label=v, alpha=0.9)
+            ax.plot(x[order], y[order], STYLES[row % len(STYLES)], marker=".", markersize=3, linewidth=max(2.6 - 0.4 * row, 0.8), color=col[v], alpha=0.9)
             if np.isfinite(y).any():
                 ymax = max(ymax, float(np.nanmax(y[np.isfinite(y)])))
-            bad = dv["nonfinite"].to_numpy() > 0
-            _strip(ax, x[bad], row, col[v])
-            failing.update(x[bad].tolist())
-        for xc in failing:
-            ax.axvspan(xc - 0.5, xc + 0.5, color=FAIL_COLOUR, alpha=0.12, linewidth=0)
+            bad = x[dv["nonfinite"].to_numpy() > 0]
+            _mark(strip, bad, row, col[v], 0.5)
+            failing.append(bad)
+        for start, width in spans(np.concatenate(failing) if failing else np.array([])):
+            ax.axvspan(start, start + width, color=FAIL_COLOUR, alpha=0.12, linewidth=0)
         ax.set_yscale("symlog", linthresh=1.0)
         _plain_symlog(ax)
-        ax.set_ylim(-0.3, 10 ** (math.log10(max(ymax, 10.0)) * 1.35 + 0.6))
-        axis.ticks(ax, bool((d["sign"] < 0).any()), bool(np.isinf(d["binade"]).any() & (d["binade"] > 0).any()))
-        ax.set_title(dtype if len({b for _, b in panels}) == 1 else f"{dtype} · {backend}", fontsize=9)
+        ax.set_ylim(-0.3, 10 ** (math.log10(max(ymax, 10.0)) + 0.5))
+        axis.ticks(ax, bool((d["sign"] < 0).any()), bool((d["binade"] == np.inf).any()))
         ax.set_ylabel("max dULP in binade", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], color=col[v], marker=".", linestyle=STYLES[i % len(STYLES)], label=v) for i, v in enumerate(variants)]
-    handles.append(Line2D([], [], color="#444", marker="x", linestyle="", label="non-finite (strip, shaded)"))
+    handles.append(Patch(color=FAIL_COLOUR, alpha=0.25, label="non-finite results"))
     return _finish(fig, handles, title)
 
 
 def values_figure(samples: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], column: str, argument: str, title: str, line: bool) -> bytes | None:
     """Computed values (dots, a colour per variant) against the reference (grey) over
     the sampled inputs ``column``, symlog y, a panel per (dtype, backend). Non-finite
-    results are marked x in the strip at the top."""
+    results are marked per variant in the strip above the panel."""
     if samples.empty or column not in samples:
         return None
     col = colours(variants)
-    fig, axes = _panels(len(panels))
+    fig, axes = _panels(len(panels), strip_rows=len(variants))
     for ax, (dtype, backend) in zip(axes, panels):
         d = samples[(samples["dtype"] == dtype) & (samples["backend"] == backend)]
+        strip = _strip_axes(ax, len(variants), _panel_title(dtype, backend, panels))
         x_all = pd.to_numeric(d[column], errors="coerce").to_numpy(dtype=np.float64)
         axis = _axis(_binade(x_all[np.isfinite(x_all) & (x_all != 0)]) if x_all.size else np.array([]))
         ref = pd.to_numeric(d["ref_hi"], errors="coerce").to_numpy(dtype=np.float64)
@@ -250,9 +282,9 @@ def values_figure(samples: pd.DataFrame, variants: Sequence[str], panels: Sequen
             ry = ref[fin]
             order = np.argsort(rx, kind="stable")
             if line:
-                ax.plot(rx[order], ry[order], "-", color="#888", linewidth=2.5, alpha=0.6, label="reference")
+                ax.plot(rx[order], ry[order], "-", color="#888", linewidth=2.5, alpha=0.6)
             else:
-                ax.plot(rx, ry, "o", color="#888", markersize=4, alpha=0.4, label="reference")
+                ax.plot(rx, ry, "o", color="#888", markersize=4, alpha=0.4)
         for row, v in enumerate(variants):
             dv = d[d["variant"] == v]
             if dv.empty:
@@ -260,22 +292,20 @@ def values_figure(samples: pd.DataFrame, variants: Sequence[str], panels: Sequen
             x = axis.of(pd.to_numeric(dv[column], errors="coerce").to_numpy(dtype=np.float64))
             y = pd.to_numeric(dv["computed"], errors="coerce").to_numpy(dtype=np.float64)
             ok = np.isfinite(y)
-            ax.plot(x[ok], y[ok], ".", color=col[v], markersize=2.5, label=v)
-            _strip(ax, x[~ok & np.isfinite(x)], row, col[v])
+            ax.plot(x[ok], y[ok], ".", color=col[v], markersize=2.5)
+            _mark(strip, x[~ok & np.isfinite(x)], row, col[v], 0.3)
         ax.set_yscale("symlog", linthresh=linthresh)
         _plain_symlog(ax)
         ymax = np.nanmax(np.abs(ref[fin])) if fin.any() else 1.0
         if np.isfinite(ymax) and ymax > 0:
-            top = 10 ** (math.log10(ymax) + 1.2)
+            top = 10 ** (math.log10(max(ymax, linthresh)) + 0.5)
             ax.set_ylim(-top if (ref[fin] < 0).any() else -linthresh, top)
         axis.ticks(ax, bool((x_all < 0).any()), bool(np.isinf(x_all).any()))
-        ax.set_title(dtype if len({b for _, b in panels}) == 1 else f"{dtype} · {backend}", fontsize=9)
         ax.set_xlabel(argument, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], color="#888", linewidth=2.5, label="reference (mpmath)")]
     handles += [Line2D([], [], color=col[v], marker=".", linestyle="", label=v) for v in variants]
-    handles.append(Line2D([], [], color="#444", marker="x", linestyle="", label="non-finite (strip)"))
     return _finish(fig, handles, title)
 
 

@@ -55,7 +55,7 @@ def fmt_x(x: float) -> str:
     if math.isinf(x):
         return "inf"
     m, e = math.frexp(abs(x))
-    if m == 0.5 and abs(e - 1) > 6:
+    if m == 0.5 and abs(e - 1) > 12:
         return f"2^{e - 1}"
     return f"{abs(x):.4g}"
 
@@ -104,6 +104,8 @@ def region(binned: pd.DataFrame, bad_rows: pd.Series, points: np.ndarray, argume
             t_text = "inf"
         else:
             t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(2.0**e0)
+        # without a stored failing input the threshold is known to its binade only
+        approx = "" if seen.size or not math.isfinite(e0) else f" (from binade [{fmt_x(2.0**e0)}, {fmt_x(2.0 ** (e0 + 1))}))"
         lt, gt = ("\u2264", "\u2265")
         neg = "-" if s < 0 else ""
         if e0 == math.inf:
@@ -113,12 +115,12 @@ def region(binned: pd.DataFrame, bad_rows: pd.Series, points: np.ndarray, argume
         elif tail and e0 == -math.inf:
             phrase = f"every {argument} {'<' if s < 0 else '>'}= 0"
         elif tail:
-            phrase = f"{argument} {gt} {t_text}" if s > 0 else f"{argument} {lt} -{t_text}"
+            phrase = (f"{argument} {gt} {t_text}" if s > 0 else f"{argument} {lt} -{t_text}") + approx
         else:
             top = float(bad.loc[np.isfinite(bad["binade"]), "binade"].max())
             hi = fmt_x(2.0 ** (top + 1))
             phrase = f"{argument} in [{t_text}, {hi})" if s > 0 else f"{argument} in (-{hi}, -{t_text}]"
-        parts[s] = (phrase, t_text, tail and math.isfinite(e0))
+        parts[s] = (phrase, t_text + approx, tail and math.isfinite(e0))
     if not parts:
         return None
     if 1 in parts and -1 in parts and parts[1][2] and parts[-1][2] and parts[1][1] == parts[-1][1]:

@@ -170,6 +170,7 @@ td a { color: inherit; }
 td.text, th.text { text-align: left; }
 table.matrix td { min-width: 5em; text-align: center; }
 table.facts td, table.facts th { text-align: left; }
+td.slower { background: #fdd0a2; } td.faster { background: #c7e9c0; }
 td.changed { outline: 3px solid #1f5fbf; outline-offset: -3px; font-weight: bold; }
 td.conv { text-align: left; font-size: 12px; color: #444; max-width: 40em; }
 td.msg { text-align: left; font-size: 12px; max-width: 40em; }

@@ -12,10 +12,9 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.bench import (
-    _metric_label,
+    metric_label,
     chart_selection,
     commits,
-    fmt_unit,
     newest,
     param_columns,
     ratio_overview,
@@ -89,11 +88,11 @@ def _track_section(d: pd.DataFrame, params: list[str], case: str) -> list[str]:
     if table.empty:
         return out
     caption = "tracked costs" + (f" ({_fixed(constant)})" if constant else "")
-    out.append(html.details(f"{case}: {', '.join(_metric_label(m, d) for m in dict.fromkeys(d['metric']))}", html.table(table, caption=caption), open_=False))
+    out.append(html.details(f"{case}: {', '.join(metric_label(m, d) for m in dict.fromkeys(d['metric']))}", html.table(table, caption=caption), open_=False))
     keep = ["variant"] + [p for p in ("transform",) if p in params]
     sel, fixed = chart_selection(d, params, keep)
     if not sel.empty:
-        labels = {m: _metric_label(m, sel) for m in dict.fromkeys(sel["metric"])}
+        labels = {m: metric_label(m, sel) for m in dict.fromkeys(sel["metric"])}
         image = figures.bars(
             sel, group="transform" if "transform" in params else "variant", bar="variant", value="value", panel="metric",
             ylabel="", logy=False, title=f"{case}: compile time, op counts and memory" + (f" ({_fixed(fixed)})" if fixed else ""),
@@ -113,7 +112,7 @@ def _steps_section(d: pd.DataFrame, params: list[str], case: str) -> list[str]:
     if sel.empty:
         return out
     sel = sel.assign(line=sel["variant"].astype(str) + ((" " + sel["transform"].astype(str)) if "transform" in params else ""))
-    labels = {m: _metric_label(m, sel) for m in dict.fromkeys(sel["metric"])}
+    labels = {m: metric_label(m, sel) for m in dict.fromkeys(sel["metric"])}
     image = figures.lines(
         sel, x=steps, line="line", value="value", panel="metric", xlabel=steps, ylabel="", logx=True, logy=True,
         title=f"{case}: cost against {steps}" + (f" ({_fixed(fixed)})" if fixed else ""), panel_labels=labels,

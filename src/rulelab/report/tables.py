@@ -8,7 +8,6 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from rulelab.metrics import BUCKETS
@@ -266,13 +265,12 @@ def summary_table(summary_case: pd.DataFrame, transform: str, arg: str) -> pd.Da
 
 
 def _fmt_float(v: Any) -> str:
+    """A stored float exactly (shortest round-trip form), to copy into a reproduction."""
     try:
         x = float(v)
     except (TypeError, ValueError):
         return str(v)
-    if math.isnan(x):
-        return "nan"
-    return repr(x) if math.isinf(x) or x == 0 else f"{x:.9g}"
+    return "nan" if math.isnan(x) else repr(x)
 
 
 def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
@@ -306,9 +304,31 @@ def _backend(meta: Mapping[str, Any]) -> Mapping[str, Any]:
     return b if isinstance(b, Mapping) else {"backend": b or ""}
 
 
+def _commit(m: Mapping[str, Any]) -> str:
+    git = m.get("git")
+    if isinstance(git, Mapping):
+        text = str(git.get("commit") or "")[:12]
+        return text + (" (uncommitted changes)" if git.get("dirty") else "")
+    return str(m.get("git_commit") or "")[:12]
+
+
+def _host(m: Mapping[str, Any]) -> str:
+    host = m.get("host")
+    if isinstance(host, Mapping):
+        return ", ".join(str(host[k]) for k in ("hostname", "platform", "cpus") if host.get(k) not in (None, ""))
+    return "" if host is None else str(host)
+
+
+def _phases(m: Mapping[str, Any]) -> str:
+    phases = m.get("phases")
+    if not isinstance(phases, Mapping):
+        return ""
+    return ", ".join(f"{k} {float(v):.1f} s" for k, v in phases.items() if isinstance(v, (int, float)))
+
+
 def facts_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
     """Where and when each run was computed: backend, device, flush-to-zero per dtype,
-    versions, commit, host, dates and status."""
+    versions, commit, host, dates, wall time per phase and status."""
     data = {}
     for info in runs:
         m = info.meta
@@ -322,10 +342,11 @@ def facts_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
             "flushes subnormals": ", ".join(f"{d}: {'yes' if v else 'no'}" for d, v in ftz.items()) or "unknown",
             "x64": str(b.get("x64", "")),
             "versions": ", ".join(f"{k} {v}" for k, v in versions.items()) or f"jax {b.get('jax', '?')}, jaxlib {b.get('jaxlib', '?')}",
-            "git commit": str(m.get("git_commit", ""))[:12],
-            "host": str(m.get("host", "")),
+            "git commit": _commit(m),
+            "host": _host(m),
             "started": str(m.get("started", "")),
-            "finished": str(m.get("finished", "") or ""),
+            "finished": str(m.get("finished") or m.get("ended") or ""),
+            "wall time": _phases(m),
             "plan": _plan_name(m.get("plan")),
             "folder": str(info.path),
         }

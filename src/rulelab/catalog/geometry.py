@@ -1,0 +1,183 @@
+"""Euclidean length in two dimensions: norm2 (the origin) and hypot (the extremes).
+
+sqrt(x^2 + y^2) has gradient (x, y) / r, which is 0 / 0 at the origin, and whose
+squared intermediate overflows or underflows far inside the float range. Both
+cases use the same custom rule: the unit vector (x, y) / r is formed from the
+scaled ratio min/max, never from x^2 + y^2, and is itself a custom_jvp function,
+so the Hessian (y^2, -xy; -xy, x^2) / r^3 comes out as products of unit-vector
+components divided by r, without cancellation or NaN.
+
+Convention: the gradient and the second derivative at the origin are 0 (the
+function is even, so 0 is the only choice that keeps the gradient odd).
+
+Thresholds were measured with JAX 0.10.2 on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rulelab.case import REALS, Convention, Variant, make_case, register
+
+Array = Any
+
+
+def _ratio(x: Array, y: Array) -> tuple[Array, Array, Array]:
+    """(m, r, root): m = max(|x|, |y|), r = min/max (0 at the origin), root = sqrt(1 + r^2)."""
+    ax, ay = jnp.abs(x), jnp.abs(y)
+    m = jnp.maximum(ax, ay)
+    safe_m = jnp.where(m == 0, 1, m)
+    r = jnp.minimum(ax, ay) / safe_m
+    return m, r, jnp.sqrt(1 + r * r)
+
+
+def _norm_value(x: Array, y: Array) -> Array:
+    m, _, root = _ratio(x, y)
+    return m * root
+
+
+def _unit_value(x: Array, y: Array) -> tuple[Array, Array]:
+    m, _, root = _ratio(x, y)
+    safe_m = jnp.where(m == 0, 1, m)
+    return (x / safe_m) / root, (y / safe_m) / root
+
+
+@jax.custom_jvp
+def unit(x: Array, y: Array) -> tuple[Array, Array]:
+    """(x, y) / r without forming r^2, (0, 0) at the origin. Rule:
+    d(ux) = uy (uy dx - ux dy) / r, d(uy) = ux (ux dy - uy dx) / r (0 at the origin)."""
+    return _unit_value(x, y)
+
+
+@unit.defjvp
+def _unit_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (x, y), (tx, ty) = primals, tangents
+    ux, uy = unit(x, y)
+    n = norm2(x, y)
+    safe_n = jnp.where(n == 0, 1, n)
+    dux = jnp.where(n == 0, 0, uy * (uy * tx - ux * ty) / safe_n)
+    duy = jnp.where(n == 0, 0, ux * (ux * ty - uy * tx) / safe_n)
+    return (ux, uy), (dux, duy)
+
+
+@jax.custom_jvp
+def norm2(x: Array, y: Array) -> Array:
+    """max(|x|, |y|) sqrt(1 + (min/max)^2) with the rule ux dx + uy dy (0 at the origin)."""
+    return _norm_value(x, y)
+
+
+@norm2.defjvp
+def _norm2_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (x, y), (tx, ty) = primals, tangents
+    ux, uy = unit(x, y)
+    return norm2(x, y), ux * tx + uy * ty
+
+
+def naive_norm2(x: Array, y: Array) -> Array:
+    """sqrt(x*x + y*y), plain autodiff: 0/0 at the origin; x*x over/underflows."""
+    return jnp.sqrt(x * x + y * y)
+
+
+def library_norm2(x: Array, y: Array) -> Array:
+    """jax.numpy.linalg.norm of the stacked pair."""
+    return jnp.linalg.norm(jnp.stack([x, y]))
+
+
+def scaled_hypot(x: Array, y: Array) -> Array:
+    """max * sqrt(1 + (min/max)^2) under plain autodiff (the usual overflow-safe value;
+    its gradient still squares max in d(min/max) = -min/max^2)."""
+    return _norm_value(x, y)
+
+
+def _m_norm(mp: Any, x: Any, y: Any) -> Any:
+    return mp.hypot(x, y)
+
+
+def _m_dx(mp: Any, x: Any, y: Any) -> Any:
+    return x / mp.hypot(x, y)  # 0/0 at the origin: undefined (a convention covers it)
+
+
+def _m_dxx(mp: Any, x: Any, y: Any) -> Any:
+    r = mp.hypot(x, y)
+    return (y / r) ** 2 / r
+
+
+def _at_origin(x: float, y: float) -> bool:
+    return x == 0 and y == 0
+
+
+_ORIGIN_CONVENTIONS = [
+    Convention(a, k, _at_origin, 0.0, f"the {'gradient' if k == 1 else 'second derivative'} at the origin is 0")
+    for a in ("x", "y")
+    for k in (1, 2)
+]
+
+_DERIVATIVES = {
+    ("x", 1): _m_dx,
+    ("x", 2): _m_dxx,
+    ("y", 1): lambda mp, x, y: _m_dx(mp, y, x),
+    ("y", 2): lambda mp, x, y: _m_dxx(mp, y, x),
+}
+
+register(
+    make_case(
+        name="norm2",
+        formula="sqrt(x^2 + y^2)",
+        args=("x", "y"),
+        domain=REALS,
+        reference=_m_norm,
+        derivatives=_DERIVATIVES,
+        conventions=_ORIGIN_CONVENTIONS,
+        variants=[
+            Variant("naive", naive_norm2, "sqrt(x*x + y*y), plain autodiff"),
+            Variant("custom_jvp", norm2, "custom_jvp: scaled value, unit-vector rule (itself custom), 0 at the origin"),
+            Variant("library", library_norm2, "jax.numpy.linalg.norm of [x, y]"),
+        ],
+        source="jax-ml/jax#3058, #26248 and PR #39792: the gradient of jnp.linalg.norm is NaN at 0",
+        notes=(
+            "naive and library: grad and grad2 NaN at the origin (0/0), in every dtype. naive "
+            "value overflows to inf once x*x does: |x| >= 1.8446743e19 (float32), >= 256 (float16), "
+            ">= 1.8446744e19 (bfloat16), and loses everything once x*x underflows: |x| < 1.0842022e-19 "
+            "(float32, flushed), < 2.4414062e-4 (float16: x*x below half the smallest subnormal), "
+            "< 1.0842022e-19 (bfloat16). Convention: gradient and second derivative 0 at (0, 0)."
+        ),
+        special_points=(
+            (0.0, 0.0), (0.0, 1.0), (1e-30, 0.0), (3.0, 4.0),
+            (1.8446743e19, 0.0), (256.0, 0.0), (1e-20, 1e-20), (2.4414062e-4, 0.0),
+        ),
+    )
+)
+
+register(
+    make_case(
+        name="hypot",
+        formula="hypot(x, y) = sqrt(x^2 + y^2)",
+        args=("x", "y"),
+        domain=REALS,
+        reference=_m_norm,
+        derivatives=_DERIVATIVES,
+        conventions=_ORIGIN_CONVENTIONS,
+        variants=[
+            Variant("naive", scaled_hypot, "max * sqrt(1 + (min/max)^2), plain autodiff"),
+            Variant("custom_jvp", norm2, "custom_jvp: scaled value, unit-vector rule (itself custom)"),
+            Variant("library", jnp.hypot, "jax.numpy.hypot (scaled value, plain autodiff)"),
+        ],
+        source="jax.numpy.hypot; jax-ml/jax PR #4893 (overflow-safe hypot, gradient left to autodiff)",
+        notes=(
+            "The value is overflow-safe but autodiff of min/max forms max^2: the library gradient is "
+            "wrong once max^2 overflows, max >= 1.8446743e19 (float32), >= 256 (float16), "
+            ">= 1.8446744e19 (bfloat16) (d/dmax comes out sqrt(1 + r^2) instead of 1/sqrt(1 + r^2)), "
+            "and once max^2 underflows, max < 1.0842022e-19 (float32), < ~1.5e-2 .. 2.4e-4 (float16), "
+            "< 1.0842022e-19 (bfloat16), where it is -inf, NaN or 0. At ties |x| == |y| autodiff of "
+            "max/min also splits the derivative, exact only by luck. Convention: 0 at the origin."
+        ),
+        special_points=(
+            (0.0, 0.0), (1e-30, 1e-30), (1e30, 1e30), (3e38, 1e38), (1.8446743e19, 1.0),
+            (1e-20, 3e-21), (256.0, 100.0), (0.01, 0.005), (3.0, 4.0),
+        ),
+    )
+)

@@ -1,0 +1,66 @@
+"""Tasks: the units of a sweep. One task is one result, a case x variant x transform x
+differentiated argument x dtype, and writes one part of a run."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rulelab.case import DERIVATIVE_ORDER, get_case
+from rulelab.plan import Plan
+
+
+@dataclass(frozen=True)
+class Task:
+    """One result to compute: ``arg`` is the argument differentiated ("" for value)."""
+
+    case: str
+    variant: str
+    transform: str
+    arg: str
+    dtype: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.case, self.variant, self.transform, self.arg, self.dtype)
+
+    @property
+    def order(self) -> int:
+        """Derivative order: 0 for value, 1 for grad and jvp, 2 for grad2."""
+        return DERIVATIVE_ORDER[self.transform]
+
+    def __str__(self) -> str:
+        arg = f"[{self.arg}]" if self.arg else ""
+        return f"{self.case}.{self.variant} {self.transform}{arg} {self.dtype}"
+
+
+def plan_tasks(plan: Plan) -> list[Task]:
+    """Every task of ``plan``, in the order the result tables list them: case, variant,
+    transform, argument, dtype."""
+    tasks = []
+    for name in plan.cases:
+        case = get_case(name)
+        for variant in plan.variants_of(case):
+            for transform in plan.transforms:
+                for arg in ("",) if transform == "value" else case.args:
+                    for dtype in plan.dtypes:
+                        tasks.append(Task(name, variant, transform, arg, dtype))
+    return tasks
+
+
+def groups(tasks: Sequence[Task]) -> list[list[Task]]:
+    """Tasks in the order they run, in groups of one case and dtype (which share a sweep
+    and its rounded references): narrow dtypes first, float64 last, because float64 runs
+    with ``jax_enable_x64`` on."""
+    ordered = sorted(tasks, key=lambda t: (t.dtype == "float64", t.case, t.dtype))
+    return [list(g) for _, g in itertools.groupby(ordered, key=lambda t: (t.case, t.dtype))]
+
+
+def reference_keys(tasks: Sequence[Task]) -> dict[str, list[tuple[int, str]]]:
+    """Per case, the (derivative order, argument) references its tasks need ("" as the
+    argument of the value)."""
+    need: dict[str, dict[tuple[int, str], None]] = {}
+    for t in tasks:
+        need.setdefault(t.case, {})[(t.order, t.arg if t.order else "")] = None
+    return {c: list(keys) for c, keys in need.items()}

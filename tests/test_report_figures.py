@@ -1,0 +1,83 @@
+"""Tests for the report's figures (rulelab.report.figures): they render as PNG, mark
+failure regions, and place inputs on the symmetric binade axis."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from rulelab.report import figures
+from rulelab.report.load import load_accuracy, load_asv
+from test_report_synthetic import standard_specs, write_asv, write_run
+
+SHADE = np.array([0.88 + 0.12 * 0xA5 / 255, 0.88, 0.88 + 0.12 * 0x26 / 255])
+"""Colour of a binade shaded as failing (FAIL_COLOUR at alpha 0.12 on white)."""
+
+
+def decode(png: bytes) -> np.ndarray:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.shape[0] > 50 and image.shape[1] > 100
+    return image
+
+
+def shaded_pixels(image: np.ndarray) -> int:
+    return int((np.abs(image[..., :3] - SHADE).max(axis=-1) < 0.01).sum())
+
+
+@pytest.fixture
+def acc(tmp_path: Path):
+    return load_accuracy([write_run(tmp_path / "run", standard_specs())])
+
+
+def test_error_figure_shades_nonfinite_binades(acc) -> None:
+    b = acc.binned[(acc.binned["case"] == "toy") & (acc.binned["transform"] == "grad")]
+    panels = [("float32", "cpu"), ("bfloat16", "cpu")]
+    failing = decode(figures.error_figure(b, ["naive", "custom_jvp", "library"], panels, "grad"))
+    fine = decode(figures.error_figure(b[b["variant"] != "naive"], ["custom_jvp", "library"], panels, "grad"))
+    assert shaded_pixels(failing) > 1000
+    assert shaded_pixels(fine) == 0
+    assert plt.get_fignums() == []  # every figure closed
+
+
+def test_values_figure_renders(acc) -> None:
+    s = acc.samples[(acc.samples["case"] == "toy") & (acc.samples["transform"] == "grad")]
+    png = figures.values_figure(s, ["naive", "custom_jvp", "library"], [("float32", "cpu")], "in0", "x", "grad", line=True)
+    image = decode(png)
+    assert 20_000 > len(png) / 1000 > 2 and image.shape[1] <= 1400
+
+
+def test_empty_inputs_give_no_figure() -> None:
+    assert figures.error_figure(pd.DataFrame(), ["a"], [("float32", "cpu")], "t") is None
+    assert figures.values_figure(pd.DataFrame(), ["a"], [("float32", "cpu")], "in0", "x", "t", line=True) is None
+    empty = pd.DataFrame({"g": ["a"], "b": ["v"], "y": [math.nan]})
+    assert figures.bars(empty, group="g", bar="b", value="y", panel=None, ylabel="", title="") is None
+
+
+def test_binade_axis_positions() -> None:
+    axis = figures.BinadeAxis(-3.0, 5.0)
+    pos = axis.position(np.array([1, -1, 1, 1]), np.array([-3.0, -3.0, -np.inf, np.inf]))
+    assert pos.tolist() == [1.5, -1.5, 0.0, 11.0]  # binade 5 spans [9, 10); infinity one gap beyond
+    assert axis.of(np.array([0.125, -0.25, 0.0, -np.inf, 0.0625])).tolist() == [1.0, -2.0, 0.0, -11.0, 0.5]
+
+
+def test_performance_figures_render(tmp_path: Path) -> None:
+    bench = load_asv(write_asv(tmp_path))
+    r = bench.results
+    t = r[(r["benchmark"] == "bench_time.toy.time_call") & (r["status"] == "ok") & (r["size"] == 65536)]
+    decode(figures.bars(t, group="transform", bar="variant", value="value", panel="dtype", ylabel="s", title="time", logy=True))
+    s = r[(r["case"] == "newton") & (r["status"] == "ok")]
+    decode(figures.lines(s, x="steps", line="variant", value="value", panel="metric", xlabel="steps", ylabel="", title="steps", logx=True, logy=True))
+
+
+def test_plain_tick_labels() -> None:
+    assert figures.power(2, -126) == "2\u207b\u00b9\u00b2\u2076"
+    assert [figures._symlog_label(v) for v in (0, 10, -1000, 1e6, 3)] == ["0", "10", "-1000", "10\u2076", ""]
+    assert [figures._log_label(v) for v in (2e-6, 5, 3, 1e9)] == ["2\u00d710\u207b\u2076", "5", "", "1\u00d710\u2079"]
