@@ -8,7 +8,9 @@ A change of rule that costs accuracy shows here beside the change in time it bou
 
 Key cases (``common.KEY_CASES``) run every transform in every argument, in float32 and
 bfloat16; the others the reduced product: value and grad in the first argument, float32.
-References come from rulelab's disk cache; the first run on a machine computes them.
+References come from rulelab's disk cache; the first run on a machine computes them. A
+case whose probe sweep has more than ``MAX_POINTS`` points (a dense grid over three
+arguments) is skipped: it would take minutes per combination.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import math
 from bench import common
 from rulelab import cost
 
+MAX_POINTS = 20_000
+
 try:  # imported here, so asv's fork server loads it once for every combination
-    from rulelab.accuracy_probe import max_ulp
+    from rulelab.accuracy_probe import max_ulp, probe_size
 except ImportError as exc:  # an older rulelab: every combination is skipped
-    max_ulp = None
+    max_ulp = probe_size = None
     _MISSING = f"this rulelab has no accuracy probe ({exc})"
 
 
@@ -37,6 +41,9 @@ class _Accuracy:
         if transform == "value" and arg != self.params[2][0]:
             raise NotImplementedError("a value does not depend on the argument differentiated")
         common.require_backend(backend)
+        points = probe_size(self.case, dtype)
+        if points > MAX_POINTS:
+            raise NotImplementedError(f"the probe sweep has {points} points, more than {MAX_POINTS}")
         s = cost.support(self.case, variant, transform, arg, dtype)
         if s.status == "unsupported":
             raise NotImplementedError(s.message)

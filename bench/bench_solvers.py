@@ -1,9 +1,10 @@
 """Cost against iteration count for every iterative case (one with ``steps``).
 
 For each such case the variants a step count applies to (``Case.with_steps``: typically
-the naive solver unrolled in Python, and the implicit ``custom_vjp`` one whose backward
-pass solves one linear equation) are rebuilt with 2, 4, ..., 64 iterations, in float32
-on 2**16 points, derivatives in the first argument:
+the naive solver differentiated through its iterations, and an implicit rule whose
+backward pass solves for the fixed point's adjoint) are rebuilt with 2, 4, ..., 64
+iterations, in float32 on 2**16 points, derivatives in the first argument. Key cases
+(``common.KEY_CASES``) run value and grad; the others grad only.
 
 - ``bench_solvers.<case>.time_call``: steady-state time per call.
 - ``bench_solvers.<case>_memory.track_*``: as in ``bench_track``; ``track_temp_bytes``
@@ -20,7 +21,6 @@ from rulelab import cost
 
 DTYPE = "float32"
 SIZE = common.LARGE
-TRANSFORMS = ["value", "grad"]
 
 
 class _Steps:
@@ -46,7 +46,8 @@ class _StepsMemory(common._Tracks):
 
 
 def _params(case):
-    return [common.step_variants(case), common.STEPS, TRANSFORMS, common.BACKENDS], ["variant", "steps", "transform", "backend"]
+    transforms = ["value", "grad"] if case.name in common.KEY_CASES else ["grad"]
+    return [common.step_variants(case), common.STEPS, transforms, common.BACKENDS], ["variant", "steps", "transform", "backend"]
 
 
 _iterative = common.iterative(common.catalog())

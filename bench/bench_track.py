@@ -1,9 +1,10 @@
 """Compile time, op counts and memory of every case's variants, one class per case.
 
 ``bench_track.<case>.track_*`` is parametrised by variant, transform, dtype and backend,
-at ``common.TRACK_SIZE`` points, over every transform and both dtypes for every case (a
-track costs one compilation, not a timing loop). Derivatives are taken in the first
-argument.
+at ``common.TRACK_SIZE`` points, derivatives in the first argument. Key cases
+(``common.KEY_CASES``) run every transform in float32 and bfloat16; the others the
+reduced product: value and grad in float32. Each combination is compiled once per commit
+and environment, in the module's ``setup_cache``.
 
 - ``track_compile_ms``: a fresh trace to an executable, ms (one sample, so noisy).
 - ``track_jaxpr_eqns``: equations of the traced function, call wrappers seen through.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 from bench import common
 from rulelab import cost
-from rulelab.case import TRANSFORMS
 
 
 class _Track(common._Tracks):
@@ -29,7 +29,8 @@ class _Track(common._Tracks):
 
 
 def _params(case):
-    return [list(case.variants), list(TRANSFORMS), common.DTYPES, common.BACKENDS], ["variant", "transform", "dtype", "backend"]
+    p = common.product(case)
+    return [list(case.variants), list(p.transforms), list(p.dtypes), common.BACKENDS], ["variant", "transform", "dtype", "backend"]
 
 
 _Track.family = common.per_case(globals(), _Track, common.catalog(), _params)

@@ -175,12 +175,12 @@ def per_case(
 def measure(t: cost.Target) -> dict[str, Any]:
     """Every tracked number of ``t`` from one compilation; a string where a number does
     not apply (it becomes the skip reason)."""
-    executable, ms = cost.timed_compile(t)
-    mem = cost.memory(executable)
+    b = cost.build(t)
+    mem = cost.memory(b.executable)
     return {
-        "compile_ms": ms,
-        "jaxpr_eqns": cost.jaxpr_eqn_count(t),
-        "hlo_ops": cost.hlo_op_count(executable),
+        "compile_ms": b.compile_ms,
+        "jaxpr_eqns": cost.count_eqns(b.jaxpr),
+        "hlo_ops": cost.hlo_op_count(b.executable),
         "temp_bytes": mem.temp_bytes if mem else "the backend reports no memory analysis",
         "residual_bytes": cost.residual_bytes(t) if t.transform == "grad" else "residual bytes are tracked for grad only",
     }

@@ -361,3 +361,12 @@ def test_support_says_unsupported_for_reverse_mode_through_while_loop():
     assert cost.support(case, "while", "jvp").ok
     s = cost.support(case, "while", "grad")
     assert s.status == "unsupported" and "while_loop" in s.message
+
+
+def test_build_gives_the_jaxpr_executable_and_time_of_one_compilation(toy):
+    t = cost.target(toy, "naive", "grad", size=16)
+    b = cost.build(t)
+    assert cost.count_eqns(b.jaxpr) == cost.jaxpr_eqn_count(t)
+    assert b.compile_ms > 0 and cost.hlo_op_count(b.executable) > 0
+    x = cost.device_inputs(t)
+    np.testing.assert_allclose(np.asarray(b.executable(*x)), jax.nn.sigmoid(np.asarray(x[0])), rtol=1e-5)

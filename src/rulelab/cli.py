@@ -11,6 +11,7 @@ absent backend) prints one paragraph and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -33,7 +34,6 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
 def add_module_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--module",
-        "-m",
         metavar="PATH_OR_MODULE",
         action="extend",
         nargs="+",
@@ -116,7 +116,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     add_module_option(p)
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run that stopped part-way, as it was planned (no PLAN or filters)")
     p.add_argument("--out", default="results", metavar="DIR", help="results folder; runs go to DIR/accuracy/ (default: results)")
-    p.add_argument("--workers", type=int, metavar="N", help="processes computing references (default: every core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes computing references and, on a CPU backend, evaluating variants (default: every core)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.add_argument(
         "--no-compile-cache",
@@ -193,3 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rulelab {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

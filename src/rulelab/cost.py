@@ -190,20 +190,37 @@ def compiled(t: Target) -> Any:
     return jitted(t).lower(*abstract_inputs(t)).compile()
 
 
-def timed_compile(t: Target) -> tuple[Any, float]:
-    """The target compiled from a fresh trace, and the milliseconds that took (trace +
-    lower + XLA compile). A real compilation only while JAX's persistent compilation
-    cache is off (the default)."""
+@dataclass(frozen=True)
+class Build:
+    """One fresh compilation of a target: its jaxpr, its executable and the milliseconds
+    from the start of the trace to the executable (trace + lower + XLA compile)."""
+
+    jaxpr: Any
+    executable: Any
+    compile_ms: float
+
+
+def build(t: Target) -> Build:
+    """Trace, lower and compile the target from scratch, timing it. A real compilation
+    only while JAX's persistent compilation cache is off (the default)."""
     fn = jitted(t)
     args = abstract_inputs(t)
     start = time.perf_counter()
-    executable = fn.lower(*args).compile()
-    return executable, (time.perf_counter() - start) * 1e3
+    traced_fn = fn.trace(*args)
+    executable = traced_fn.lower().compile()
+    ms = (time.perf_counter() - start) * 1e3
+    return Build(traced_fn.jaxpr, executable, ms)
+
+
+def timed_compile(t: Target) -> tuple[Any, float]:
+    """The target compiled from a fresh trace, and the milliseconds that took."""
+    b = build(t)
+    return b.executable, b.compile_ms
 
 
 def compile_ms(t: Target) -> float:
-    """Milliseconds from a fresh trace to an executable (see :func:`timed_compile`)."""
-    return timed_compile(t)[1]
+    """Milliseconds from a fresh trace to an executable (see :func:`build`)."""
+    return build(t).compile_ms
 
 
 # -- steady-state time -----------------------------------------------------------------
@@ -281,9 +298,7 @@ def count_eqns(jaxpr: Any, *, recursive: bool = True) -> int:
 
 def traced(t: Target) -> Any:
     """The ClosedJaxpr of the vectorised target (traced on abstract inputs)."""
-    import jax
-
-    return jax.make_jaxpr(jax.vmap(scalar_fn(t)))(*abstract_inputs(t))
+    return jitted(t).trace(*abstract_inputs(t)).jaxpr
 
 
 def jaxpr_eqn_count(t: Target) -> int:
@@ -412,6 +427,6 @@ class Cost:
 
 def measure(t: Target, *, timing: bool = True, repeat: int = 5, min_time: float = 0.02) -> Cost:
     """Compile time, op counts, memory and (optionally) steady-state time of ``t``."""
-    c, ms = timed_compile(t)
+    b = build(t)
     run = time_per_call(t, repeat=repeat, min_time=min_time) if timing else None
-    return Cost(t, ms, jaxpr_eqn_count(t), hlo_op_count(c), memory(c), run)
+    return Cost(t, b.compile_ms, count_eqns(b.jaxpr), hlo_op_count(b.executable), memory(b.executable), run)

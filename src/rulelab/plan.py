@@ -54,6 +54,8 @@ KEYS: tuple[str, ...] = ("description", "cases", "variants", "transforms", "dtyp
 SWEEP_FIELDS: Mapping[str, type] = MappingProxyType({f.name: type(f.default) for f in dataclasses.fields(SweepSpec)})
 """Valid keys of a ``[sweep]`` table (the fields of :class:`inputs.SweepSpec`) and their types."""
 
+CASE_HINT = " (cases of your own are known once their module is given with --module)"
+
 _ARGS_LAYER = re.compile(r"args([1-9][0-9]*)$")
 
 
@@ -236,7 +238,8 @@ def _names(
         raise chk.fail(f"{key} is empty; valid {what}s: {', '.join(valid)}", key)
     for x in raw:
         if x not in valid:
-            raise chk.fail(f"unknown {what} {x!r} in {key}; valid {what}s: {', '.join(valid) or '(none)'}", key, x)
+            hint = CASE_HINT if what == "case" else ""
+            raise chk.fail(f"unknown {what} {x!r} in {key}; valid {what}s: {', '.join(valid) or '(none)'}{hint}", key, x)
     return tuple(dict.fromkeys(raw))
 
 
@@ -345,7 +348,8 @@ def with_overrides(
             raise PlanError(f"{option} needs at least one {what} name; valid {what}s: {', '.join(valid)}")
         for n in names:
             if n not in valid:
-                raise PlanError(f"{option}: unknown {what} {n!r}; valid {what}s: {', '.join(valid) or '(none)'}")
+                hint = CASE_HINT if what == "case" else ""
+                raise PlanError(f"{option}: unknown {what} {n!r}; valid {what}s: {', '.join(valid) or '(none)'}{hint}")
         return tuple(dict.fromkeys(names))
 
     changes: dict[str, Any] = {}

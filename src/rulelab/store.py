@@ -8,6 +8,17 @@ Layout (``root`` is the results folder, ``results/`` by default)::
     root/accuracy/<run-id>/parts/        one file per finished task (while running)
     root/accuracy/<run-id>/summary.parquet, binned.parquet, worst.parquet, samples.parquet
 
+meta.json holds: ``schema_version``, ``run_id``, ``status`` (running | complete),
+``plan`` (the plan as run, command-line narrowing applied) and ``plan_text`` (its
+file), ``modules`` (user modules, reloaded on resume), ``backend_requested``,
+``backend`` (evaluate.backend_facts: platform, device kind, jax/jaxlib, x64, subnormal
+flushing per dtype), ``versions``, ``git`` (commit and dirty flag of the project in the
+working directory; None outside a repository), ``host``, ``started``/``ended``,
+``sessions`` (one per start or resume: pid, backend facts, workers, tasks run, wall
+seconds per phase, seconds inside tasks per step), ``phases`` and ``task_seconds``
+(summed over sessions), ``tasks`` ("case/variant/transform/arg/dtype" -> wall seconds
+of that task) and ``counts`` (results per status).
+
 Every table has the key columns ``case, variant, transform, arg, dtype, backend``: one
 *result* is one case x variant x transform x differentiated argument (``arg``, "" for
 ``value``) x dtype x backend. The columns of each table are :data:`TABLES`; the layout

@@ -89,7 +89,8 @@ class CaseInputs:
 def case_inputs(case: Case, plan: Plan, dtypes: Sequence[str]) -> CaseInputs:
     """``case``'s sweeps for ``dtypes`` with the plan's sizes, and their union (in order
     of first appearance, so it does not depend on how numpy sorts)."""
-    sweeps = {d: make_sweep(case, d, plan.spec(d, len(case.args)), plan.seed) for d in dtypes}
+    with np.errstate(over="ignore"):  # thresholds beyond a narrow dtype's range become inf, as meant
+        sweeps = {d: make_sweep(case, d, plan.spec(d, len(case.args)), plan.seed) for d in dtypes}
     cols = [np.concatenate([sweeps[d].points[i].astype(np.float64) for d in dtypes]) for i in range(len(case.args))]
     bits = np.stack([c.view(np.uint64) for c in cols], axis=1)
     _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)

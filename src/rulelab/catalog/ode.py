@@ -28,19 +28,32 @@ Array = Any
 ODE_STEPS = 64
 
 
-def _decay(y: Array, t: Array, k: Array) -> Array:
+def _rate(y: Array, k: Array) -> Array:
+    """The right-hand side in physical time: y' = -k y."""
     return -k * y
 
 
-def _rk4_increment(f: Callable[..., Array], y: Array, t: Array, h: Array, *args: Any) -> Array:
+def _decay(y: Array, s: Array, k: Array, horizon: Array) -> Array:
+    """The same ODE in normalised time s = t / T in [0, 1]: dy/ds = T (-k y). Steps of
+    1/n in s never become subnormal, however small T is."""
+    return horizon * _rate(y, k)
+
+
+def _axpy(y: Any, c: Array, k: Any) -> Any:
+    """y + c k for pytrees y, k."""
+    return jax.tree.map(lambda a, b: a + c * b, y, k)
+
+
+def _rk4_increment(f: Callable[..., Any], y: Any, t: Array, h: Array, *args: Any) -> Any:
+    """h/6 (k1 + 2 k2 + 2 k3 + k4) for a pytree state y."""
     k1 = f(y, t, *args)
-    k2 = f(y + (0.5 * h) * k1, t + 0.5 * h, *args)
-    k3 = f(y + (0.5 * h) * k2, t + 0.5 * h, *args)
-    k4 = f(y + h * k3, t + h, *args)
-    return (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    k2 = f(_axpy(y, 0.5 * h, k1), t + 0.5 * h, *args)
+    k3 = f(_axpy(y, 0.5 * h, k2), t + 0.5 * h, *args)
+    k4 = f(_axpy(y, h, k3), t + h, *args)
+    return jax.tree.map(lambda a, b, c, d: (h / 6) * (a + 2 * b + 2 * c + d), k1, k2, k3, k4)
 
 
-def _integrate(f: Callable[..., Array], y0: Any, t0: Array, t1: Array, n: int, *args: Any) -> Any:
+def _integrate(f: Callable[..., Array], y0: Any, t0: float, t1: float, n: int, *args: Any) -> Any:
     """n RK4 steps from t0 to t1 (h may be negative) with Kahan-compensated state;
     y0 may be a pytree."""
     h = (t1 - t0) / n
@@ -62,7 +75,7 @@ def make_naive_decay(n: int) -> Callable[[Array, Array], Array]:
     """RK4 in a fori_loop (a scan), differentiated through every step."""
 
     def naive_decay(k: Array, horizon: Array) -> Array:
-        return _integrate(_decay, jnp.ones_like(k), jnp.zeros_like(horizon), horizon, n, k)
+        return _integrate(_decay, jnp.ones_like(k), 0.0, 1.0, n, k, horizon)
 
     return naive_decay
 
@@ -73,7 +86,7 @@ def make_adjoint_decay(n: int) -> Callable[[Array, Array], Array]:
 
     @jax.custom_vjp
     def decay(k: Array, horizon: Array) -> Array:
-        return _integrate(_decay, jnp.ones_like(k), jnp.zeros_like(horizon), horizon, n, k)
+        return _integrate(_decay, jnp.ones_like(k), 0.0, 1.0, n, k, horizon)
 
     def fwd(k: Array, horizon: Array) -> tuple:
         y_end = decay(k, horizon)
@@ -82,19 +95,26 @@ def make_adjoint_decay(n: int) -> Callable[[Array, Array], Array]:
     def bwd(res: tuple, g: Array) -> tuple:
         k, horizon, y_end = res
 
-        def augmented(state: tuple, t: Array, k: Array) -> tuple:
+        def augmented(state: tuple, s: Array, k: Array, horizon: Array) -> tuple:
+            # d/ds (y, a, q) = (T f, -T a df/dy, -a df/dk); dL/dk = T q(0) keeps the
+            # factor T out of the accumulated integral (no subnormal increments)
             y, adj, _ = state
-            dy, vjp = jax.vjp(lambda yy, kk: _decay(yy, t, kk), y, k)
+            rate, vjp = jax.vjp(_rate, y, k)
             adj_y, adj_k = vjp(adj)
-            return dy, -adj_y, -adj_k
+            return horizon * rate, -horizon * adj_y, -adj_k
 
         state = (y_end, g, jnp.zeros_like(k))
-        _, _, grad_k = _integrate(augmented, state, horizon, jnp.zeros_like(horizon), n, k)
-        grad_t = g * _decay(y_end, horizon, k)  # d y(T) / dT = f(y(T), T)
+        _, _, q = _integrate(augmented, state, 1.0, 0.0, n, k, horizon)
+        grad_k = horizon * q
+        grad_t = g * _rate(y_end, k)  # d y(T) / dT = y'(T)
         return grad_k, grad_t
 
     decay.defvjp(fwd, bwd)
     return decay
+
+
+def _decay_t(y: Array, t: Array, k: Array) -> Array:
+    return _rate(y, k)
 
 
 def library_decay(k: Array, horizon: Array) -> Array:
@@ -103,7 +123,7 @@ def library_decay(k: Array, horizon: Array) -> Array:
     mxstep is capped at 10000 so an unreachable tolerance cannot loop forever."""
     tol = max(1.4e-8, 4 * float(jnp.finfo(jnp.result_type(k)).eps))
     times = jnp.stack([jnp.zeros_like(horizon), horizon])
-    return odeint(_decay, jnp.ones_like(k), times, k, rtol=tol, atol=tol, mxstep=10_000)[-1]
+    return odeint(_decay_t, jnp.ones_like(k), times, k, rtol=tol, atol=tol, mxstep=10_000)[-1]
 
 
 register(

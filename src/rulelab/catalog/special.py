@@ -228,8 +228,10 @@ def _custom_log_ndtr_jvp(primals: tuple, tangents: tuple) -> tuple:
 
 
 def naive_log_ndtr(x: Array) -> Array:
-    """log(ndtr(x)), plain autodiff: -inf and a NaN gradient once ndtr underflows."""
-    return jnp.log(jsp.ndtr(x))
+    """log(Phi(x)) with Phi(x) = erfc(-x/sqrt(2)) / 2 (what jax.scipy.special.ndtr
+    computes; ndtr itself rejects 16-bit inputs), plain autodiff: -inf and a NaN
+    gradient once Phi underflows."""
+    return jnp.log(0.5 * jsp.erfc(-x * SQRT_HALF))
 
 
 def library_log_ndtr(x: Array) -> Array:
@@ -275,7 +277,7 @@ register(
         reference=_m_log_ndtr,
         derivatives={("x", 1): _m_ndtr_ratio, ("x", 2): _m_ndtr_ratio_d},
         variants=[
-            Variant("naive", naive_log_ndtr, "log(jax.scipy.special.ndtr(x)), plain autodiff"),
+            Variant("naive", naive_log_ndtr, "log(erfc(-x/sqrt 2)/2) (ndtr's formula), plain autodiff"),
             Variant("custom_jvp", custom_log_ndtr, "custom_jvp: log Phi via erfcx; rule phi/Phi via its continued fraction"),
             Variant(
                 "library",

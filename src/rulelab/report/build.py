@@ -3,17 +3,25 @@ two runs, their comparison, into one folder of static HTML files."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from rulelab.report.caseinfo import case_info
-from rulelab.report.findings import findings
-from rulelab.report.load import load_accuracy, load_asv
+from rulelab.report.caseinfo import CaseInfo, case_info
+from rulelab.report.findings import Finding, findings
+from rulelab.report.load import Accuracy, load_accuracy, load_asv
 from rulelab.report.pages import Links, case_file, case_page, compare_page, index_page
 from rulelab.report.performance import bench_summary, performance_page
 
 DASHBOARD = Path("asv") / "index.html"
 """Where ``asv publish`` writes its dashboard, relative to the report folder."""
+
+PARALLEL_FROM = 3
+"""Case pages are drawn in worker processes when there are at least this many (each
+worker first imports pandas and matplotlib, about a second)."""
 
 
 def _write(path: Path, text: str) -> None:
@@ -22,11 +30,38 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare: tuple[Path, Path] | None = None) -> Path:
+def _only(acc: Accuracy, case: str) -> Accuracy:
+    """``acc`` restricted to one case (what a worker process needs)."""
+    pick = {name: getattr(acc, name) for name in ("summary", "binned", "worst", "samples")}
+    return replace(acc, **{name: df[df["case"] == case] for name, df in pick.items()})
+
+
+def _case_job(job: tuple[Accuracy, str, CaseInfo, list[Finding], Links]) -> str:
+    return case_page(*job)
+
+
+def case_pages(acc: Accuracy, found: Sequence[Finding], links: Links, workers: int | None = None) -> Iterator[tuple[str, str]]:
+    """(case, page) for every case of ``acc``; drawn in ``workers`` processes (default:
+    one per core) when there are several cases. The catalog is read here, so workers
+    never import JAX."""
+    cases = acc.cases()
+    jobs = [(_only(acc, c), c, case_info(c), [f for f in found if f.case == c], links) for c in cases]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers < 2 or len(jobs) < PARALLEL_FROM:
+        for job in jobs:
+            yield job[1], _case_job(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from zip(cases, pool.map(_case_job, jobs))
+
+
+def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare: tuple[Path, Path] | None = None, *, workers: int | None = None) -> Path:
     """Write the report for accuracy ``runs`` (run folders, e.g. one per backend) and
     the asv results in ``asv_dir`` into ``out``; with ``compare`` = (run A, run B) also
-    ``compare.html``. Any input may be missing: the pages then say what is absent and how
-    to produce it. Returns the path of ``index.html``."""
+    ``compare.html`` (and, when no runs are given, the overview of run B). Any input
+    may be missing: the pages then say what is absent and how to produce it.
+    ``workers``: processes drawing case pages (default: one per core). Returns the
+    path of ``index.html``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [Path(r) for r in runs]
@@ -36,11 +71,10 @@ def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare:
     bench = load_asv(asv_dir, out / DASHBOARD.parent)
     links = Links(performance=True, compare=compare is not None, dashboard=DASHBOARD.as_posix() if bench.dashboard else "")
     found = findings(acc)
-    cases = acc.cases()
     _write(out / "index.html", index_page(acc, found, links, bench_summary(bench)))
-    for case in cases:
-        _write(out / case_file(case), case_page(acc, case, case_info(case), found, links))
-    _write(out / "performance.html", performance_page(bench, links, case_pages=set(cases)))
+    for case, text in case_pages(acc, found, links, workers):
+        _write(out / case_file(case), text)
+    _write(out / "performance.html", performance_page(bench, links, case_pages=set(acc.cases())))
     if compare is not None:
         a, b = load_accuracy([Path(compare[0])]), load_accuracy([Path(compare[1])])
         _write(out / "compare.html", compare_page(a, b, findings(a), findings(b), links))

@@ -14,9 +14,10 @@ beyond the largest binade.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+from matplotlib.transforms import blended_transform_factory
+from PIL import Image
 
 DPI = 80
 PANEL_W, PANEL_H = 4.2, 2.8
@@ -75,18 +78,28 @@ def _plain_log(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(_log_label))
 
 
-def _plain_symlog(ax: Axes) -> None:
-    """Label a symlog y axis at powers of ten in plain text; no minor ticks (a symlog
-    axis spanning many decades has hundreds, and drawing them dominates)."""
-    ax.yaxis.set_major_formatter(FuncFormatter(_symlog_label))
+def _plain_symlog(ax: Axes, quiet_below: float = 0.0) -> None:
+    """Label a symlog y axis at powers of ten in plain text, none but 0 below
+    ``quiet_below`` (where labels would crowd the zero); no minor ticks (a symlog axis
+    spanning many decades has hundreds, and drawing them dominates)."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, pos: "" if 0 < abs(y) < quiet_below else _symlog_label(y, pos)))
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+PALETTE = 128
+"""Colours kept in each PNG: plots use a handful, and a palette image is a third the
+size of full colour with no visible change."""
+
+
 def png(fig: Figure, dpi: int = DPI) -> bytes:
-    """Render ``fig`` as PNG bytes (Agg)."""
+    """Render ``fig`` (Agg) as a palette PNG."""
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    image = Image.fromarray(rgba[..., :3]).quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    fig.clear()
+    image.save(buf, format="png")  # default compression: "optimize" is 10% smaller and 8x slower
     return buf.getvalue()
 
 
@@ -96,19 +109,18 @@ def colours(names: Sequence[str]) -> dict[str, str]:
     return {n: matplotlib.colors.to_hex(cmap(i % 10)) for i, n in enumerate(names)}
 
 
-def _panels(n: int, strip_rows: int = 0) -> tuple[Figure, list[Axes]]:
+def _panels(n: int) -> tuple[Figure, list[Axes]]:
     """A row (or rows of four) of ``n`` panels with fixed margins for tick labels, a
     title above and a legend below (fixed margins: tight_layout costs more than the
     drawing)."""
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     width = min(PANEL_W * cols, MAX_W)
-    strip = (0.1 + 0.1 * strip_rows) if strip_rows else 0.0  # inches of non-finite strip per row
-    height = (PANEL_H + strip) * rows + 0.9
+    height = PANEL_H * rows + 1.5
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - (0.55 + strip) / height, wspace=0.38, hspace=0.5 + strip / PANEL_H)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.5 / height, wspace=0.38, hspace=0.5)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -117,7 +129,7 @@ def _panels(n: int, strip_rows: int = 0) -> tuple[Figure, list[Axes]]:
 
 def _finish(fig: Figure, handles: list[Any], title: str) -> bytes:
     """Legend below the panels, title above, then render."""
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, fontsize=10)
     return png(fig)
 
@@ -199,9 +211,8 @@ def spans(centres: np.ndarray, half: float = 0.5) -> list[tuple[float, float]]:
 def _strip_axes(ax: Axes, rows: int, title: str) -> Axes:
     """A thin axes above ``ax`` (shared x) with one row per variant for non-finite
     results, carrying the panel's title."""
-    strip = ax.inset_axes((0.0, 1.02, 1.0, 0.05 + 0.035 * rows), sharex=ax)
-    strip.set_ylim(-0.5, rows - 0.5)
-    strip.invert_yaxis()
+    strip = ax.inset_axes((0.0, 1.03, 1.0, STRIP_ROW * rows / PANEL_H), sharex=ax)
+    strip.set_ylim(rows - 0.5, -0.5)
     strip.set_yticks([])
     strip.tick_params(labelbottom=False, bottom=False)
     strip.set_ylabel("non-\nfinite", rotation=0, fontsize=6, ha="right", va="center")
@@ -219,93 +230,137 @@ def _panel_title(dtype: str, backend: str, panels: Sequence[tuple[str, str]]) ->
     return dtype if len({b for _, b in panels}) == 1 else f"{dtype} · {backend}"
 
 
-def error_figure(binned: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], title: str) -> bytes | None:
-    """dULP (max per binade, symlog) against the input on the symmetric binade axis, a
-    line per variant and a panel per (dtype, backend). Binades where a variant returned
-    non-finite values are shaded, and marked per variant in the strip above the panel."""
-    if binned.empty:
-        return None
-    col = colours(variants)
-    fig, axes = _panels(len(panels), strip_rows=len(variants))
-    for ax, (dtype, backend) in zip(axes, panels):
-        d = binned[(binned["dtype"] == dtype) & (binned["backend"] == backend) & (binned["count"] > 0)]
-        strip = _strip_axes(ax, len(variants), _panel_title(dtype, backend, panels))
-        axis = _axis(d["binade"].to_numpy(dtype=np.float64))
-        ymax = 1.0
-        failing: list[np.ndarray] = []
-        for row, v in enumerate(variants):
-            dv = d[d["variant"] == v]
-            if dv.empty:
-                continue
-            x = axis.position(dv["sign"].to_numpy(), dv["binade"].to_numpy())
-            y = dv["max_ulp"].to_numpy(dtype=np.float64)
-            order = np.argsort(x)
-            ax.plot(x[order], y[order], STYLES[row % len(STYLES)], marker=".", markersize=3, linewidth=max(2.6 - 0.4 * row, 0.8), color=col[v], alpha=0.9)
-            if np.isfinite(y).any():
-                ymax = max(ymax, float(np.nanmax(y[np.isfinite(y)])))
-            bad = x[dv["nonfinite"].to_numpy() > 0]
-            _mark(strip, bad, row, col[v], 0.5)
-            failing.append(bad)
-        for start, width in spans(np.concatenate(failing) if failing else np.array([])):
-            ax.axvspan(start, start + width, color=FAIL_COLOUR, alpha=0.12, linewidth=0)
-        ax.set_yscale("symlog", linthresh=1.0)
-        _plain_symlog(ax)
-        ax.set_ylim(-0.3, 10 ** (math.log10(max(ymax, 10.0)) + 0.5))
-        axis.ticks(ax, bool((d["sign"] < 0).any()), bool((d["binade"] == np.inf).any()))
-        ax.set_ylabel("max dULP in binade", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=col[v], marker=".", linestyle=STYLES[i % len(STYLES)], label=v) for i, v in enumerate(variants)]
-    handles.append(Patch(color=FAIL_COLOUR, alpha=0.25, label="non-finite results"))
-    return _finish(fig, handles, title)
+STRIP_ROW = 0.09
+"""Inches per variant in the non-finite strip."""
 
 
-def values_figure(samples: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], column: str, argument: str, title: str, line: bool) -> bytes | None:
-    """Computed values (dots, a colour per variant) against the reference (grey) over
-    the sampled inputs ``column``, symlog y, a panel per (dtype, backend). Non-finite
-    results are marked per variant in the strip above the panel."""
-    if samples.empty or column not in samples:
-        return None
-    col = colours(variants)
-    fig, axes = _panels(len(panels), strip_rows=len(variants))
-    for ax, (dtype, backend) in zip(axes, panels):
-        d = samples[(samples["dtype"] == dtype) & (samples["backend"] == backend)]
-        strip = _strip_axes(ax, len(variants), _panel_title(dtype, backend, panels))
-        x_all = pd.to_numeric(d[column], errors="coerce").to_numpy(dtype=np.float64)
-        axis = _axis(_binade(x_all[np.isfinite(x_all) & (x_all != 0)]) if x_all.size else np.array([]))
-        ref = pd.to_numeric(d["ref_hi"], errors="coerce").to_numpy(dtype=np.float64)
-        fin = np.isfinite(ref) & np.isfinite(x_all)
-        nz = np.abs(ref[fin & (ref != 0)])
-        linthresh = float(np.clip(np.quantile(nz, 0.05), 1e-300, 1.0)) if nz.size else 1.0
-        if fin.any():
-            rx = axis.of(x_all[fin])
-            ry = ref[fin]
+def _grid(rows: int, cols: int, strip_rows: int) -> tuple[Figure, list[list[Axes]]]:
+    """``rows`` x ``cols`` panels sharing x per column, room above for the strips and
+    the title and below for the legend (fixed margins)."""
+    width = min(PANEL_W * cols, MAX_W)
+    strip = STRIP_ROW * strip_rows + 0.1
+    top, bottom, gap = 0.8 + strip, 0.95, 0.3
+    height = top + bottom + rows * PANEL_H + (rows - 1) * gap
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex="col")
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height, wspace=0.38, hspace=gap / PANEL_H)
+    return fig, [list(r) for r in axes]
+
+
+def _error_panel(ax: Axes, strip: Axes, d: pd.DataFrame, axis: BinadeAxis, variants: Sequence[str], col: Mapping[str, str]) -> None:
+    ymax = 1.0
+    failing: list[np.ndarray] = []
+    for row, v in enumerate(variants):
+        dv = d[d["variant"] == v]
+        if dv.empty:
+            continue
+        x = axis.position(dv["sign"].to_numpy(), dv["binade"].to_numpy())
+        y = dv["max_ulp"].to_numpy(dtype=np.float64)
+        order = np.argsort(x)
+        ax.plot(x[order], y[order], STYLES[row % len(STYLES)], marker=".", markersize=3, linewidth=max(2.6 - 0.4 * row, 0.8), color=col[v], alpha=0.9)
+        if np.isfinite(y).any():
+            ymax = max(ymax, float(np.nanmax(y[np.isfinite(y)])))
+        bad = x[dv["nonfinite"].to_numpy() > 0]
+        _mark(strip, bad, row, col[v], 0.5)
+        failing.append(bad)
+    for start, width in spans(np.concatenate(failing) if failing else np.array([])):
+        ax.axvspan(start, start + width, color=FAIL_COLOUR, alpha=0.12, linewidth=0)
+    ax.set_yscale("symlog", linthresh=1.0)
+    _plain_symlog(ax)
+    ax.set_ylim(-0.3, 10 ** (math.log10(max(ymax, 10.0)) + 0.5))
+    ax.set_ylabel("max dULP per binade", fontsize=8)
+
+
+def _values_panel(ax: Axes, strip: Axes | None, d: pd.DataFrame, column: str, axis: BinadeAxis, variants: Sequence[str], col: Mapping[str, str], line: bool) -> None:
+    x_all = pd.to_numeric(d[column], errors="coerce").to_numpy(dtype=np.float64)
+    ref = pd.to_numeric(d["ref_hi"], errors="coerce").to_numpy(dtype=np.float64)
+    fin = np.isfinite(ref) & np.isfinite(x_all)
+    nz = np.abs(ref[fin & (ref != 0)])
+    linthresh = float(np.clip(nz.min(), 1e-300, 1.0)) if nz.size else 1.0  # log scale down to the smallest value
+    if fin.any():
+        rx, ry = axis.of(x_all[fin]), ref[fin]
+        if line:
             order = np.argsort(rx, kind="stable")
-            if line:
-                ax.plot(rx[order], ry[order], "-", color="#888", linewidth=2.5, alpha=0.6)
+            ax.plot(rx[order], ry[order], "-", color="#888", linewidth=2.5, alpha=0.6)
+        else:
+            ax.plot(rx, ry, "o", color="#888", markersize=4, alpha=0.4)
+    tr = blended_transform_factory(ax.transData, ax.transAxes)
+    for row, v in enumerate(variants):
+        dv = d[d["variant"] == v]
+        if dv.empty:
+            continue
+        x = axis.of(pd.to_numeric(dv[column], errors="coerce").to_numpy(dtype=np.float64))
+        y = pd.to_numeric(dv["computed"], errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], ".", color=col[v], markersize=2.5)
+        bad = x[~ok & np.isfinite(x)]
+        if bad.size:  # non-finite samples: ticks on the panel's top edge
+            ax.plot(bad, np.full(bad.shape, 0.98), "|", color=col[v], markersize=6, transform=tr, clip_on=False)
+            if strip is not None:
+                _mark(strip, bad, row, col[v], 0.3)
+    ymax = float(np.nanmax(np.abs(ref[fin]))) if fin.any() else 1.0
+    ymax = ymax if np.isfinite(ymax) and ymax > 0 else 1.0
+    top = 10 ** min(math.log10(max(ymax, linthresh)) + 0.5, 307.0)
+    # the linear part around 0 gets about a tenth of the height, so its labels do not collide
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=max(1.0, math.log10(top / linthresh) / 6))
+    _plain_symlog(ax, quiet_below=10 * linthresh)
+    ax.set_ylim(-top if (ref[fin] < 0).any() else -linthresh, top)
+    ax.set_ylabel("computed, reference", fontsize=8)
+
+
+def _quiet(fn: Callable[..., bytes | None]) -> Callable[..., bytes | None]:
+    """Run a figure builder with numpy's overflow warnings off: a symlog axis that spans
+    most of the float range overflows harmlessly while matplotlib autoscales it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes | None:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet
+def accuracy_figure(binned: pd.DataFrame, samples: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], *, column: str, argument: str, title: str, line: bool = True) -> bytes | None:
+    """One transform of one case, a column per (dtype, backend): above, the max dULP
+    per binade of ``argument`` (symlog), a line per variant, binades with non-finite
+    results shaded and marked per variant in the strip on top; below, the computed
+    values (dots) against the mpmath reference (grey) over the stored samples (input
+    column ``column``). Either row is left out when its table is empty."""
+    have_samples = not samples.empty and column in samples
+    if binned.empty and not have_samples:
+        return None
+    kinds = (["error"] if not binned.empty else []) + (["values"] if have_samples else [])
+    col = colours(variants)
+    fig, grid = _grid(len(kinds), len(panels), len(variants))
+    for j, (dtype, backend) in enumerate(panels):
+        b = binned[(binned["dtype"] == dtype) & (binned["backend"] == backend) & (binned["count"] > 0)] if not binned.empty else binned
+        smp = samples[(samples["dtype"] == dtype) & (samples["backend"] == backend)] if have_samples else samples
+        xs = pd.to_numeric(smp[column], errors="coerce").to_numpy(dtype=np.float64) if have_samples else np.array([])
+        binades = np.concatenate([b["binade"].to_numpy(dtype=np.float64) if not b.empty else np.array([]), _binade(xs[np.isfinite(xs) & (xs != 0)])])
+        axis = _axis(binades)
+        strip = _strip_axes(grid[0][j], len(variants), _panel_title(dtype, backend, panels))
+        negative = bool((b["sign"] < 0).any()) if not b.empty else False
+        infinite = bool((b["binade"] == np.inf).any()) if not b.empty else False
+        for i, kind in enumerate(kinds):
+            ax = grid[i][j]
+            if kind == "error":
+                _error_panel(ax, strip, b, axis, variants, col)
             else:
-                ax.plot(rx, ry, "o", color="#888", markersize=4, alpha=0.4)
-        for row, v in enumerate(variants):
-            dv = d[d["variant"] == v]
-            if dv.empty:
-                continue
-            x = axis.of(pd.to_numeric(dv[column], errors="coerce").to_numpy(dtype=np.float64))
-            y = pd.to_numeric(dv["computed"], errors="coerce").to_numpy(dtype=np.float64)
-            ok = np.isfinite(y)
-            ax.plot(x[ok], y[ok], ".", color=col[v], markersize=2.5)
-            _mark(strip, x[~ok & np.isfinite(x)], row, col[v], 0.3)
-        ax.set_yscale("symlog", linthresh=linthresh)
-        _plain_symlog(ax)
-        ymax = np.nanmax(np.abs(ref[fin])) if fin.any() else 1.0
-        if np.isfinite(ymax) and ymax > 0:
-            top = 10 ** (math.log10(max(ymax, linthresh)) + 0.5)
-            ax.set_ylim(-top if (ref[fin] < 0).any() else -linthresh, top)
-        axis.ticks(ax, bool((x_all < 0).any()), bool(np.isinf(x_all).any()))
-        ax.set_xlabel(argument, fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color="#888", linewidth=2.5, label="reference (mpmath)")]
-    handles += [Line2D([], [], color=col[v], marker=".", linestyle="", label=v) for v in variants]
+                _values_panel(ax, None if "error" in kinds else strip, smp, column, axis, variants, col, line)
+                negative = negative or bool((xs < 0).any())
+                infinite = infinite or bool(np.isinf(xs).any())
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(True, alpha=0.3)
+            if j:
+                ax.set_ylabel("")
+        axis.ticks(grid[-1][j], negative, infinite)
+        grid[-1][j].set_xlabel(argument, fontsize=8)
+    handles: list[Any] = [Line2D([], [], color=col[v], marker=".", linestyle=STYLES[i % len(STYLES)], label=v) for i, v in enumerate(variants)]
+    if have_samples:
+        handles.append(Line2D([], [], color="#888", linewidth=2.5, label="reference (mpmath)"))
+    handles.append(Patch(color=FAIL_COLOUR, alpha=0.25, label="non-finite results"))
     return _finish(fig, handles, title)
 
 

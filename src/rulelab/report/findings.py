@@ -6,7 +6,7 @@ variants of the same case are fine there, and which combinations failed outright
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +14,7 @@ import pandas as pd
 
 from rulelab.report.classes import NONFINITE_CLASSES, nonfinite_count, row_class
 from rulelab.report.load import Accuracy
-from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, arg_label, fmt_ulp, ordered, variant_order
+from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, arg_label, fmt_ulp, ordered
 
 LARGE_ULP = 1024
 """Above this many ULP a result has lost most of its digits (the >2^10 bucket)."""
@@ -81,11 +81,41 @@ def _binade(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _side(rows: pd.DataFrame, bad: pd.DataFrame, seen: np.ndarray, s: int, argument: str) -> tuple[str, str, str]:
+    """(shape, phrase, threshold) of the failing binades on one sign: shape is ``zero``,
+    ``inf``, ``all`` (every input of this sign), ``tail`` (from a threshold up) or
+    ``range``."""
+    ge, le = "\u2265", "\u2264"
+    neg = "-" if s < 0 else ""
+    binades = set(bad["binade"].tolist())
+    if binades == {-math.inf}:
+        return "zero", f"{argument} = {neg}0", "0"
+    if binades == {math.inf}:
+        return "inf", f"{argument} = {neg}inf", "inf"
+    e0 = min(binades)
+    tail = bool(rows.loc[rows["binade"] >= e0].index.isin(bad.index).all())
+    approx = ""
+    if e0 == -math.inf:
+        t_text = "0"
+    else:
+        t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(2.0**e0)
+        if not seen.size:  # no failing input stored: the threshold is known to its binade only
+            approx = f" (from binade [{fmt_x(2.0**e0)}, {fmt_x(2.0 ** (e0 + 1))}))"
+    if tail and e0 == -math.inf:
+        return "all", f"every {argument} {ge} 0" if s > 0 else f"every {argument} {le} -0", t_text
+    if tail:
+        t_text += approx
+        return "tail", f"{argument} {ge} {t_text}" if s > 0 else f"{argument} {le} -{t_text}", t_text
+    finite = [b for b in binades if math.isfinite(b)]
+    hi = fmt_x(2.0 ** (max(finite) + 1)) if finite else "inf"
+    return "range", f"{argument} in [{t_text}, {hi})" if s > 0 else f"{argument} in (-{hi}, -{t_text}]", t_text
+
+
 def region(binned: pd.DataFrame, bad_rows: pd.Series, points: np.ndarray, argument: str) -> Region | None:
     """Describe the failing binades ``bad_rows`` of one variant's ``binned`` rows (one
     argument) as a phrase. ``points`` are failing inputs seen (worst inputs, samples):
     the smallest one in the first failing binade sharpens the threshold."""
-    parts: dict[int, tuple[str, str, bool]] = {}
+    sides: dict[int, tuple[str, str, str]] = {}
     failing: set[tuple[int, float]] = set()
     pts_binade = _binade(points)
     pts_sign = np.where(np.signbit(points), -1, 1)
@@ -96,45 +126,45 @@ def region(binned: pd.DataFrame, bad_rows: pd.Series, points: np.ndarray, argume
             continue
         failing.update((s, float(b)) for b in bad["binade"])
         e0 = float(bad["binade"].min())
-        tail = bool((rows.loc[rows["binade"] >= e0].index.isin(bad.index)).all())
         seen = np.abs(points[(pts_sign == s) & (pts_binade == e0)])
-        if e0 == -math.inf:
-            t_text = "0"
-        elif e0 == math.inf:
-            t_text = "inf"
-        else:
-            t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(2.0**e0)
-        # without a stored failing input the threshold is known to its binade only
-        approx = "" if seen.size or not math.isfinite(e0) else f" (from binade [{fmt_x(2.0**e0)}, {fmt_x(2.0 ** (e0 + 1))}))"
-        lt, gt = ("\u2264", "\u2265")
-        neg = "-" if s < 0 else ""
-        if e0 == math.inf:
-            phrase = f"{argument} = {neg}inf"
-        elif e0 == -math.inf and not tail:
-            phrase = f"{argument} = {neg}0"
-        elif tail and e0 == -math.inf:
-            phrase = f"every {argument} {'<' if s < 0 else '>'}= 0"
-        elif tail:
-            phrase = (f"{argument} {gt} {t_text}" if s > 0 else f"{argument} {lt} -{t_text}") + approx
-        else:
-            top = float(bad.loc[np.isfinite(bad["binade"]), "binade"].max())
-            hi = fmt_x(2.0 ** (top + 1))
-            phrase = f"{argument} in [{t_text}, {hi})" if s > 0 else f"{argument} in (-{hi}, -{t_text}]"
-        parts[s] = (phrase, t_text + approx, tail and math.isfinite(e0))
-    if not parts:
+        sides[s] = _side(rows, bad, seen, s, argument)
+    if not sides:
         return None
-    if 1 in parts and -1 in parts and parts[1][2] and parts[-1][2] and parts[1][1] == parts[-1][1]:
-        phrase = f"|{argument}| \u2265 {parts[1][1]}"
-    else:
-        phrase = " and ".join(parts[s][0] for s in (1, -1) if s in parts)
-    return Region(phrase, frozenset(failing), argument)
+    if len(sides) == 2 and sides[1][0] == sides[-1][0] and sides[1][2] == sides[-1][2]:
+        shape, _, t_text = sides[1]
+        merged = {"zero": f"{argument} = \u00b10", "inf": f"{argument} = \u00b1inf", "all": f"every {argument}", "tail": f"|{argument}| \u2265 {t_text}"}
+        if shape in merged:
+            return Region(merged[shape], frozenset(failing), argument)
+    return Region(" and ".join(sides[s][1] for s in (1, -1) if s in sides), frozenset(failing), argument)
 
 
-def _pick_argument(binned_v: pd.DataFrame, bad: Callable[[pd.DataFrame], pd.Series], arg: str) -> str | None:
-    """The argument whose binades separate failing from fine inputs best."""
+def constant_argument(points: pd.DataFrame, names: Sequence[str], minimum: int = 3) -> str | None:
+    """``y = 0`` (or ``y = inf``) when every failing stored point (``points``: in0, in1,
+    ... columns) has that magnitude in one argument: on a grid, a clearer description
+    than the binades of another argument."""
+    if len(points) < minimum:
+        return None
+    for i, name in enumerate(names):
+        col = f"in{i}"
+        if col not in points:
+            continue
+        vals = np.abs(pd.to_numeric(points[col], errors="coerce").to_numpy(dtype=np.float64))
+        if np.isnan(vals).any():
+            continue
+        distinct = np.unique(vals)
+        if distinct.size == 1 and distinct[0] in (0.0, np.inf):  # zero or infinity: a structural cause
+            value = float(distinct[0])
+            both = (np.signbit(points[col].to_numpy(dtype=np.float64))).any() and (~np.signbit(points[col].to_numpy(dtype=np.float64))).any()
+            sign = "\u00b1" if both and value != 0 else ""
+            return f"{name} = {sign}{fmt_x(value) if value else '0'}"
+    return None
+
+
+def _pick_argument(binned_v: Mapping[str, pd.DataFrame], bad: Callable[[pd.DataFrame], pd.Series], arg: str) -> str | None:
+    """The argument whose binades separate failing from fine inputs best (the fewest
+    failing binades; the differentiated argument on a tie)."""
     best: tuple[float, int, str] | None = None
-    for i, name in enumerate(dict.fromkeys(binned_v["binade_of"])):
-        rows = binned_v[(binned_v["binade_of"] == name) & (binned_v["count"] > 0)]
+    for name, rows in binned_v.items():
         n_bad = int(bad(rows).sum())
         if not n_bad:
             continue
@@ -144,34 +174,44 @@ def _pick_argument(binned_v: pd.DataFrame, bad: Callable[[pd.DataFrame], pd.Seri
     return None if best is None else best[2]
 
 
-def _fine_elsewhere(binned_g: pd.DataFrame, variant: str, argument: str, failing: frozenset[tuple[int, float]], ok: Callable[[pd.DataFrame], bool]) -> dict[str, float]:
-    """Other variants with no failure in every failing binade: name -> their max dULP there."""
+def _fine_elsewhere(others: Mapping[str, pd.DataFrame], failing: frozenset[tuple[int, float]], ok: Callable[[pd.DataFrame], bool]) -> dict[str, float]:
+    """Of the other variants' rows (same argument), those measured and fine in every
+    failing binade: name -> their max dULP there."""
     out: dict[str, float] = {}
-    for v in variant_order(binned_g):
-        if v == variant:
-            continue
-        rows = binned_g[(binned_g["variant"] == v) & (binned_g["binade_of"] == argument) & (binned_g["count"] > 0)]
-        keys = list(zip(rows["sign"].astype(int), rows["binade"].astype(float)))
-        there = rows[[k in failing for k in keys]]
-        if there.empty or len(there) < len(failing):
+    for v, rows in others.items():
+        keys = zip(rows["sign"].to_numpy(dtype=np.int64).tolist(), rows["binade"].to_numpy(dtype=np.float64).tolist())
+        there = rows[np.fromiter((k in failing for k in keys), dtype=bool, count=len(rows))]
+        if len(there) < len(failing):
             continue
         if ok(there):
             out[v] = float(there["max_ulp"].max())
     return out
 
 
-def _nonfinite_kind(row: dict, worst_v: pd.DataFrame) -> str:
-    """What the failing points returned: NaN, inf or both (from the summary's counts
-    where the store has them, else from the worst inputs)."""
+def _nonfinite_kind(row: dict, worst_v: pd.DataFrame) -> set[str]:
+    """What the failing points returned: some of NaN, inf, -inf and ``undefined``
+    (finite where the reference is undefined), from the summary's counts where the
+    store has them, else from the worst inputs."""
+    out: set[str] = set()
+    if _num(row.get("unexpected_finite")):
+        out.add("undefined")
     nan, inf = _num(row.get("wrong_nan")), _num(row.get("wrong_inf"))
-    if _num(row.get("wrong_nonfinite")) == 0 and _num(row.get("unexpected_finite")) > 0:
-        return "finite where the reference is undefined"
     if nan or inf:
-        return "/".join(k for k, n in (("NaN", nan), ("inf", inf)) if n)
-    bad = worst_v[worst_v["bucket"].isin(NONFINITE_CLASSES)] if not worst_v.empty else worst_v
+        return out | {k for k, n in (("NaN", nan), ("inf", inf)) if n}
+    if not _num(row.get("wrong_nonfinite")):
+        return out
+    bad = worst_v[worst_v["bucket"] == "wrong_nonfinite"] if not worst_v.empty else worst_v
     vals = pd.to_numeric(bad["computed"], errors="coerce").to_numpy(dtype=np.float64) if not bad.empty else np.array([])
-    kinds = [k for k, hit in (("NaN", np.isnan(vals).any()), ("inf", np.isposinf(vals).any()), ("-inf", np.isneginf(vals).any())) if hit]
-    return "/".join(kinds) if kinds else "non-finite"
+    kinds = {k for k, hit in (("NaN", np.isnan(vals).any()), ("inf", np.isposinf(vals).any()), ("-inf", np.isneginf(vals).any())) if hit}
+    return out | (kinds or {"non-finite"})
+
+
+def _kind_words(kinds: set[str]) -> str:
+    """``NaN/inf``, or ``finite where the reference is undefined``, or both."""
+    values = "/".join(k for k in ("NaN", "inf", "-inf", "non-finite") if k in kinds)
+    if "undefined" not in kinds:
+        return values or "non-finite"
+    return f"{values} (or finite where the reference is undefined)" if values else "finite where the reference is undefined"
 
 
 def _num(v: object) -> float:
@@ -183,26 +223,44 @@ def _num(v: object) -> float:
 
 
 GROUP = ["case", "transform", "arg", "dtype", "backend"]
+Key = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class _Grouped:
-    """The point tables split once by (case, transform, arg, dtype, backend), so each
-    finding looks its rows up instead of filtering whole tables."""
+    """The point tables split once, narrow: ``binned[group][variant][argument]`` (rows
+    with points, by sign and binade), ``worst[group][variant]``,
+    ``samples[group][variant]``, where a group is (case, transform, arg, dtype,
+    backend). Findings look rows up instead of filtering whole tables."""
 
-    binned: dict[tuple[str, ...], pd.DataFrame]
-    worst: dict[tuple[str, ...], pd.DataFrame]
-    samples: dict[tuple[str, ...], pd.DataFrame]
+    binned: dict[Key, dict[str, dict[str, pd.DataFrame]]]
+    worst: dict[Key, dict[str, pd.DataFrame]]
+    samples: dict[Key, dict[str, pd.DataFrame]]
 
     @staticmethod
     def of(acc: Accuracy) -> _Grouped:
-        def split(df: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
-            return {} if df.empty else {tuple(k): g for k, g in df.groupby(GROUP, sort=False)}
+        binned: dict[Key, dict[str, dict[str, pd.DataFrame]]] = {}
+        b = acc.binned[acc.binned["count"] > 0]
+        cols = ["sign", "binade", "count", "max_ulp", "nonfinite"]
+        for k, g in b.groupby([*GROUP, "variant", "binade_of"], sort=False):
+            binned.setdefault(tuple(k[:5]), {}).setdefault(k[5], {})[k[6]] = g[cols].sort_values(["sign", "binade"]).reset_index(drop=True)
 
-        return _Grouped(split(acc.binned), split(acc.worst), split(acc.samples))
+        def points(df: pd.DataFrame, cols: list[str]) -> dict[Key, dict[str, pd.DataFrame]]:
+            out: dict[Key, dict[str, pd.DataFrame]] = {}
+            cols = [c for c in cols if c in df.columns]
+            for k, g in df.groupby([*GROUP, "variant"], sort=False):
+                out.setdefault(tuple(k[:5]), {})[k[5]] = g[cols].reset_index(drop=True)
+            return out
+
+        inputs = [c for c in acc.worst.columns if c.startswith("in") and c[2:].isdigit()]
+        return _Grouped(
+            binned,
+            points(acc.worst, [*inputs, "computed", "dulp", "bucket"]),
+            points(acc.samples, [*[c for c in acc.samples.columns if c.startswith("in") and c[2:].isdigit()], "computed", "dulp"]),
+        )
 
 
-_EMPTY = pd.DataFrame({c: pd.Series(dtype=object) for c in ("variant", "bucket", "computed", "dulp", "binade_of", "count", "nonfinite", "max_ulp", "sign", "binade")})
+_NO_POINTS = pd.DataFrame({c: pd.Series(dtype=float) for c in ("in0", "computed", "dulp")}).assign(bucket=pd.Series(dtype=object))
 
 
 def _criteria(kind: str) -> tuple[Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], pd.Series], Callable[[pd.DataFrame], bool]]:
@@ -223,29 +281,29 @@ def _criteria(kind: str) -> tuple[Callable[[pd.DataFrame], pd.Series], Callable[
     )
 
 
-def _region_for(tables: _Grouped, key: tuple[str, ...], variant: str, kind: str, arg_names: Sequence[str]) -> tuple[Region | None, dict[str, float]]:
+def _region_for(tables: _Grouped, key: Key, variant: str, kind: str, arg_names: Sequence[str]) -> tuple[Region | None, dict[str, float]]:
     """Where ``variant`` fails in the result group ``key`` and which variants are fine
     there."""
     bad_b, bad_w, bad_s, ok = _criteria(kind)
-    binned_g = tables.binned.get(key, _EMPTY)
-    binned_v = binned_g[binned_g["variant"] == variant]
-    if binned_v.empty:
-        return None, {}
-    argument = _pick_argument(binned_v, bad_b, key[2])
+    group = tables.binned.get(key, {})
+    argument = _pick_argument(group.get(variant, {}), bad_b, key[2])
     if argument is None:
         return None, {}
-    rows = binned_v[binned_v["binade_of"] == argument]
+    rows = group[variant][argument]
     idx = list(arg_names).index(argument) if argument in arg_names else 0
-    worst_g = tables.worst.get(key, _EMPTY)
-    samples_g = tables.samples.get(key, _EMPTY)
-    points = np.concatenate([
-        _bad_inputs(worst_g[worst_g["variant"] == variant], idx, bad_w),
-        _bad_inputs(samples_g[samples_g["variant"] == variant], idx, bad_s),
-    ])
+    worst_v = tables.worst.get(key, {}).get(variant, _NO_POINTS)
+    samples_v = tables.samples.get(key, {}).get(variant, _NO_POINTS)
+    points = np.concatenate([_bad_inputs(worst_v, idx, bad_w), _bad_inputs(samples_v, idx, bad_s)])
     reg = region(rows, bad_b(rows), points, argument)
     if reg is None:
         return None, {}
-    return reg, _fine_elsewhere(binned_g, variant, argument, reg.binades, ok)
+    others = {v: by_arg[argument] for v, by_arg in group.items() if v != variant and argument in by_arg}
+    if len(arg_names) > 1 and not reg.phrase.startswith(f"{argument} = "):
+        failing_points = pd.concat([worst_v[bad_w(worst_v)], samples_v[bad_s(samples_v)]], ignore_index=True)
+        phrase = constant_argument(failing_points, arg_names)
+        if phrase is not None:
+            return Region(phrase, reg.binades, argument), {v: float(r["max_ulp"].max()) for v, r in others.items() if ok(r)}
+    return reg, _fine_elsewhere(others, reg.binades, ok)
 
 
 def _arg_names(acc: Accuracy) -> dict[str, list[str]]:
@@ -287,8 +345,7 @@ def findings(acc: Accuracy) -> list[Finding]:
                 key = (case, transform, arg, r["dtype"], backend)
                 reg, fine = _region_for(tables, key, variant, kind, names.get(case) or [arg or "x"])
                 if kind == "nonfinite":
-                    w = tables.worst.get(key, _EMPTY)
-                    what.add(_nonfinite_kind(r, w[w["variant"] == variant]))
+                    what |= _nonfinite_kind(r, tables.worst.get(key, {}).get(variant, _NO_POINTS))
                     n = f"{nonfinite_count(r)} of {int(_num(r['n_points']))} points"
                 else:
                     n = f"up to {fmt_ulp(r['max_ulp'])} ULP"
@@ -300,7 +357,7 @@ def findings(acc: Accuracy) -> list[Finding]:
             parts.sort(key=lambda p: DTYPE_ORDER.index(p[0]) if p[0] in DTYPE_ORDER else len(DTYPE_ORDER))
             fine_list = _fine_text(fine_sets)
             if kind == "nonfinite":
-                head = f"{case} {variant}: {label} {'/'.join(sorted(what))} for "
+                head = f"{case} {variant}: {label} {_kind_words(what)} for "
                 tail = f"; fine there: {', '.join(fine_list)}" if fine_list else "; no other variant is fine there" if case in several else ""
             else:
                 head = f"{case} {variant}: {label} off by more than {LARGE_ULP} ULP for "

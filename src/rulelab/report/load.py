@@ -82,15 +82,15 @@ def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
     for c in TABLES[name]:
         if c not in df.columns:
             df[c] = "" if c in _TEXT else np.nan
-    for c in _TEXT:
+    for c in _TEXT:  # plain Python strings (object dtype): fast to compare and filter
         if c in df.columns:
-            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
-    for c in df.columns:
-        if c not in _TEXT and c in TABLES[name] and df[c].dtype == object:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
+            df[c] = pd.Series([str(v) if isinstance(v, str) or not pd.isna(v) else "" for v in df[c]], index=df.index, dtype=object)
+    for c in df.columns:  # numbers as float64 / int64 (NaN for missing), not nullable extension types
+        if c not in _TEXT and c in TABLES[name]:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     if name == "summary":
         df["status"] = df["status"].replace("", "ok")
-    df["run"] = run_id
+    df["run"] = pd.Series([run_id] * len(df), index=df.index, dtype=object)
     return df
 
 

@@ -140,6 +140,9 @@ def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note
         body.append(html.table(facts_table(acc.runs), cls="facts"))
     if not acc.empty:
         body.append("<h2>Findings</h2>")
+        body.append("<p>Where a variant returns non-finite values or loses more than 1024 ULP, per dtype. A threshold is the "
+                    "smallest failing input the run stored (worst inputs and samples), else the binade where failures start; "
+                    "a variant is fine there if it has no such failure in those binades.</p>")
         body.append(_findings_list(list(found), MAX_FINDINGS) if found else "<p>No variant returned a non-finite value, lost more than 1024 ULP, or failed.</p>")
         body.append(_matrices(acc))
         body.append("<h2>Cases</h2>")
@@ -228,19 +231,22 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
         bsel = b[(b["transform"] == transform) & (b["arg"] == arg)]
         if not bsel.empty:
             ofs = list(dict.fromkeys(bsel["binade_of"]))
-            of = argument if argument in ofs else ofs[0]
-            bsel = bsel[bsel["binade_of"] == of]
-            image = figures.error_figure(bsel, variants, panels, f"{case}: {label}, error per binade of {of}")
-            if image:
-                body.append(html.img(image, f"{case} {label}: max dULP per binade of {of}", caption=f"Max dULP per binade of {of} (symmetric binade axis); shaded binades and x marks: non-finite results."))
+            argument = argument if argument in ofs else ofs[0]
+            bsel = bsel[bsel["binade_of"] == argument]
         ssel = smp[(smp["transform"] == transform) & (smp["arg"] == arg)]
-        if not ssel.empty:
-            column = f"in{args.index(argument)}" if argument in args else "in0"
-            what = "value" if transform == "value" else label
-            image = figures.values_figure(ssel, variants, panels, column, argument, f"{case}: {what} against the reference", line=len(args) == 1)
-            if image:
-                note = "" if len(args) == 1 else f" (the other arguments vary between points)"
-                body.append(html.img(image, f"{case} {what} against the reference", caption=f"{what} computed by each variant (dots) and the mpmath reference (grey) against {argument}{note}; x marks in the top strip: non-finite results."))
+        column = f"in{args.index(argument)}" if argument in args else "in0"
+        what = "value" if transform == "value" else label
+        image = figures.accuracy_figure(bsel, ssel, variants, panels, column=column, argument=argument, title=f"{case}: {what}", line=len(args) == 1)
+        if image:
+            other = "" if len(args) == 1 else " (the other arguments vary between points)"
+            parts = []
+            if not bsel.empty:
+                parts.append(f"{'Top' if not ssel.empty else 'Plot'}: max dULP per binade of {argument}, on a symmetric binade axis; "
+                             "shaded binades, and the strip above, show where each variant returned non-finite values.")
+            if not ssel.empty:
+                parts.append(f"{'Bottom' if not bsel.empty else 'Plot'}: {what} computed by each variant (dots) and the mpmath "
+                             f"reference (grey) over the stored samples against {argument}{other}; ticks on the top edge mark non-finite results.")
+            body.append(html.img(image, f"{case} {what}: error per binade and values against the reference", caption=" ".join(parts)))
         wsel = w[(w["transform"] == transform) & (w["arg"] == arg)]
         if not wsel.empty:
             parts = []
