@@ -24,11 +24,11 @@ from rulelab import cost
 from rulelab.case import TRANSFORMS, Case
 from rulelab.evaluate import first_line, is_unsupported
 
+# Raised in a benchmark's body (not its setup) to skip that one combination.
 try:  # asv installs its runner in every environment it benchmarks in
     from asv_runner.benchmarks.mark import SkipNotImplemented as Skip
 except ImportError:  # pragma: no cover - imported outside asv
     Skip = NotImplementedError
-"""Raised in a benchmark's body (not its setup) to skip that combination."""
 
 BACKENDS = ["cpu", "gpu", "tpu"]
 """Every backend, present or not: results stay comparable between machines."""
@@ -47,7 +47,6 @@ STEPS = [2, 4, 8, 16, 32, 64]
 
 TRACK_SIZE = 1024
 """Batch size of the compile-time, op-count and memory tracks."""
-
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,14 @@ def test_registered_case_shows_formula_and_code(tmp_path: Path) -> None:
     assert "jnp.log(1.0 + jnp.exp(x))" in page  # the naive variant's code
     assert "_softplus_jvp_rule" in page  # the custom rule shown beside its function
     assert "not registered" not in page
+
+
+def test_case_pages_drawn_in_workers_match_serial(tmp_path: Path) -> None:
+    specs = [Spec(case, "naive", t, "x" if t != "value" else "", ulp=u) for case, u in (("c1", 1), ("c2", 3), ("c3", 9)) for t in ("value", "grad")]
+    run = write_run(tmp_path / "run", specs)
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    build_report([run], None, serial, workers=1)
+    build_report([run], None, parallel, workers=2)
+    assert sorted(p.name for p in parallel.glob("case-*.html")) == ["case-c1.html", "case-c2.html", "case-c3.html"]
+    for page in serial.glob("*.html"):
+        assert (parallel / page.name).read_bytes() == page.read_bytes(), page.name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
@@ -16,23 +15,16 @@ from rulelab.inputs import make_sweep
 from rulelab.measure import thin
 from rulelab.modules import load_module
 from rulelab.plan import parse_plan
-from rulelab.tasks import groups, plan_tasks
+from rulelab.tasks import execution_order, plan_tasks
 
 USER_CASES = str(Path(__file__).with_name("user_cases.py"))
 OPTIONS = sweep.Options(workers=1, progress=False, compile_cache=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def user_cases(tmp_path_factory):
-    """The test cases registered, and references cached in a folder of this module."""
-    old = os.environ.get("RULELAB_CACHE")
-    os.environ["RULELAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+def user_cases():
+    """The test cases, registered as ``--module`` would (once per process)."""
     load_module(USER_CASES)
-    yield
-    if old is None:
-        os.environ.pop("RULELAB_CACHE", None)
-    else:
-        os.environ["RULELAB_CACHE"] = old
 
 
 def tiny_plan(cases: str, dtypes: str = '"float32", "float16", "bfloat16"', extra: str = "") -> object:
@@ -44,7 +36,9 @@ def tiny_plan(cases: str, dtypes: str = '"float32", "float16", "bfloat16"', extr
 def neg_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     plan = tiny_plan('"tneg"', extra='transforms = ["value", "grad", "jvp"]')
-    run = sweep.start(plan, root, [USER_CASES], OPTIONS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RULELAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        run = sweep.start(plan, root, [USER_CASES], OPTIONS)
     return root, run, {name: store.load_table(run, name) for name in store.TABLES}
 
 
@@ -119,9 +113,9 @@ def test_several_arguments_and_float64(tmp_path):
 
 def test_float64_runs_after_the_narrow_dtypes():
     plan = tiny_plan('"tneg", "tadd"', dtypes='"float64", "float16"')
-    order = [t for g in groups(plan_tasks(plan)) for t in g]
+    order = execution_order(plan_tasks(plan))
     assert [t.dtype for t in order] == sorted((t.dtype for t in order), key=lambda d: d == "float64")
-    assert len(order) == len(plan_tasks(plan))
+    assert sorted(order, key=str) == sorted(plan_tasks(plan), key=str)
 
 
 def test_resume_after_an_interruption_recomputes_nothing_and_matches(tmp_path, monkeypatch):

@@ -6,13 +6,16 @@ process whose backend runs must not fork). References are taken once per case,
 derivative and argument over the union of all dtypes' points (as float64), so one
 computation serves every dtype.
 
+Each reference is also rounded once per dtype in that pool (exact integer arithmetic,
+shared by every variant and transform compared against it).
+
 Phase 2 evaluates each task (case x variant x transform x argument x dtype) on the
-backend, measures it against the reference and writes the task's part. Tasks run in
-groups of one case and dtype; on a CPU backend the groups are shared among forked
-worker processes (each starts its own backend), elsewhere they run here. float64
-tasks run last with ``jax_enable_x64`` on only for them, so the narrow dtypes' results
-never depend on whether the plan has a float64 control. A variant that fails is
-recorded as an error and the sweep goes on.
+backend, measures it against the reference and writes the task's part. On a CPU
+backend the tasks are shared among forked worker processes (each starts its own
+backend); on an accelerator they run in this process. float64 tasks run with
+``jax_enable_x64`` on only for them, so the narrow dtypes' results never depend on
+whether the plan has a float64 control. A variant that fails is recorded as an error
+and the sweep goes on.
 
 A run stopped at any point (Ctrl-C, SIGKILL) keeps every part it finished; ``resume``
 runs only the rest and assembles the same tables as an uninterrupted run.
@@ -28,7 +31,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,9 +51,9 @@ from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
 from rulelab.reference import reference_pool, references
-from rulelab.tasks import Task, groups, plan_tasks, reference_keys
+from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 
-PHASES = ("sweeps", "references", "backend_init", "tasks", "assemble")
+PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
 """Wall-clock phases of a session, recorded in meta.json."""
 TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
 """Where the time inside tasks goes, summed over tasks (and over workers)."""
@@ -115,11 +118,14 @@ References = Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
 """(case, derivative order, argument) -> (hi, lo) over the case's union of points."""
 
 
-def compute_references(inputs: Mapping[str, CaseInputs], keys: Mapping[str, Sequence[tuple[int, str]]], options: Options) -> References:
-    """Every reference the tasks need (from the cache where present)."""
+def compute_references(
+    inputs: Mapping[str, CaseInputs], keys: Mapping[str, Sequence[tuple[int, str]]], pool: Executor | None, options: Options
+) -> References:
+    """Every reference the tasks need (from the cache where present, else computed in
+    ``pool``)."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     out = {}
-    with reference_pool(options.workers) as pool, _bar(total, "references", "pt", options) as bar:
+    with _bar(total, "references", "pt", options) as bar:
         for name, ks in keys.items():
             case = get_case(name)
             for order, arg in ks:
@@ -128,60 +134,71 @@ def compute_references(inputs: Mapping[str, CaseInputs], keys: Mapping[str, Sequ
     return out
 
 
+Rounded = Mapping[tuple[str, int, str, str], np.ndarray]
+"""(case, derivative order, argument, dtype) -> the reference at that dtype's sweep
+points, correctly rounded to the dtype."""
+
+
+def _round(job: tuple[np.ndarray, np.ndarray, str]) -> np.ndarray:
+    return round_double_double(*job)
+
+
+def round_references(inputs: Mapping[str, CaseInputs], refs: References, tasks: Sequence[Task], pool: Executor | None) -> Rounded:
+    """Each reference rounded once per dtype (exact integer arithmetic, so worth doing
+    once for all the variants and transforms that compare against it, in ``pool``)."""
+    keys = list(dict.fromkeys((t.case, t.order, t.arg, t.dtype) for t in tasks))
+    jobs = []
+    for case, order, arg, dtype in keys:
+        hi, lo = refs[(case, order, arg)]
+        idx = inputs[case].index[dtype]
+        jobs.append((hi[idx], lo[idx], dtype))
+    results = pool.map(_round, jobs) if pool is not None and len(jobs) > 1 else map(_round, jobs)
+    return dict(zip(keys, results))
+
+
 # --- phase 2: tasks ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Work:
-    """Everything phase 2 needs. Forked evaluation workers inherit it (see ``_WORK``)."""
+    """Everything phase 2 needs, tasks in the order they run. Forked evaluation workers
+    inherit it (see ``_WORK``)."""
 
     run: Path
     plan: Plan
     inputs: Mapping[str, CaseInputs]
     refs: References
+    rounded: Rounded
     backend: str | None
-    groups: Sequence[Sequence[Task]]
+    tasks: Sequence[Task]
 
 
-def run_task(work: Work, t: Task, rounded: dict[tuple[int, str], np.ndarray], platform: str, secs: dict[str, float]) -> Rows:
-    """Evaluate and measure one task; any failure becomes an error row. ``rounded``
-    caches references rounded to the task's dtype within a group."""
+def run_task(work: Work, t: Task, platform: str) -> dict[str, float]:
+    """Evaluate and measure one task and write its part; any failure of the variant
+    (or of measuring it) becomes an error row. Returns seconds per step."""
+    secs = dict.fromkeys(TASK_SECONDS, 0.0)
     case = get_case(t.case)
     inp = work.inputs[t.case]
     sweep = inp.sweeps[t.dtype]
-    plan = work.plan
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         with backends.x64(t.dtype == "float64"):
             outcome = evaluate(case, t.variant, t.transform, t.arg or None, t.dtype, sweep.points, work.backend)
         t1 = time.perf_counter()
-        secs["compile"] += outcome.compile_s
-        secs["evaluate"] += t1 - t0 - outcome.compile_s
+        secs["compile"] = outcome.compile_s
+        secs["evaluate"] = t1 - t0 - outcome.compile_s
         hi, lo = work.refs[(t.case, t.order, t.arg)]
         idx = inp.index[t.dtype]
-        ref = (hi[idx], lo[idx])
-        rkey = (t.order, t.arg)
-        if outcome.status == "ok" and rkey not in rounded:
-            rounded[rkey] = round_double_double(ref[0], ref[1], t.dtype)
-        rows = task_rows(t, case, sweep, outcome, ref, platform, rounded=rounded.get(rkey), n_worst=plan.worst, n_samples=plan.samples)
-        secs["metrics"] += time.perf_counter() - t1
-        return rows
+        rounded = work.rounded[(t.case, t.order, t.arg, t.dtype)]
+        plan = work.plan
+        rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded, n_worst=plan.worst, n_samples=plan.samples)
+        secs["metrics"] = time.perf_counter() - t1
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
         where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
-        failed = Outcome("error", f"{where}: {first_line(exc)}")
-        return task_rows(t, case, sweep, failed, None, platform)
-
-
-def run_group(work: Work, group: Sequence[Task], platform: str) -> dict[str, float]:
-    """Run and write every task of one group (one case and dtype); seconds per step."""
-    secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    rounded: dict[tuple[int, str], np.ndarray] = {}
-    for t in group:
-        t0 = time.perf_counter()
-        rows = run_task(work, t, rounded, platform, secs)
-        t1 = time.perf_counter()
-        store.write_part(work.run, t.key, rows, {"wall_s": t1 - t0})
-        secs["write"] += time.perf_counter() - t1
+        rows = task_rows(t, case, sweep, Outcome("error", f"{where}: {first_line(exc)}"), None, platform)
+    t2 = time.perf_counter()
+    store.write_part(work.run, t.key, rows, {"wall_s": t2 - t0})
+    secs["write"] = time.perf_counter() - t2
     return secs
 
 
@@ -206,15 +223,15 @@ def _worker_facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any
     return backends.facts(backend, dtypes)
 
 
-def _worker_group(i: int, platform: str) -> tuple[int, dict[str, float]]:
+def _worker_task(i: int, platform: str) -> tuple[int, dict[str, float]]:
     assert _WORK is not None
-    return i, run_group(_WORK, _WORK.groups[i], platform)
+    return i, run_task(_WORK, _WORK.tasks[i], platform)
 
 
-def evaluation_workers(options: Options, n_groups: int) -> int:
+def evaluation_workers(options: Options, n_tasks: int) -> int:
     """How many processes evaluate: several only on a CPU backend (one accelerator
     is not shared between processes) and only while this process's JAX is unstarted."""
-    n = min(options.workers or os.cpu_count() or 1, n_groups)
+    n = min(options.workers or os.cpu_count() or 1, n_tasks)
     if n <= 1 or "fork" not in multiprocessing.get_all_start_methods() or backends.started():
         return 1
     if options.backend == "cpu":
@@ -225,22 +242,24 @@ def evaluation_workers(options: Options, n_groups: int) -> int:
     return 1
 
 
-def run_groups(work: Work, options: Options, begin: Callable[[dict[str, Any]], None]) -> tuple[dict[str, float], int]:
+def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], None]) -> tuple[dict[str, float], int]:
     """Phase 2: start the backend (``begin(facts)`` is called once its facts are known),
-    then run every group; returns seconds per step and the number of workers."""
+    then run every task; returns seconds per step (summed) and the number of workers."""
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    n_tasks = sum(len(g) for g in work.groups)
-    n = evaluation_workers(options, len(work.groups))
+
+    def add(task_secs: dict[str, float]) -> None:
+        for k, v in task_secs.items():
+            secs[k] += v
+
+    n = evaluation_workers(options, len(work.tasks))
     if n == 1:
         facts = backends.facts(work.backend, work.plan.dtypes)
         begin(facts)
-        platform = facts["backend"]
-        with _bar(n_tasks, "evaluate", "task", options) as bar:
-            for g in work.groups:
-                bar.set_postfix_str(f"{g[0].case} {g[0].dtype}", refresh=False)
-                for k, v in run_group(work, g, platform).items():
-                    secs[k] += v
-                bar.update(len(g))
+        with _bar(len(work.tasks), "evaluate", "task", options) as bar:
+            for t in work.tasks:
+                bar.set_postfix_str(str(t), refresh=False)
+                add(run_task(work, t, facts["backend"]))
+                bar.update(1)
         return secs, 1
 
     global _WORK
@@ -249,16 +268,15 @@ def run_groups(work: Work, options: Options, begin: Callable[[dict[str, Any]], N
     try:
         facts = ex.submit(_worker_facts, work.backend, work.plan.dtypes).result()
         begin(facts)
-        with _bar(n_tasks, "evaluate", "task", options) as bar:
-            pending = {ex.submit(_worker_group, i, facts["backend"]) for i in range(len(work.groups))}
+        with _bar(len(work.tasks), "evaluate", "task", options) as bar:
+            pending = {ex.submit(_worker_task, i, facts["backend"]) for i in range(len(work.tasks))}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    i, group_secs = fut.result()
-                    for k, v in group_secs.items():
-                        secs[k] += v
-                    bar.set_postfix_str(f"{work.groups[i][0].case} {work.groups[i][0].dtype}", refresh=False)
-                    bar.update(len(work.groups[i]))
+                    i, task_secs = fut.result()
+                    add(task_secs)
+                    bar.set_postfix_str(str(work.tasks[i]), refresh=False)
+                    bar.update(1)
     except BrokenProcessPool:
         raise SweepError(
             f"an evaluation worker died (a variant may have crashed the process); the finished tasks are kept: "
@@ -361,13 +379,16 @@ def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], roo
         for t in todo:
             dtypes_of.setdefault(t.case, {})[t.dtype] = None
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
-    with _timed(phases, "references"):
-        refs = compute_references(inputs, reference_keys(todo), options)
+    with reference_pool(options.workers) as pool:
+        with _timed(phases, "references"):
+            refs = compute_references(inputs, reference_keys(todo), pool, options)
+        with _timed(phases, "rounding"):
+            rounded = round_references(inputs, refs, todo, pool)
 
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
     if todo:
         session["jax_compilation_cache"] = backends.use_compilation_cache(options.compile_cache)
-        work = Work(run, plan, inputs, refs, options.backend, groups(todo))
+        work = Work(run, plan, inputs, refs, rounded, options.backend, execution_order(todo))
         t_init = time.perf_counter()
 
         def begin(facts: dict[str, Any]) -> None:
@@ -380,7 +401,7 @@ def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], roo
             store.write_meta(run, meta)
 
         t_tasks = time.perf_counter()
-        secs, session["workers"] = run_groups(work, options, begin)
+        secs, session["workers"] = run_tasks(work, options, begin)
         phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
     else:
         meta["sessions"].append(session)

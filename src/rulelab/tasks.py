@@ -3,7 +3,6 @@ differentiated argument x dtype, and writes one part of a run."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,12 +48,10 @@ def plan_tasks(plan: Plan) -> list[Task]:
     return tasks
 
 
-def groups(tasks: Sequence[Task]) -> list[list[Task]]:
-    """Tasks in the order they run, in groups of one case and dtype (which share a sweep
-    and its rounded references): narrow dtypes first, float64 last, because float64 runs
-    with ``jax_enable_x64`` on."""
-    ordered = sorted(tasks, key=lambda t: (t.dtype == "float64", t.case, t.dtype))
-    return [list(g) for _, g in itertools.groupby(ordered, key=lambda t: (t.case, t.dtype))]
+def execution_order(tasks: Sequence[Task]) -> list[Task]:
+    """Tasks in the order they run: the table order, except that float64 comes last
+    (it runs with ``jax_enable_x64`` on)."""
+    return sorted(tasks, key=lambda t: t.dtype == "float64")
 
 
 def reference_keys(tasks: Sequence[Task]) -> dict[str, list[tuple[int, str]]]:

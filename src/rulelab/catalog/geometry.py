@@ -139,15 +139,15 @@ register(
         ],
         source="jax-ml/jax#3058, #26248 and PR #39792: the gradient of jnp.linalg.norm is NaN at 0",
         notes=(
-            "naive and library: grad and grad2 NaN at the origin (0/0), in every dtype. naive "
-            "value overflows to inf once x*x does: |x| >= 1.8446743e19 (float32), >= 256 (float16), "
-            ">= 1.8446744e19 (bfloat16), and loses everything once x*x underflows: |x| < 1.0842022e-19 "
-            "(float32, flushed), < 2.4414062e-4 (float16: x*x below half the smallest subnormal), "
-            "< 1.0842022e-19 (bfloat16). Convention: gradient and second derivative 0 at (0, 0)."
+            "Measured (JAX 0.10.2, CPU): naive and library grad and grad2 are NaN at the origin "
+            "(0/0), in every dtype. naive value overflows to inf once x*x does: |x| >= 1.8446744e19 "
+            "(float32), >= 256 (float16), >= 1.8446744e19 (bfloat16), and is 0 once x*x underflows: "
+            "|x| <= 1.0842021e-19 (float32, flushed), <= 0.00017261505 (float16), <= 1.079967e-19 "
+            "(bfloat16) (with y = 0). Convention: gradient and second derivative 0 at (0, 0)."
         ),
         special_points=(
             (0.0, 0.0), (0.0, 1.0), (1e-30, 0.0), (3.0, 4.0),
-            (1.8446743e19, 0.0), (256.0, 0.0), (1e-20, 1e-20), (2.4414062e-4, 0.0),
+            (1.8446744e19, 0.0), (256.0, 0.0), (1.0842021e-19, 0.0), (0.00017261505, 0.0), (1.079967e-19, 0.0),
         ),
     )
 )
@@ -168,16 +168,19 @@ register(
         ],
         source="jax.numpy.hypot; jax-ml/jax PR #4893 (overflow-safe hypot, gradient left to autodiff)",
         notes=(
-            "The value is overflow-safe but autodiff of min/max forms max^2: the library gradient is "
-            "wrong once max^2 overflows, max >= 1.8446743e19 (float32), >= 256 (float16), "
-            ">= 1.8446744e19 (bfloat16) (d/dmax comes out sqrt(1 + r^2) instead of 1/sqrt(1 + r^2)), "
-            "and once max^2 underflows, max < 1.0842022e-19 (float32), < ~1.5e-2 .. 2.4e-4 (float16), "
-            "< 1.0842022e-19 (bfloat16), where it is -inf, NaN or 0. At ties |x| == |y| autodiff of "
-            "max/min also splits the derivative, exact only by luck. Convention: 0 at the origin."
+            "Measured (JAX 0.10.2, CPU) at (x, x/2), true d/dx = 2/sqrt(5): the value is "
+            "overflow-safe, but autodiff of max * sqrt(1 + (min/max)^2) forms max^2 in "
+            "d(min/max) = -min/max^2. The library gradient is wrong once max^2 overflows, "
+            "x >= 9.2233731e18 (float32), >= 256 (float16), >= 9.2954296e18 (bfloat16) (1.118 "
+            "instead of 0.894: the min/max term is lost), and once it underflows, x <= 1.0842021e-19 "
+            "(float32), <= 0.00390625 (float16), <= 1.079967e-19 (bfloat16), where it is -inf "
+            "(1e-30 in float32). At ties |x| == |y| autodiff of max/min splits the derivative. "
+            "Convention: 0 at the origin."
         ),
         special_points=(
-            (0.0, 0.0), (1e-30, 1e-30), (1e30, 1e30), (3e38, 1e38), (1.8446743e19, 1.0),
-            (1e-20, 3e-21), (256.0, 100.0), (0.01, 0.005), (3.0, 4.0),
+            (0.0, 0.0), (1e-30, 5e-31), (1e30, 5e29), (3e38, 1e38),
+            (9.2233731e18, 4.6116865e18), (256.0, 128.0), (9.2954296e18, 4.6477148e18),
+            (1.0842021e-19, 5.4210105e-20), (0.00390625, 0.001953125), (3.0, 4.0),
         ),
     )
 )

@@ -101,17 +101,20 @@ register(
         ],
         source="jax-ml/jax#1624 (logaddexp/logsumexp and -inf); jax-ml/jax#6811 (NaN gradients at all -inf)",
         notes=(
-            "naive value overflows to inf (grad NaN) once exp(max) overflows: max >= 88.72284 "
-            "(float32), >= 11.09 (float16), >= 89 (bfloat16); both tiny: value -inf and grad NaN once "
-            "both exps underflow (x = y <= -103.97893 in float32, flushed at -87.33655; <= -17.33 "
-            "float16; <= -92.5 bfloat16). library grad at (-inf, -inf) is NaN; the library's x == y "
-            "gradient is 0.5 (correct). library grad in the tail of exp(x - out) is up to ~|x - y| / 2 "
-            "ulp off because out is rounded before the subtraction."
+            "Measured (JAX 0.10.2, CPU): naive value is inf on the diagonal x = y >= 88.029694 "
+            "(float32), >= 10.398438 (float16), >= 88.5 (bfloat16), and its grad NaN once one exp "
+            "overflows (x >= 88.72284, 11.09375, 89 with y = 0); value -inf and grad NaN once both "
+            "exps vanish: x = y <= -87.33655 (float32, flushed), <= -17.34375 (float16), <= -87.5 "
+            "(bfloat16). library grad is NaN at (-inf, -inf). library grad on the diagonal is "
+            "exp(x - fl(x + log 2)), not 1/2, once |x| >= 2^22 (float32): exactly 1.0 for "
+            "x = y >= 16777216 (float32), >= 2048 (float16), >= 256 (bfloat16) and e.g. 0.368 at "
+            "-2^24. Convention at (-inf, -inf): d/dx = d/dy = 1/2, second derivatives 1/4."
         ),
         special_points=(
             (-math.inf, -math.inf), (-math.inf, 0.0), (0.0, -math.inf), (0.0, 0.0),
-            (88.72284, 88.72284), (11.09, 11.09), (89.0, 89.0),
-            (-110.0, -110.0), (-18.0, -18.0), (1000.0, 999.0), (0.7, -80.3),
+            (88.029694, 88.029694), (10.398438, 10.398438), (88.5, 88.5),
+            (-87.33655, -87.33655), (-17.34375, -17.34375), (-87.5, -87.5),
+            (16777216.0, 16777216.0), (2048.0, 2048.0), (256.0, 256.0), (0.7, -80.3),
         ),
     )
 )
@@ -154,16 +157,19 @@ register(
         ],
         source="jax-ml/jax#6811: gradients of logsumexp are NaN when every entry is -inf (masked rows)",
         notes=(
-            "library value at (-inf, -inf, -inf) is -inf (right) but every derivative is NaN; with "
-            "at least one finite entry the library is fine. naive overflows like logaddexp "
-            "(max >= 88.72284 float32, >= 11.09 float16, >= 89 bfloat16) and is NaN at all -inf."
+            "Measured (JAX 0.10.2, CPU): library value at (-inf, -inf, -inf) is -inf (right) but "
+            "grad, jvp and grad2 are NaN in every dtype; with one finite entry they are finite. "
+            "library value loses the tail: log(1 + e^y + e^z) is formed with log, not log1p, so "
+            "(0, -20, -20) gives exactly 0 (true 4.1e-9); its grad2 p(1 - p) cancels. naive "
+            "overflows like logaddexp (max >= 88.72284 float32, >= 11.09375 float16, >= 89 "
+            "bfloat16) and is NaN at all -inf. Convention at all -inf: d/dx_i = 1/3, d2 = 2/9."
         ),
         special_points=(
             (-math.inf, -math.inf, -math.inf),
             (-math.inf, -math.inf, 0.0),
             (-math.inf, 0.0, 0.0),
             (0.0, 0.0, 0.0),
-            (88.72284, 0.0, 0.0), (11.09, 0.0, 0.0), (89.0, 0.0, 0.0),
+            (88.72284, 0.0, 0.0), (11.09375, 0.0, 0.0), (89.0, 0.0, 0.0),
             (0.0, -20.0, -20.0),
         ),
     )
@@ -263,14 +269,17 @@ register(
         ],
         source="optax.softmax_cross_entropy with masked logits (-inf); jax-ml/jax#23842 (masked logsumexp NaN)",
         notes=(
-            "naive and library are NaN at a masked class with weight 0: (a, -inf, w = 1) gives "
-            "0 * (-inf). naive is also NaN (w = 1) or inf once p_b underflows: a - b >= 103.97 "
-            "(float32, 87.34 where flushing starts), >= 17.33 (float16), >= 92.5 (bfloat16); "
-            "library gradients at a masked class are NaN as well."
+            "Measured (JAX 0.10.2, CPU): naive and library values are NaN at a masked class with "
+            "weight 0, (a, -inf, w = 1): 0 * (-inf); naive gradients are NaN there too (the "
+            "library's are finite). naive is NaN (w = 1) or inf (w < 1) once p_b underflows: "
+            "a - b >= 87.33655 (float32, flushed), >= 17.34375 (float16), >= 87.5 (bfloat16). "
+            "Near the minimum a - b = logit(w) the logit-derivative crosses 0 and relative accuracy "
+            "is lost by every variant. Forward mode with an explicit zero w-tangent at a masked "
+            "class is NaN for any custom_jvp (the w-partial is -inf)."
         ),
         special_points=(
             (0.0, -math.inf, 1.0), (5.0, -math.inf, 1.0), (-math.inf, 0.0, 0.0),
-            (0.0, -104.0, 1.0), (0.0, -18.0, 1.0), (0.0, -93.0, 1.0),
+            (0.0, -87.33655, 1.0), (0.0, -17.34375, 1.0), (0.0, -87.5, 1.0),
             (0.0, -20.0, 1.0), (3.0, -90.0, 0.25), (0.0, 0.0, 0.5),
         ),
     )
@@ -329,12 +338,19 @@ register(
         ],
         source="jax.nn.log1mexp (jax-ml/jax#30811); Maechler, Accurately computing log(1 - exp(-|a|))",
         notes=(
-            "naive value is -inf and grad inf once exp(-x) rounds to 1: x <= 2.9802322e-08 (float32), "
-            "<= 0.00048828125 (float16), <= 0.001953125 (bfloat16), and cancels badly well above "
-            "that. library grad2 = -e^x / expm1(x)^2 is exactly 0 once expm1(x)^2 overflows "
-            "(x >= 44.36 float32, >= 5.55 float16, >= 44.5 bfloat16) and NaN once expm1(x) "
-            "itself overflows (x >= 88.72284 float32, >= 11.09 float16, >= 89 bfloat16)."
+            "Measured (JAX 0.10.2, CPU): naive value is -inf (grad inf) once exp(-x) rounds to 1: "
+            "x <= 2.9802322e-08 (float32), <= 0.00024414062 (float16), <= 0.001953125 (bfloat16), "
+            "and cancels well above that; it is exactly 0 once 1 - e^-x rounds to 1: x >= 17.32868 "
+            "(float32), >= 8.3203125 (float16), >= 6.25 (bfloat16). library grad2 "
+            "-e^x / expm1(x)^2 is exactly 0 on [43.668274, 88.72283] (float32), [5.5507812, "
+            "11.085938] (float16), [43.75, 88.5] (bfloat16), and NaN (inf / inf) from 88.72284, "
+            "11.09375, 89 on."
         ),
-        special_points=(2.9802322e-08, 0.00048828125, 0.001953125, 44.36, 5.55, 44.5, 88.72284, 11.09, 89.0),
+        special_points=(
+            2.9802322e-08, 0.00024414062, 0.001953125,  # naive -inf (f32, f16, bf16)
+            43.668274, 5.5507812, 43.75,  # library grad2 becomes 0
+            88.72284, 11.09375, 89.0,  # library grad2 becomes NaN
+            17.32868, 1.0,
+        ),
     )
 )

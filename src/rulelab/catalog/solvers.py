@@ -100,11 +100,12 @@ register(
         ],
         source="lax.custom_root (JAX documentation: implicit differentiation of solvers); jax.numpy.cbrt",
         notes=(
-            "naive: the value is right (to the bisection's resolution) but every gradient is exactly 0, "
+            "Measured (JAX 0.10.2, CPU): naive value is right to 1 ulp but every gradient is exactly 0, "
             "silently, in every dtype and at every t: the output depends on t only through "
-            "comparisons. custom_root differentiates implicitly: dx/dt = 1/(3 x^2). Steps: "
-            "bisection iterations on [1/2, 2) after an exponent split; 26 suffice for float32, 55 for "
-            "float64."
+            "comparisons (XLA even removes the loop from the compiled gradient). custom_root "
+            "differentiates implicitly: dx/dt = 1/(3 x^2), within 4 ulp (grad2 within 8). Steps: "
+            "bisection iterations on [1/2, 2) after an exponent split; 26 suffice for float32, 55 "
+            "for float64."
         ),
         special_points=(0.0, 1.0, 8.0, -27.0, 1e-30, 1e30, 2.0),
         steps=lambda n: {"naive": make_naive_cbrt(n), "custom_root": make_root_cbrt(n)},
@@ -248,13 +249,18 @@ register(
         ],
         source="lax.custom_linear_solve; jax.scipy.sparse.linalg.cg",
         notes=(
-            "naive: backprop stores every CG iterate (memory linear in steps) and differentiates the "
-            "guard where(p'Ap > 0, r'r / p'Ap, 0): wherever the residual becomes exactly 0 the "
-            "untaken branch is 0/0 and the gradient is NaN although the value is right - at b = 0 "
-            "with a = 0 (A = I) in every dtype, and wherever a CG step lands exactly. "
-            "custom_linear_solve differentiates by one more CG solve."
+            "Measured (JAX 0.10.2, CPU): naive backprop stores every CG iterate (compiled gradient "
+            "temp memory 0.35 MB at 16 steps, 5.1 MB at 256, for 256 points; custom 0.02 MB at "
+            "both) and differentiates the guard where(p'Ap > 0, r'r / p'Ap, 0): once a residual is "
+            "exactly 0 the untaken branch is 0/0 and the gradient is NaN although the value is right. "
+            "At the default 8 steps (4 unknowns) that is ~98% of an a, b grid in float32 (all of "
+            "b = 0, where A is a multiple of I), all of it in float16 and ~96% in bfloat16. "
+            "jax.scipy.sparse.linalg.cg with tol = 0 returns NaN values in float16 at some points "
+            "(e.g. (1, 0.019), (2, 2.164)): p'Ap reaches 0 before r'r does. custom_linear_solve "
+            "differentiates by one more CG solve; the CG here scales the right-hand side to max 1 so "
+            "that r'r of a tiny tangent cannot underflow."
         ),
-        special_points=((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.5, 2.0), (4.0, 4.0), (-3.0, 0.25)),
+        special_points=((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.5, 2.0), (4.0, 4.0), (-3.0, 0.25), (1.0, 0.019), (2.0, 2.164)),
         steps=lambda n: {
             "naive": make_naive_solve(n),
             "custom_linear_solve": make_custom_solve(n),
@@ -426,9 +432,12 @@ register(
         ],
         source="lax.custom_root / custom_jvp for implicit functions; jax-ml/jax: while_loop is not reverse-differentiable",
         notes=(
-            "naive: value and forward mode work; grad and grad2 raise (while_loop has no reverse mode), "
-            "in every dtype. unrolled: reverse mode works but stores all Newton iterates (memory "
-            "linear in steps). The Newton residual is (1 - e) E + e (E - sin E) - M with a series for "
+            "Measured (JAX 0.10.2, CPU): naive value and forward mode work; grad and grad2 raise "
+            "(while_loop has no reverse mode), in every dtype. unrolled: reverse mode works but stores "
+            "all Newton iterates (compiled gradient temp memory 0.30 MB at 16 steps, 4.8 MB at 256, "
+            "for 256 points; custom_jvp 7 kB at both). dE/de = sin E / (1 - e cos E) is "
+            "ill-conditioned near E = pi (sin E ~ 0 while E is rounded), so every variant loses "
+            "relative accuracy there. The Newton residual is (1 - e) E + e (E - sin E) - M with a series for "
             "E - sin E, and 1 - e cos E = (1 - e) + 2 e sin^2(E/2), so e -> 1, M -> 0 keeps full "
             "relative accuracy. No JAX library function solves Kepler's equation. Steps: the maximum "
             "number of Newton iterations."

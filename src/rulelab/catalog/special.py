@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import mpmath
 from jax import lax
 
 from rulelab.case import POSITIVE, REALS, Variant, make_case, register
@@ -57,35 +58,80 @@ def _cf_tails(x: Array) -> tuple[Array, Array]:
     return 0.5 / (x + k2), k2
 
 
-def _erfcx_value(x: Array) -> Array:
+# Taylor coefficients of erfcx about 1/4 and 3/4, used on [0, 1): there erfc(x) from
+# XLA is up to ~6 ulp off in float32 and 2x erfcx - 2/sqrt(pi) cancels. They come from
+# y' = 2xy - 2/sqrt(pi), y^(n+1) = 2x y^(n) + 2n y^(n-1), evaluated once with mpmath.
+TAYLOR_CENTERS = (0.25, 0.75)
+TAYLOR_DEGREE = 24
+
+
+def _erfcx_taylor(center: float, degree: int) -> list[float]:
+    with mpmath.workprec(200):
+        c = mpmath.mpf(center)
+        derivs = [mpmath.exp(c * c) * mpmath.erfc(c)]
+        derivs.append(2 * c * derivs[0] - 2 / mpmath.sqrt(mpmath.pi))
+        for n in range(1, degree):
+            derivs.append(2 * c * derivs[n] + 2 * n * derivs[n - 1])
+        return [float(d / mpmath.factorial(n)) for n, d in enumerate(derivs)]
+
+
+_TAYLOR = {c: _erfcx_taylor(c, TAYLOR_DEGREE) for c in TAYLOR_CENTERS}
+
+
+def _taylor_piece(x: Array, order: int) -> Array:
+    """The order-th derivative of erfcx for 0 <= x < 1 from the Taylor polynomial of the
+    nearer center (x - 3/4 is exact on [1/2, 1))."""
+    upper = x >= 0.5
+    h = jnp.where(upper, x - 0.75, x - 0.25)
+    out = jnp.zeros_like(x)
+    for center in TAYLOR_CENTERS:
+        coeffs = _TAYLOR[center]
+        # d^order/dh^order of sum a_n h^n: sum a_n n!/(n-order)! h^(n - order)
+        scaled = [coeffs[n] * math.perm(n, order) for n in range(order, len(coeffs))]
+        p = jnp.zeros_like(x) + scaled[-1]
+        for a in reversed(scaled[:-1]):
+            p = p * h + a
+        out = jnp.where(upper == (center > 0.5), p, out)
+    return out
+
+
+def _erfcx_pieces(x: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """Masks and safe arguments for the three pieces: x < 0 (direct), [0, 1) (Taylor),
+    x >= 1 (continued fraction)."""
     big = x >= CF_THRESHOLD
+    mid = (x >= 0) & ~big
     xb = jnp.where(big, x, CF_THRESHOLD)
-    xs = jnp.where(big, 0, x)
+    xn = jnp.where(x < 0, x, 0)
+    xm = jnp.where(mid, x, 0.5)
+    return big, mid, xb, xn, xm
+
+
+def _erfcx_value(x: Array) -> Array:
+    big, mid, xb, xn, xm = _erfcx_pieces(x)
     k1, _ = _cf_tails(xb)
-    hi, lo = exact_square(xs)
-    direct = jnp.exp(hi) * exp_small(lo) * lax.erfc(xs)  # e^{x^2} with the square kept exact
-    return jnp.where(big, 1 / (SQRT_PI * (xb + k1)), direct)
+    hi, lo = exact_square(xn)
+    direct = jnp.exp(hi) * exp_small(lo) * lax.erfc(xn)  # e^{x^2} with the square kept exact
+    return jnp.where(big, 1 / (SQRT_PI * (xb + k1)), jnp.where(mid, _taylor_piece(xm, 0), direct))
 
 
 def _erfcx_d2(x: Array) -> Array:
-    """erfcx''(x) = (4x^2 + 2) erfcx - 4x/sqrt(pi) = 2/sqrt(pi) k2 / ((x + k2)(x + k1))."""
-    big = x >= CF_THRESHOLD
-    xb = jnp.where(big, x, CF_THRESHOLD)
-    xs = jnp.where(big, 0, x)
+    """erfcx''(x) = (4x^2 + 2) erfcx - 4x/sqrt(pi): no cancellation for x < 0; Taylor on
+    [0, 1); 2/sqrt(pi) k2 / ((x + k2)(x + k1)) for x >= 1."""
+    big, mid, xb, xn, xm = _erfcx_pieces(x)
     k1, k2 = _cf_tails(xb)
     tail = TWO_OVER_SQRT_PI * div2(k2, xb + k2, xb + k1)
-    direct = (4 * xs * xs + 2) * _erfcx_value(xs) - 2 * TWO_OVER_SQRT_PI * xs
-    return jnp.where(big, tail, direct)
+    direct = (4 * xn * xn + 2) * _erfcx_value(xn) - 2 * TWO_OVER_SQRT_PI * xn
+    return jnp.where(big, tail, jnp.where(mid, _taylor_piece(xm, 2), direct))
 
 
 @jax.custom_jvp
 def erfcx_d1(x: Array) -> Array:
-    """erfcx'(x) = 2x erfcx(x) - 2/sqrt(pi) = -2/sqrt(pi) k1 / (x + k1) for x >= 1."""
-    big = x >= CF_THRESHOLD
-    xb = jnp.where(big, x, CF_THRESHOLD)
-    xs = jnp.where(big, 0, x)
+    """erfcx'(x) = 2x erfcx(x) - 2/sqrt(pi): direct for x < 0 (no cancellation there),
+    Taylor on [0, 1), -2/sqrt(pi) k1 / (x + k1) for x >= 1."""
+    big, mid, xb, xn, xm = _erfcx_pieces(x)
     k1, _ = _cf_tails(xb)
-    return jnp.where(big, -TWO_OVER_SQRT_PI * k1 / (xb + k1), 2 * xs * _erfcx_value(xs) - TWO_OVER_SQRT_PI)
+    direct = 2 * xn * _erfcx_value(xn) - TWO_OVER_SQRT_PI
+    return jnp.where(big, -TWO_OVER_SQRT_PI * k1 / (xb + k1), jnp.where(mid, _taylor_piece(xm, 1), direct))
 
 
 @erfcx_d1.defjvp
@@ -144,15 +190,18 @@ register(
         ],
         source="jax.scipy.special.erfcx; jax-ml/jax#38607 (erfcx returns 0 just below its asymptotic switch)",
         notes=(
-            "naive value is inf once exp(x^2) overflows and NaN (inf * 0) once erfc also "
-            "underflows: inf from x >= 9.4191036 and NaN from x >= 10.0546 (float32, erfc flushed "
-            "below 1.2e-38 from ~9.1945); float16 inf from 3.3320, NaN from 4.0586; bfloat16 like "
-            "float32 (9.375 / 10.0625). library grad 2x erfcx - 2/sqrt(pi) cancels: more than 4 ulp "
-            "off from x ~ 0.9 and wrong in the leading digit from x ~ 4e3 (float32); the float32 "
-            "library value is 0 for 9.1945 <= x < 9.4191 (erfc flushed inside e^{x^2} erfc(x)). "
-            "The library computes 16-bit inputs in float32."
+            "Measured (JAX 0.10.2, CPU): naive exp(x^2) erfc(x) is 0 once erfc is flushed, "
+            "x in [9.1945496, 9.4192791] (float32), [9.25, 9.375] (bfloat16), and NaN (inf * 0) "
+            "from x >= 9.41928 (float32), >= 9.4375 (bfloat16); float16: inf on [3.3320312, "
+            "3.9179688], NaN from 3.9199219. The library value is 0 on the same kind of band: "
+            "[9.1945496, 9.4192791] (float32), [9.1953125, 9.4140625] (float16), [9.25, 9.375] "
+            "(bfloat16) (16-bit inputs are computed in float32). Its derivative 2x erfcx - "
+            "2/sqrt(pi) cancels: more than 4 ulp off from x ~ 0.8 (float32), 1.16 (float16), "
+            "1.21 (bfloat16), more than 10% off from x ~ 672 (float32), 10.2 (float16), 3.03 "
+            "(bfloat16). The custom value uses erfc only for x < 0 (XLA's float32 erfc is up "
+            "to 7 ulp off on [0, 1)); a Taylor polynomial covers [0, 1)."
         ),
-        special_points=(9.4191036, 10.0546, 9.1945, 9.3, 3.332, 4.0586, 9.375, 10.0625, 100.0, 1e4, -9.0, 0.0),
+        special_points=(9.1945496, 9.41928, 9.25, 9.4375, 3.3320312, 3.9199219, 0.8, 1.16, 1.21, 672.0, 1e4, -9.0, 0.0),
     )
 )
 
@@ -195,9 +244,10 @@ def _ndtr_ratio_value(x: Array) -> Array:
 
 @jax.custom_jvp
 def ndtr_ratio(x: Array) -> Array:
-    """r(x) = phi(x) / Phi(x) = d/dx log Phi(x). Rule r' = -r (x + r); in the lower tail
-    x + r = sqrt(2) k1(u), u = -x/sqrt(2) (continued fraction), so r' = -(u + k1)/(u + k2),
-    which neither cancels nor underflows."""
+    """r(x) = phi(x) / Phi(x) = d/dx log Phi(x). Rule r' = -r (x + r), which cancels for
+    x < 0; there it is formed from erfcx instead (u = -x/sqrt(2)): in the tail
+    x + r = sqrt(2) k1(u), so r' = -(u + k1)/(u + k2), which neither cancels nor
+    underflows."""
     return _ndtr_ratio_value(x)
 
 
@@ -209,8 +259,13 @@ def _ndtr_ratio_jvp(primals: tuple, tangents: tuple) -> tuple:
     tail = u >= CF_THRESHOLD
     ut = jnp.where(tail, u, CF_THRESHOLD)
     k1, k2 = _cf_tails(ut)
-    # tail: r = sqrt(2) (u + k1), x + r = sqrt(2) k1, so r' = -2 (u + k1) k1 = -(u + k1) / (u + k2)
-    slope = jnp.where(tail, -(ut + k1) / (ut + k2), -r * (x + r))
+    # tail: r = sqrt(2) (u + k1), x + r = sqrt(2) k1, so r' = -2 (u + k1) k1 = -(u + k1) / (u + k2);
+    # 0 <= u < 1: r = sqrt(2/pi) / erfcx(u) gives r' = erfcx'(u) / (sqrt(pi) erfcx(u)^2);
+    # x > 0: -r (x + r), both terms positive
+    um = jnp.where((u >= 0) & ~tail, u, 0.5)
+    e_um = _erfcx_value(um)
+    middle = erfcx_d1(um) / (SQRT_PI * e_um * e_um)
+    slope = jnp.where(tail, -(ut + k1) / (ut + k2), jnp.where(u >= 0, middle, -r * (x + r)))
     return r, t * slope
 
 
@@ -287,13 +342,16 @@ register(
         ],
         source="jax.scipy.special.log_ndtr; chainer/chainer#6340 (NaN gradient of log_ndtr in the tail)",
         notes=(
-            "naive grad is NaN once ndtr(x) is flushed to 0: x <= -13.0556 (float32; ndtr < 1.2e-38), "
-            "<= -5.9023 (float16), <= -13.0625 (bfloat16); the value is -inf there. library grad "
-            "exp(logpdf(x) - ans) subtracts two numbers ~x^2/2: more than 4 ulp off from x ~ -30 and "
-            "exactly 1 (instead of ~|x|) once they round equal, x <= -5.7e9 in float32. The library "
-            "raises TypeError for float16/bfloat16; the library variant upcasts them to float32."
+            "Measured (JAX 0.10.2, CPU): naive value is -inf once Phi(x) is 0: x <= -12.949953 "
+            "(float32, flushed), <= -5.3476562 (float16), <= -13.0 (bfloat16); its grad is NaN "
+            "(0/0) from x <= -13.216395 (float32), <= -5.890625 (float16), <= -13.25 (bfloat16). "
+            "library grad exp(logpdf(x) - ans) subtracts two numbers ~x^2/2: 8 ulp off at -10, 358 "
+            "at -30, 3.8e3 at -100 (float32), off by more than 50% from x <= -5963 and mostly "
+            "exactly 1.0 (instead of ~|x|) from x <= -23171; the 16-bit library variant (computed "
+            "in float32) inherits this. jax.scipy.special.log_ndtr and ndtr raise TypeError for "
+            "float16/bfloat16."
         ),
-        special_points=(-13.0556, -5.9023, -13.0625, -20.0, -40.0, -1e4, -1e10, 0.0, 5.0, 10.0),
+        special_points=(-12.949953, -13.216395, -5.3476562, -5.890625, -13.0, -13.25, -30.0, -100.0, -5963.0, -23171.0, -1e10, 0.0, 5.0),
     )
 )
 
@@ -536,12 +594,14 @@ register(
         ],
         source="jax.scipy.special.betaln; jax-ml/jax#40653 (betaln wrong when min/max is subnormal)",
         notes=(
-            "naive value cancels for a >> b: lgamma(a) - lgamma(a + b) ~ -b digamma(a) is formed from "
-            "two numbers ~a log a (float32: (1e4, 1e-3) is already hundreds of ulp off); its "
-            "a-gradient digamma(a) - digamma(a + b) is 0 once a + b rounds to a (b < a * 2^-24 in "
-            "float32). The library value is accurate but its gradient is plain autodiff through "
-            "algdiv; see the measured errors in the report."
+            "Measured (JAX 0.10.2, CPU): naive value cancels for a >> b: with b = 1e-3 it is more "
+            "than 4 ulp off from a ~ 6.35 (float32), 26.4 (float16), 50.75 (bfloat16). naive and "
+            "library gradients digamma(a) - digamma(a + b) cancel: at a = 2 more than 4 ulp off for "
+            "b <= 0.355 (float32), 0.249 (float16), 0.045 (bfloat16), and exactly 0 once a + b "
+            "rounds to a: b <= 9.6e-8 (float32), 9.4e-4 (float16), 9.3e-5 (bfloat16). The library "
+            "value is accurate (scipy's algdiv); its gradient is plain autodiff through it."
         ),
-        special_points=((1e4, 1e-3), (1e6, 1e-3), (1e6, 1.0), (100.0, 0.5), (8.0, 8.0), (1.0, 1.0), (0.5, 0.5), (30.0, 1e-6)),
+        special_points=((6.35, 1e-3), (26.4, 1e-3), (50.75, 1e-3), (2.0, 0.355), (2.0, 0.249), (2.0, 0.045),
+                        (2.0, 9.6e-8), (2.0, 9.4e-4), (2.0, 9.3e-5), (1e6, 1e-3), (8.0, 8.0), (1.0, 1.0)),
     )
 )

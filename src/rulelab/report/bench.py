@@ -73,12 +73,19 @@ def param_columns(df: pd.DataFrame, param_names: Sequence[str]) -> list[str]:
 
 def _sort_key(p: str) -> Any:
     """Sort key of an index level: transforms and dtypes in their usual order, numbers
-    ascending, other text as first seen."""
+    ascending, other text in order of first appearance."""
     order = {"transform": TRANSFORM_ORDER, "dtype": DTYPE_ORDER}
-    if p in order:
-        rank = {v: i for i, v in enumerate(order[p])}
-        return lambda s: s.map(lambda v: rank.get(v, len(rank)))
-    return lambda s: s.map(lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0)
+
+    def key(s: pd.Series) -> pd.Series:
+        if p in order:
+            rank = {v: i for i, v in enumerate(order[p])}
+            return s.map(lambda v: rank.get(v, len(rank)))
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
+            return s.astype(float)
+        first = {v: i for i, v in enumerate(dict.fromkeys(s))}
+        return s.map(first)
+
+    return key
 
 
 def _present(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -106,7 +107,7 @@ def png(fig: Figure, dpi: int = DPI) -> bytes:
 def colours(names: Sequence[str]) -> dict[str, str]:
     """A stable colour per name (variants), in the order given."""
     cmap = matplotlib.colormaps["tab10"]
-    return {n: matplotlib.colors.to_hex(cmap(i % 10)) for i, n in enumerate(names)}
+    return {n: to_hex(cmap(i % 10)) for i, n in enumerate(names)}
 
 
 def _panels(n: int) -> tuple[Figure, list[Axes]]:
@@ -380,13 +381,18 @@ def bars(df: pd.DataFrame, *, group: str, bar: str, value: str, panel: str | Non
         d = df if key is None else df[df[panel] == key]
         groups = list(dict.fromkeys(d[group]))
         for i, b in enumerate(bars_):
-            vals = [d.loc[(d[group] == g) & (d[bar] == b), value].astype(float).max() for g in groups]
+            vals = np.asarray([d.loc[(d[group] == g) & (d[bar] == b), value].astype(float).max() for g in groups], dtype=float)
             xs = np.arange(len(groups)) + (i - (len(bars_) - 1) / 2) * width
-            ax.bar(xs, np.nan_to_num(np.asarray(vals, dtype=float), nan=0.0), width=width, color=col[b], label=str(b))
+            shown = np.isfinite(vals) & ((vals > 0) if logy else True)
+            ax.bar(xs[shown], vals[shown], width=width, color=col[b], label=str(b))
         ax.set_xticks(np.arange(len(groups)), [str(g) for g in groups], fontsize=8)
         if logy:
             ax.set_yscale("log")
             _plain_log(ax)
+            positive = pd.to_numeric(d[value], errors="coerce")
+            positive = positive[positive > 0]
+            if len(positive):  # bars start at the bottom edge; leave room above the tallest
+                ax.set_ylim(float(positive.min()) / 2, float(positive.max()) * 1.5)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(True, axis="y", alpha=0.3)

@@ -142,6 +142,7 @@ def items(lines: Iterable[str]) -> str:
 
 
 def link(href: str, text: str) -> str:
+    """An anchor to ``href`` with escaped ``text``."""
     return f'<a href="{esc(href)}">{esc(text)}</a>'
 
 

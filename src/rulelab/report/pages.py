@@ -11,9 +11,10 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
-from rulelab.report.findings import Finding
+from rulelab.report.findings import Finding, headline
 from rulelab.report.load import Accuracy, RunInfo
 from rulelab.report.tables import (
+    DTYPE_ORDER,
     arg_label,
     blocks,
     compare_matrix,
@@ -25,7 +26,6 @@ from rulelab.report.tables import (
     support_matrix,
     variant_order,
     worst_table,
-    DTYPE_ORDER,
 )
 
 SWEEP_HINT = "run an accuracy sweep, e.g. <code>rulelab sweep quick</code> (or <code>rulelab study --quick</code> for sweep, benchmarks and report in one go), then <code>rulelab report</code>"
@@ -36,8 +36,9 @@ ASV_HINT = (
 )
 PUBLISH_HINT = "<code>asv publish</code> writes asv's own dashboard to <code>reports/asv/</code>"
 
-MAX_FINDINGS = 30
-"""Findings listed on the overview; the rest are on the case pages."""
+MAX_FINDINGS = 24
+"""Findings listed on the overview (a few per case first, see ``headline``); the rest
+are on the case pages."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ def _finding_html(f: Finding) -> str:
 
 
 def _findings_list(items: Sequence[Finding], limit: int | None) -> str:
-    shown = items if limit is None else items[:limit]
+    shown = list(items) if limit is None else headline(items, limit)
     body = '<ul class="findings">' + "".join(f"<li>{_finding_html(f)}</li>" for f in shown) + "</ul>"
-    if limit is not None and len(items) > limit:
-        body += f"<p>{len(items) - limit} more findings are listed on the case pages.</p>"
+    if len(items) > len(shown):
+        body += f"<p>{len(items) - len(shown)} more findings are listed on the case pages.</p>"
     return body
 
 

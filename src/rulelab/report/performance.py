@@ -91,6 +91,10 @@ def _track_section(d: pd.DataFrame, params: list[str], case: str) -> list[str]:
     out.append(html.details(f"{case}: {', '.join(metric_label(m, d) for m in dict.fromkeys(d['metric']))}", html.table(table, caption=caption), open_=False))
     keep = ["variant"] + [p for p in ("transform",) if p in params]
     sel, fixed = chart_selection(d, params, keep)
+    zero = [m for m, g in sel.groupby("metric", sort=False) if (g["value"] == 0).all()]
+    sel = sel[~sel["metric"].isin(zero)]
+    if zero:
+        out.append(f"<p>{html.esc(', '.join(metric_label(m, d) for m in zero))}: 0 for every variant ({html.esc(_fixed(fixed))}).</p>")
     if not sel.empty:
         labels = {m: metric_label(m, sel) for m in dict.fromkeys(sel["metric"])}
         image = figures.bars(
