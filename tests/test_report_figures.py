@@ -37,28 +37,39 @@ def acc(tmp_path: Path):
     return load_accuracy([write_run(tmp_path / "run", standard_specs())])
 
 
-def test_error_figure_shades_nonfinite_binades(acc) -> None:
+def test_accuracy_figure_shades_nonfinite_binades(acc) -> None:
     b = acc.binned[(acc.binned["case"] == "toy") & (acc.binned["transform"] == "grad")]
+    s = acc.samples[(acc.samples["case"] == "toy") & (acc.samples["transform"] == "grad")]
     panels = [("float32", "cpu"), ("bfloat16", "cpu")]
-    failing = decode(figures.error_figure(b, ["naive", "custom_jvp", "library"], panels, "grad"))
-    fine = decode(figures.error_figure(b[b["variant"] != "naive"], ["custom_jvp", "library"], panels, "grad"))
+    kw = {"column": "in0", "argument": "x", "title": "grad"}
+    failing = decode(figures.accuracy_figure(b, s, ["naive", "custom_jvp", "library"], panels, **kw))
+    fine = decode(figures.accuracy_figure(b[b["variant"] != "naive"], s[s["variant"] != "naive"], ["custom_jvp", "library"], panels, **kw))
     assert shaded_pixels(failing) > 1000
     assert shaded_pixels(fine) == 0
-    assert plt.get_fignums() == []  # every figure closed
+    assert plt.get_fignums() == []  # drawn without pyplot: nothing left open
 
 
-def test_values_figure_renders(acc) -> None:
+def test_accuracy_figure_with_one_table(acc) -> None:
+    b = acc.binned[(acc.binned["case"] == "toy") & (acc.binned["transform"] == "grad")]
     s = acc.samples[(acc.samples["case"] == "toy") & (acc.samples["transform"] == "grad")]
-    png = figures.values_figure(s, ["naive", "custom_jvp", "library"], [("float32", "cpu")], "in0", "x", "grad", line=True)
-    image = decode(png)
-    assert 20_000 > len(png) / 1000 > 2 and image.shape[1] <= 1400
+    kw = {"column": "in0", "argument": "x", "title": "grad"}
+    both = decode(figures.accuracy_figure(b, s, ["naive"], [("float32", "cpu")], **kw))
+    errors_only = decode(figures.accuracy_figure(b, s.iloc[:0], ["naive"], [("float32", "cpu")], **kw))
+    values_only = decode(figures.accuracy_figure(b.iloc[:0], s, ["naive"], [("float32", "cpu")], **kw))
+    assert errors_only.shape[0] < both.shape[0] and values_only.shape[0] < both.shape[0]
+    assert both.shape[1] <= 1400
 
 
 def test_empty_inputs_give_no_figure() -> None:
-    assert figures.error_figure(pd.DataFrame(), ["a"], [("float32", "cpu")], "t") is None
-    assert figures.values_figure(pd.DataFrame(), ["a"], [("float32", "cpu")], "in0", "x", "t", line=True) is None
+    kw = {"column": "in0", "argument": "x", "title": "t"}
+    assert figures.accuracy_figure(pd.DataFrame(), pd.DataFrame(), ["a"], [("float32", "cpu")], **kw) is None
     empty = pd.DataFrame({"g": ["a"], "b": ["v"], "y": [math.nan]})
     assert figures.bars(empty, group="g", bar="b", value="y", panel=None, ylabel="", title="") is None
+
+
+def test_spans_merge_neighbouring_binades() -> None:
+    assert figures.spans(np.array([3.5, 1.5, 2.5, 7.5])) == [(1.0, 3.0), (7.0, 1.0)]
+    assert figures.spans(np.array([])) == []
 
 
 def test_binade_axis_positions() -> None:

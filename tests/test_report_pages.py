@@ -73,7 +73,7 @@ def test_index_shows_facts_findings_and_classes(full: Path) -> None:
 def test_case_page_sections(full: Path) -> None:
     toy = pages(full)["case-toy.html"]
     assert "not registered in this installation" in toy
-    assert toy.count("<img") == 6  # error and value plots for value, grad and jvp
+    assert toy.count("<img") == 3  # one figure (errors above, values below) each for value, grad and jvp
     assert "worst inputs (grad d/dx)" in toy and "x = 88.72283935546875" in toy
     pair = pages(full)["case-pair.html"]
     section = pair[pair.index('id="grad-y"'):]
