@@ -452,7 +452,7 @@ def test_library_is_many_ulp_off_where_measured(case, transform, arg, dtype, poi
 # --- conventions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float16 runs the same code (kept for time)
 def test_conventions_at_masked_and_singular_points(dtype):
     def one(case: str, variant: str, transform: str, arg: str, point: tuple) -> float:
         return float(run(case, variant, transform, arg, dtype, [point])[0])
@@ -511,9 +511,9 @@ def _grad_temp_bytes(case: str, variant: str, steps: int) -> int:
     [("ode_decay", "naive", "custom_vjp"), ("linear_solve", "naive", "custom_linear_solve"), ("kepler", "unrolled", "custom_jvp")],
 )
 def test_backprop_through_iterations_costs_memory_linear_in_steps(case, through_steps, implicit):
-    small, large = _grad_temp_bytes(case, through_steps, 16), _grad_temp_bytes(case, through_steps, 256)
+    small, large = _grad_temp_bytes(case, through_steps, 8), _grad_temp_bytes(case, through_steps, 128)
     assert large >= 8 * small > 0, (small, large)
-    assert _grad_temp_bytes(case, implicit, 16) == _grad_temp_bytes(case, implicit, 256)
+    assert _grad_temp_bytes(case, implicit, 8) == _grad_temp_bytes(case, implicit, 128)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -555,12 +555,19 @@ def test_linear_solve_implicit_gradient_is_finite_and_accurate(dtype):
 # --- dtypes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_custom_variants_keep_the_input_dtype_with_x64_on(dtype):
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+def test_every_variant_keeps_the_input_dtype_with_x64_on(dtype):
+    # weak-typed constants only: with x64 on, a Python float must not promote to float64
     with jax.enable_x64(True):
         for name in sorted(PITFALL_CASES):
             c = rulelab.get_case(name)
-            variant = next(v for v in c.variants if v.startswith("custom"))
-            args = [jnp.full((2,), 0.5, dtype)] * len(c.args)
-            out = jax.vmap(c.variants[variant].fn)(*args)
-            assert out.dtype == dtype, (name, variant, out.dtype)
+            args = [jax.ShapeDtypeStruct((2,), dtype)] * len(c.args)
+            for variant, v in c.variants.items():
+                for transform in ("value", "grad"):
+                    fn = jax.vmap(scalar_transform(v.fn, transform, 0, len(c.args)))
+                    try:
+                        out = jax.eval_shape(fn, *args)
+                    except Exception:  # noqa: BLE001 - reverse mode refused (while_loop)
+                        assert (name, variant, transform) == ("kepler", "naive", "grad")
+                        continue
+                    assert out.dtype == dtype, (name, variant, transform, out.dtype)
