@@ -1,4 +1,4 @@
-"""The ``rulelab`` command: ``cases``, ``sweep`` (and room for ``report``, ``study``, ``check``).
+"""The ``rulelab`` command: ``cases``, ``sweep``, ``report``, ``study``, ``check``.
 
 Each subcommand is one ``add_<name>`` function (its parser block, which sets ``run``)
 and one ``cmd_<name>`` function (what it does, returning the exit status); adding a
@@ -162,9 +162,98 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report ---------------------------------------------------------------------------------------
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the HTML report of accuracy runs and asv results",
+        description="Write static HTML (opens from disk, images embedded) from the results store and asv's "
+        "results: reports/index.html (overview), one page per case, performance.html. Never runs JAX or mpmath.",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="accuracy runs to report (default: the newest run per backend)")
+    p.add_argument("--results", default="results", help="the results folder (default: results)")
+    p.add_argument("--asv", default=None, metavar="DIR", help="asv results (default: RESULTS/asv)")
+    p.add_argument("--out", default="reports", help="where to write the HTML (default: reports)")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="also write compare.html: two runs side by side")
+    p.add_argument("--workers", type=int, metavar="N", help="processes drawing case pages (default: every core)")
+    p.set_defaults(run=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rulelab import store
+    from rulelab.report import build_report, latest_runs
+
+    runs = [store.open_run(args.results, r) for r in args.runs] or latest_runs(store.accuracy_dir(args.results))
+    compare = tuple(store.open_run(args.results, r) for r in args.compare) if args.compare else None
+    asv_dir = Path(args.asv) if args.asv else Path(args.results) / "asv"
+    print(build_report(runs, asv_dir, Path(args.out), compare, workers=args.workers))
+    return 0
+
+
+# --- study ----------------------------------------------------------------------------------------
+
+
+def add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="the main job: sweep, quick timings of every variant, and the HTML report",
+        description="Run an accuracy sweep (the quick plan by default), time every variant in process with the "
+        "benchmarks' own code, and write the report; prints the path of reports/index.html.",
+    )
+    p.add_argument("--quick", action="store_true", help="use the quick plan (the default; kept for clarity)")
+    p.add_argument("--plan", default=None, help="a plan name (quick, default, exhaustive) or TOML path; overrides --quick")
+    p.add_argument("--backend", choices=("cpu", "gpu", "tpu"), default=None, help="backend to evaluate on (default: JAX's)")
+    p.add_argument("--results", default="results", help="the results folder (default: results)")
+    p.add_argument("--out", default="reports", help="where to write the HTML (default: reports)")
+    p.add_argument("--no-timings", action="store_true", help="skip the quick timings")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: every core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_module_option(p)
+    p.set_defaults(run=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from rulelab.study import run_study
+
+    index = run_study(args.plan or "quick", args.results, args.out, args.module, args.backend, args.workers,
+                      timings=not args.no_timings, progress=not args.no_progress)
+    print(f"report: {index}")
+    return 0
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+
+def add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate plans and user modules without running anything",
+        description="Load each plan (checking every key, case, variant, transform and dtype) and each --module "
+        "(checking every case it registers); report what is wrong, exit 2 if anything is.",
+    )
+    p.add_argument("plans", nargs="*", metavar="PLAN", help="plan names or TOML paths (default: the packaged plans)")
+    add_module_option(p)
+    p.set_defaults(run=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rulelab.case import cases
+    from rulelab.modules import load_modules
+    from rulelab.plan import load_plan, packaged_plans
+
+    load_modules(args.module)
+    for ref in args.plans or packaged_plans():
+        plan = load_plan(ref)
+        print(f"plan {plan.name}: ok")
+    print(f"{len(cases())} cases registered: ok")
+    return 0
+
+
 # --- the command ----------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep, add_report, add_study, add_check]
 """Parser blocks of the subcommands, in the order ``--help`` lists them."""
 
 

@@ -57,8 +57,12 @@ def scalar_transform(fn: Callable[..., Any], transform: str, argnum: int, nargs:
         return jax.grad(jax.grad(fn, argnums=argnum), argnums=argnum)
 
     def forward(*args: Any) -> Any:
-        tangents = tuple(jax.numpy.ones_like(a) if i == argnum else jax.numpy.zeros_like(a) for i, a in enumerate(args))
-        return jax.jvp(fn, args, tangents)[1]
+        # the other arguments are closed over, so their tangents are symbolic zeros: a rule
+        # whose other partial is infinite is not charged 0 * inf
+        def along(x: Any) -> Any:
+            return fn(*args[:argnum], x, *args[argnum + 1 :])
+
+        return jax.jvp(along, (args[argnum],), (jax.numpy.ones_like(args[argnum]),))[1]
 
     return forward
 

@@ -15,7 +15,6 @@ Thresholds were measured with JAX 0.10.2 on CPU.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import REALS, Convention, Interval, Variant, make_case, register
+from rulelab.case import Convention, Interval, Variant, make_case, register
 from rulelab.catalog._stable import (
     is_zero,
     logsumexp,

@@ -10,6 +10,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
+from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
 from rulelab.report.findings import Finding, findings
 from rulelab.report.load import Accuracy, load_accuracy, load_asv
@@ -19,6 +22,8 @@ from rulelab.report.performance import bench_summary, performance_page
 DASHBOARD = Path("asv") / "index.html"
 """Where ``asv publish`` writes its dashboard, relative to the report folder."""
 
+TIMINGS = "timings.parquet"
+"""The quick timings ``rulelab study`` writes into its run folder."""
 PARALLEL_FROM = 3
 """Case pages are drawn in worker processes when there are at least this many (each
 worker first imports pandas and matplotlib, about a second)."""
@@ -55,6 +60,12 @@ def case_pages(acc: Accuracy, found: Sequence[Finding], links: Links, workers: i
         yield from zip(cases, pool.map(_case_job, jobs))
 
 
+def study_timings(runs: Sequence[Path]) -> pd.DataFrame | None:
+    """The in-process timings ``rulelab study`` left in the runs, if any."""
+    frames = [pd.read_parquet(r / TIMINGS) for r in runs if (r / TIMINGS).is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare: tuple[Path, Path] | None = None, *, workers: int | None = None) -> Path:
     """Write the report for accuracy ``runs`` (run folders, e.g. one per backend) and
     the asv results in ``asv_dir`` into ``out``; with ``compare`` = (run A, run B) also
@@ -71,10 +82,14 @@ def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare:
     bench = load_asv(asv_dir, out / DASHBOARD.parent)
     links = Links(performance=True, compare=compare is not None, dashboard=DASHBOARD.as_posix() if bench.dashboard else "")
     found = findings(acc)
-    _write(out / "index.html", index_page(acc, found, links, bench_summary(bench)))
+    timings = study_timings(runs)
+    bench_note = bench_summary(bench)
+    if timings is not None:
+        bench_note += f"<p>Quick in-process timings of every variant: {html.link('performance.html', 'performance page')}.</p>"
+    _write(out / "index.html", index_page(acc, found, links, bench_note))
     for case, text in case_pages(acc, found, links, workers):
         _write(out / case_file(case), text)
-    _write(out / "performance.html", performance_page(bench, links, case_pages=set(acc.cases())))
+    _write(out / "performance.html", performance_page(bench, links, case_pages=set(acc.cases()), timings=timings))
     if compare is not None:
         a, b = load_accuracy([Path(compare[0])]), load_accuracy([Path(compare[1])])
         _write(out / "compare.html", compare_page(a, b, findings(a), findings(b), links))

@@ -156,9 +156,37 @@ def _history_section(all_rows: pd.DataFrame, params: list[str], case: str, machi
     return [html.img(image, f"{case} time across commits", caption=f"Time per call at each commit with results, oldest first ({_fixed(fixed)}).")] if image else []
 
 
-def performance_page(bench: Bench, links: Links, case_pages: Collection[str] = ()) -> str:
+def timings_section(timings: pd.DataFrame) -> list[str]:
+    """The quick in-process timings ``rulelab study`` stores in its run: time per call and
+    the ratio to naive per case, variant and transform, with compile time, op counts and
+    temporary memory."""
+    if timings.empty:
+        return []
+    d = timings.copy()
+    d["time_us"] = d["time_s"] * 1e6
+    ok = d[d["status"] == "ok"]
+    first = d.iloc[0]
+    out = [
+        "<h2>Quick timings (rulelab study)</h2>",
+        f"<p>Measured in process with the benchmarks' own code on {int(first['size'])} {html.esc(first['dtype'])} points, "
+        f"backend {html.esc(first['backend'])}: best of 3 samples. asv results (below, when present) are the tracked numbers.</p>",
+    ]
+    ratio = ok.pivot_table(index=["case", "variant"], columns="transform", values="ratio_to_naive", aggfunc="first")
+    ratio.columns = [f"{c}: time / naive" for c in ratio.columns]
+    cols = ["case", "variant", "transform", "status", "time_us", "compile_ms", "jaxpr_eqns", "hlo_ops", "temp_bytes", "message"]
+    out.append(html.table(ratio.round(2), cls="facts", caption="time per call relative to the naive variant of the same case"))
+    out.append(html.details("every timing", html.table(d[[c for c in cols if c in d]].round(3), index=False)))
+    image = figures.bars(ok, group="case", bar="variant", value="time_us", panel="transform", ylabel="µs per call", title="time per call", logy=True)
+    if image:
+        out.append(html.img(image, "time per call per variant", caption="Time per call, log scale, one panel per transform."))
+    return out
+
+
+def performance_page(bench: Bench, links: Links, case_pages: Collection[str] = (), timings: pd.DataFrame | None = None) -> str:
     """The whole performance page (or, without results, what to run)."""
     body: list[str] = []
+    if timings is not None:
+        body.extend(timings_section(timings))
     for p in bench.problems:
         body.append(html.note(html.esc(p), "warn"))
     if links.dashboard:
