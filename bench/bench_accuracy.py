@@ -2,8 +2,10 @@
 
 ``bench_accuracy.<case>.track_max_ulp`` is the largest distance in ULPs between a
 variant's result and the correctly rounded mpmath reference over a small fixed sweep
-(``rulelab.accuracy_probe.max_ulp``; inf where a result is non-finite and the reference
-is not), parametrised by variant, transform, argument differentiated, dtype and backend.
+(``rulelab.accuracy_probe.max_ulp``), parametrised by variant, transform, argument
+differentiated, dtype and backend. Where a result is non-finite and the reference is not,
+the probe says inf: that combination is skipped (``n/a``), as a non-finite result is its
+own class and not a distance (and asv cannot publish an infinite value).
 A change of rule that costs accuracy shows here beside the change in time it bought.
 
 Key cases (``common.KEY_CASES``) run every transform in every argument, in float32 and
@@ -50,6 +52,10 @@ class _Accuracy:
         self.ulp = float(max_ulp(self.case, variant, transform, arg, dtype, backend=backend))
         if math.isnan(self.ulp):
             raise RuntimeError(f"{self.case}/{variant} {transform} in {arg} ({dtype}, {backend}): the probe failed")
+        if math.isinf(self.ulp):
+            # Its own class, never a large number (DESIGN.md); asv's step detection
+            # also cannot take an infinite value (publish exhausts memory).
+            raise NotImplementedError("non-finite results where the reference is finite: no dULP")
 
     def track_max_ulp(self, variant: str, transform: str, arg: str, dtype: str, backend: str) -> float:
         return self.ulp

@@ -19,7 +19,7 @@ from rulelab.case import POSITIVE, REALS, make_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_solvers, bench_time, bench_track, common  # noqa: E402
+from bench import bench_accuracy, bench_solvers, bench_time, bench_track, common  # noqa: E402
 
 
 @jax.custom_vjp
@@ -158,3 +158,36 @@ def test_solver_tracks_grow_with_steps_when_unrolled(solver):
         bench.setup(cache, "naive", steps, "grad", "cpu")
         residuals.append(bench.track_residual_bytes(cache))
     assert residuals[0] < residuals[1] < residuals[2]
+
+
+def _accuracy_class(case):
+    namespace = {"__name__": "bench.fake"}
+    common.per_case(namespace, bench_accuracy._Accuracy, [case], bench_accuracy._params)
+    return namespace[case.name]()
+
+
+@pytest.mark.parametrize(
+    ("ulp", "outcome"),
+    [(3.0, 3.0), (math.inf, NotImplementedError), (math.nan, RuntimeError)],
+)
+def test_accuracy_reports_finite_ulps_and_skips_non_finite_classes(toy, monkeypatch, ulp, outcome):
+    monkeypatch.setattr(bench_accuracy, "max_ulp", lambda *a, **k: ulp)
+    monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: 100)
+    bench = _accuracy_class(toy)
+    if isinstance(outcome, float):
+        bench.setup("naive", "grad", "x", "float32", "cpu")
+        assert bench.track_max_ulp("naive", "grad", "x", "float32", "cpu") == outcome
+    else:
+        with pytest.raises(outcome):
+            bench.setup("naive", "grad", "x", "float32", "cpu")
+
+
+def test_accuracy_skips_large_probes_and_refused_transforms(toy, monkeypatch):
+    monkeypatch.setattr(bench_accuracy, "max_ulp", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: bench_accuracy.MAX_POINTS + 1)
+    bench = _accuracy_class(toy)
+    with pytest.raises(NotImplementedError, match="probe sweep"):
+        bench.setup("naive", "grad", "x", "float32", "cpu")
+    monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: 10)
+    with pytest.raises(NotImplementedError, match="forward-mode"):
+        bench.setup("custom_vjp", "jvp", "x", "float32", "cpu")

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from rulelab import store
-from rulelab.case import Case
+from rulelab.case import Case, get_case
 from rulelab.report.build import TIMINGS
 
 TIMING_TRANSFORMS: tuple[str, ...] = ("value", "grad")
@@ -82,7 +82,7 @@ def run_study(
                       on_start=lambda r: print(f"study: sweeping plan {p.name!r} into {r}", file=sys.stderr))
     print(run_digest(run))
     if timings:
-        cases = list({t.case.name: t.case for t in plan_tasks(p)}.values())
+        cases = [get_case(name) for name in dict.fromkeys(t.case for t in plan_tasks(p))]
         total = sum(len(c.variants) for c in cases) * len(TIMING_TRANSFORMS)
         bar = _bar(total, "timing", progress)
         df = timing_rows(cases, backend, progress=bar.update if bar else None)
