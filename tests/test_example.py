@@ -37,3 +37,22 @@ def test_example_module_sweeps_and_shows_the_fix(tmp_path):
     assert s.loc[("naive", "grad"), "wrong_nonfinite"] > 0
     assert s.loc[("custom_jvp", "grad"), "wrong_nonfinite"] == 0
     assert s.loc[("custom_jvp", "grad"), "max_ulp"] <= 4
+
+
+def test_study_runs_sweep_timings_and_report(tmp_path):
+    plan = tmp_path / "tiny.toml"
+    plan.write_text(PLAN)
+    res = subprocess.run(
+        [sys.executable, "-m", "rulelab", "study", "--plan", str(plan), "--module", str(ROOT / "examples" / "logcosh.py"),
+         "--results", str(tmp_path / "results"), "--out", str(tmp_path / "reports"), "--no-progress", "--workers", "1"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    index = tmp_path / "reports" / "index.html"
+    assert f"report: {index}" in res.stdout
+    assert "logcosh" in index.read_text()
+    [run] = [p for p in (tmp_path / "results" / "accuracy").iterdir() if p.is_dir()]
+    t = pd.read_parquet(run / "timings.parquet").set_index(["variant", "transform"])
+    assert set(t.index) == {("naive", "value"), ("naive", "grad"), ("custom_jvp", "value"), ("custom_jvp", "grad")}
+    assert (t["status"] == "ok").all() and (t["time_s"] > 0).all()
+    assert (t.loc[("naive", "grad"), "ratio_to_naive"]) == 1.0
+    assert "Quick timings" in (tmp_path / "reports" / "performance.html").read_text()
