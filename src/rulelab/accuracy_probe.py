@@ -6,15 +6,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rulelab.case import DERIVATIVE_ORDER, get_case
+import numpy as np
+
+from rulelab.case import DERIVATIVE_ORDER, Case, get_case
 from rulelab.evaluate import evaluate
-from rulelab.inputs import SweepSpec, make_sweep
+from rulelab.inputs import Sweep, SweepSpec, make_sweep
 from rulelab.metrics import point_errors
 from rulelab.reference import references
 
 PROBE_SPEC = SweepSpec(exhaustive16=False, per_binade=2, grid_per_binade=1, grid_stride=8, specials=True)
 """Two points per binade and sign for one argument, a coarse grid for several, plus the
 case's special points: a few hundred points, references served from the cache."""
+MAX_POINTS = 4096
 
 
 def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype: str, backend: str | None = None) -> float:
@@ -22,7 +25,7 @@ def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype
     the transform is unsupported or the variant fails."""
     case = get_case(case_name)
     arg = arg or case.args[0]
-    sweep = make_sweep(case, dtype, PROBE_SPEC, seed=0)
+    sweep = probe_sweep(case, dtype)
     order = DERIVATIVE_ORDER[transform]
     hi, lo = references(case, order, arg, sweep.as_float64())
     out = evaluate(case, variant, transform, arg, dtype, sweep.points, backend)
@@ -35,6 +38,16 @@ def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype
     return float(errors.dulp[comparable].max()) if comparable.any() else 0.0
 
 
+def probe_sweep(case: Case, dtype: Any) -> Sweep:
+    """The probe's points: the coarse sweep, thinned evenly to at most MAX_POINTS (grids
+    of three arguments would otherwise reach hundreds of thousands)."""
+    sweep = make_sweep(case, dtype, PROBE_SPEC, seed=0)
+    if len(sweep) <= MAX_POINTS:
+        return sweep
+    idx = np.linspace(0, len(sweep) - 1, MAX_POINTS).round().astype(np.int64)
+    return Sweep(sweep.case, sweep.dtype, tuple(p[idx] for p in sweep.points))
+
+
 def probe_size(case_name: str, dtype: Any) -> int:
     """Points in the probe sweep of a case in a dtype."""
-    return len(make_sweep(get_case(case_name), dtype, PROBE_SPEC, seed=0))
+    return len(probe_sweep(get_case(case_name), dtype))
