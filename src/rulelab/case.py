@@ -254,9 +254,16 @@ _REGISTRY: dict[str, Case] = {}
 
 
 def register(case: Case, *, replace: bool = False) -> Case:
-    """Add ``case`` to the registry after validating it. A duplicate name is an error
-    unless ``replace`` is true."""
+    """Add ``case`` to the registry after validating it and probing its reference at a
+    few points (a reference that raises or returns a Python float is refused here). A
+    duplicate name is an error unless ``replace`` is true."""
+    from rulelab.reference import BrokenReference, probe  # (reference imports this module)
+
     validate(case)
+    try:
+        probe(case)
+    except BrokenReference as exc:
+        raise CaseError(str(exc)) from None
     if case.name in _REGISTRY and not replace and _REGISTRY[case.name] is not case:
         raise CaseError(f"case {case.name!r}: a case with this name is already registered")
     _REGISTRY[case.name] = case

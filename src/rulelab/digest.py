@@ -14,7 +14,7 @@ from rulelab.plan import plan_from_dict
 LEGEND = (
     "max dULP over the sweep (the worst argument, for derivatives of several arguments). "
     "NaN×k / inf×k: k results NaN / infinite where the reference is finite; fin×k: finite where "
-    "the reference is not; unsup: JAX cannot apply the transform to this variant; ERR: the "
+    "the reference is not; ref?×k: k points whose reference never settled (not scored); unsup: JAX cannot apply the transform to this variant; ERR: the "
     "variant failed (summary.parquet has the message)."
 )
 
@@ -35,8 +35,8 @@ def cell(rows: pd.DataFrame) -> str:
     if ok.empty:
         return "ERR" if (rows["status"] == "error").any() else "unsup"
     text = ulps(float(ok["max_ulp"].max())) if ok["max_ulp"].notna().any() else "-"
-    for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), ("unexpected_finite", "fin")):
-        n = int(ok[col].fillna(0).sum())
+    for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), ("unexpected_finite", "fin"), ("unsettled", "ref?")):
+        n = int(ok[col].fillna(0).sum()) if col in ok else 0
         if n:
             text += f" {label}×{n}"
     if (rows["status"] == "error").any():

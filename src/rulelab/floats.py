@@ -94,22 +94,17 @@ def from_bits(bits: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(bits, dtype=f.uint)).view(f.dtype)
 
 
-def ordered(x: np.ndarray, dtype: Any) -> np.ndarray:
-    """Map values to int64 so that the integer order is the float order, adjacent floats
-    differ by 1 and +0 and -0 both map to 0. NaN maps to an arbitrary value: callers
-    mask NaNs first."""
-    f = fmt(dtype)
-    b = to_bits(x, f).astype(np.uint64)
-    sign = np.uint64(1) << np.uint64(f.bits - 1)
-    magnitude = (b & (sign - np.uint64(1))).astype(np.int64)
-    return np.where((b & sign) != 0, -magnitude, magnitude)
-
-
 def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: Any) -> np.ndarray:
     """dULP: how many representable values of ``dtype`` lie between ``a`` and ``b``
-    (0 iff equal, +0 == -0; ±inf are one step past the largest finite value). Inputs
-    must not be NaN; use :mod:`rulelab.metrics` for the classified version."""
-    return np.abs(ordered(a, dtype) - ordered(b, dtype))
+    (0 iff equal, +0 == -0; ±inf are one step past the largest finite value), exact in
+    unsigned integers for every dtype (for float64 opposite signs can be 2^63 apart).
+    Inputs must not be NaN; use :mod:`rulelab.metrics` for the classified version."""
+    f = fmt(dtype)
+    sign = np.uint64(1) << np.uint64(f.bits - 1)
+    ba, bb = to_bits(a, f).astype(np.uint64), to_bits(b, f).astype(np.uint64)
+    ma, mb = ba & (sign - np.uint64(1)), bb & (sign - np.uint64(1))
+    same = ((ba & sign) == (bb & sign)) | (ma == 0) | (mb == 0)
+    return np.where(same, np.maximum(ma, mb) - np.minimum(ma, mb), ma + mb)
 
 
 def ulp(x: np.ndarray, dtype: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rulelab.floats import binade, fmt, round_double_double, ulp, ulp_distance
+from rulelab.reference import is_unsettled
 
 BUCKETS: tuple[str, ...] = (
     "exact",
@@ -25,10 +26,13 @@ BUCKETS: tuple[str, ...] = (
     "wrong_nonfinite",
     "unexpected_finite",
     "both_undefined",
+    "unsettled",
 )
 """Bucket names, best first: 0 ULP, 1, 2–4, 5–2^10, >2^10, a non-finite result where
 the reference is finite (or the wrong non-finite), a finite result where the reference is
-not, and both undefined (NaN and NaN)."""
+not, both undefined (NaN and NaN), and unsettled (the reference never settled up to the
+precision cap: not scored, see :mod:`rulelab.reference`)."""
+UNSETTLED = BUCKETS.index("unsettled")
 
 NONFINITE_DULP = np.inf
 """dULP recorded for points in a non-finite class (so they sort as worst)."""
@@ -49,7 +53,8 @@ class PointErrors:
 def point_errors(
     computed: np.ndarray, ref_hi: np.ndarray, ref_lo: np.ndarray, dtype: Any, rounded: np.ndarray | None = None
 ) -> PointErrors:
-    """Compare ``computed`` (in ``dtype``) with the reference (hi + lo, NaN = undefined).
+    """Compare ``computed`` (in ``dtype``) with the reference (hi + lo; (NaN, 0) undefined,
+    (NaN, p) unsettled).
     ``rounded``: the reference already rounded to ``dtype`` (``round_double_double``), for
     callers that compare many evaluations against one reference; computed when None."""
     f = fmt(dtype)
@@ -57,17 +62,18 @@ def point_errors(
     rounded = round_double_double(ref_hi, ref_lo, f) if rounded is None else np.asarray(rounded).astype(f.dtype)
     c64 = computed.astype(np.float64)
     r64 = rounded.astype(np.float64)
-    c_nan, r_nan = np.isnan(c64), np.isnan(r64)
+    unsettled = is_unsettled(np.asarray(ref_hi, dtype=np.float64), ref_lo)
+    c_nan, r_nan = np.isnan(c64), np.isnan(r64) & ~unsettled
     c_fin, r_fin = np.isfinite(c64), np.isfinite(r64)
 
     both_undefined = c_nan & r_nan
-    unexpected_finite = c_fin & ~r_fin
+    unexpected_finite = c_fin & ~r_fin & ~unsettled
     same_infinity = ~c_fin & ~c_nan & ~r_fin & ~r_nan & (c64 == r64)
     comparable = (c_fin & r_fin) | same_infinity
-    wrong_nonfinite = ~(both_undefined | unexpected_finite | comparable)
+    wrong_nonfinite = ~(both_undefined | unexpected_finite | comparable | unsettled)
 
     dulp = np.full(c64.shape, NONFINITE_DULP)
-    dulp[both_undefined] = np.nan
+    dulp[both_undefined | unsettled] = np.nan
     if comparable.any():
         dulp[comparable] = ulp_distance(computed[comparable], rounded[comparable], f).astype(np.float64)
 
@@ -88,6 +94,7 @@ def point_errors(
     bucket[wrong_nonfinite] = 5
     bucket[unexpected_finite] = 6
     bucket[both_undefined] = 7
+    bucket[unsettled] = UNSETTLED
     return PointErrors(dulp, frac, bucket, rounded)
 
 
@@ -109,7 +116,7 @@ def summarize(errors: PointErrors) -> dict[str, Any]:
 
 def worst_bucket(row: dict[str, Any]) -> str:
     """The most severe bucket with any points (for colouring a cell)."""
-    severity = ("wrong_nonfinite", "unexpected_finite", "ulp_gt_1024", "ulp_5_1024", "ulp_2_4", "ulp_1", "exact", "both_undefined")
+    severity = ("wrong_nonfinite", "unexpected_finite", "ulp_gt_1024", "ulp_5_1024", "ulp_2_4", "ulp_1", "exact", "unsettled", "both_undefined")
     for name in severity:
         if row.get(name, 0):
             return name
@@ -126,13 +133,14 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
     b = binade(x)
     comparable = np.where(errors.bucket <= 4, errors.dulp, np.nan)
     nonfinite = np.isin(errors.bucket, (5, 6)).astype(np.int64)
+    unsettled = (errors.bucket == UNSETTLED).astype(np.int64)
     keep = ~np.isnan(b)  # (NaN inputs have no binade; a groupby drops them too)
-    sign, b, comparable, nonfinite = sign[keep], b[keep], comparable[keep], nonfinite[keep]
-    columns = ("sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite")
+    sign, b, comparable, nonfinite, unsettled = sign[keep], b[keep], comparable[keep], nonfinite[keep], unsettled[keep]
+    columns = ("sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite", "unsettled")
     if not b.size:
         return pd.DataFrame({c: np.array([], dtype=np.float64 if c in ("binade", "max_ulp", "median_ulp") else np.int64) for c in columns})
     order = np.lexsort((comparable, b, sign))  # within a group, NaN (not comparable) last
-    sign, b, comparable, nonfinite = sign[order], b[order], comparable[order], nonfinite[order]
+    sign, b, comparable, nonfinite, unsettled = sign[order], b[order], comparable[order], nonfinite[order], unsettled[order]
     starts = np.flatnonzero(np.r_[True, (sign[1:] != sign[:-1]) | (b[1:] != b[:-1])])
     count = np.diff(np.r_[starts, b.size])
     valid = np.add.reduceat((~np.isnan(comparable)).astype(np.int64), starts)
@@ -150,17 +158,20 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
             "max_ulp": top,
             "median_ulp": median,
             "nonfinite": np.add.reduceat(nonfinite, starts).astype(np.int64),
+            "unsettled": np.add.reduceat(unsettled, starts).astype(np.int64),
         }
     )
 
 
 def worst(inputs: tuple[np.ndarray, ...], computed: np.ndarray, ref_hi: np.ndarray, ref_lo: np.ndarray, errors: PointErrors, k: int = 10) -> pd.DataFrame:
-    """The ``k`` worst points: non-finite classes first, then by dULP and fractional error.
-    Inputs as float64 columns ``in0, in1, …``."""
-    order_key = np.where(errors.bucket == 7, -1.0, np.where(errors.bucket >= 5, np.inf, errors.dulp))
+    """The ``k`` worst points: non-finite classes first, then by dULP and fractional error;
+    then up to ``k`` points whose reference is unsettled (listed, not ranked). Inputs as
+    float64 columns ``in0, in1, …``."""
+    scored = errors.bucket < 7
+    order_key = np.where(~scored, -1.0, np.where(errors.bucket >= 5, np.inf, errors.dulp))
     frac = np.nan_to_num(errors.frac, nan=0.0)
     idx = np.lexsort((-frac, -order_key))[:k]
-    idx = idx[errors.bucket[idx] != 7]
+    idx = np.concatenate([idx[scored[idx]], np.flatnonzero(errors.bucket == UNSETTLED)[:k]])
     data: dict[str, Any] = {f"in{i}": np.asarray(x, dtype=np.float64)[idx] for i, x in enumerate(inputs)}
     data.update(
         computed=np.asarray(computed).astype(np.float64)[idx],

@@ -11,6 +11,7 @@ in ``rulelab/plans/``, also reachable as ``accuracy/`` at the top of the reposit
     seed = 0
     worst = 10                          # worst inputs kept per result
     samples = 400                       # thinned points kept per result for plots
+    max_precision = 2048                # bits: cap of the reference's confirmation retries
 
     [sweep]                             # inputs.SweepSpec fields, for every dtype
     exhaustive16 = false
@@ -44,11 +45,12 @@ from rulelab.case import cases as registered_cases
 from rulelab.errors import UsageError
 from rulelab.floats import DTYPES
 from rulelab.inputs import SweepSpec
+from rulelab.reference import MAX_PRECISION, START_PRECISIONS
 
 PACKAGED = ("quick", "default", "exhaustive")
 """The plans shipped with rulelab, found by name."""
 
-KEYS: tuple[str, ...] = ("description", "cases", "variants", "transforms", "dtypes", "seed", "worst", "samples", "sweep")
+KEYS: tuple[str, ...] = ("description", "cases", "variants", "transforms", "dtypes", "seed", "worst", "samples", "max_precision", "sweep")
 """Valid top-level keys of a plan file."""
 
 SWEEP_FIELDS: Mapping[str, type] = MappingProxyType({f.name: type(f.default) for f in dataclasses.fields(SweepSpec)})
@@ -77,6 +79,7 @@ class Plan:
     sweep: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     worst: int = 10
     samples: int = 400
+    max_precision: int = MAX_PRECISION
     description: str = ""
     path: str = ""
 
@@ -114,6 +117,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         sweep={k: dict(v) for k, v in d.get("sweep", {}).items()},
         worst=int(d.get("worst", 10)),
         samples=int(d.get("samples", 400)),
+        max_precision=int(d.get("max_precision", MAX_PRECISION)),
         description=d.get("description", ""),
         path=d.get("path", ""),
     )
@@ -321,6 +325,7 @@ def parse_plan(text: str, path: str = "<plan>", name: str = "plan") -> Plan:
         sweep=_sweep(chk, raw.get("sweep", {})),
         worst=_int(chk, raw.get("worst", 10), "worst", minimum=1),
         samples=_int(chk, raw.get("samples", 400), "samples", minimum=1),
+        max_precision=_int(chk, raw.get("max_precision", MAX_PRECISION), "max_precision", minimum=START_PRECISIONS[-1]),
         description=description,
         path=path,
     )

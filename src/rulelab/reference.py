@@ -1,13 +1,29 @@
-"""mpmath references for values and derivatives, with a precision policy and a disk cache.
+"""mpmath references for values and derivatives, confirmed by agreement, with a disk cache.
 
 A reference is kept unrounded as a double-double (hi, lo): rounding it to a dtype is then
 exact integer arithmetic (``floats.round_double_double``), one rounding, never via a
-narrower intermediate. Where the value lies so close to a rounding boundary that the
-working precision could decide the wrong side, it is recomputed at a higher precision.
+narrower intermediate.
 
-The cache is keyed by case, the source of the reference (so editing it invalidates the
-cache), the derivative and the float64 bits of each input point, so one computation
-serves every dtype whose inputs coincide. Cache files carry a checksum in their name; a
+The pitfall is trusting one evaluation. At a fixed precision, cancellation (``x - lse``
+at |x| ~ 2^128 keeps no fractional bit at 128 bits), an exact zero that is really a tiny
+number, or a value a hair from a rounding boundary all give a confident wrong answer.
+So every reference is confirmed by agreement (Ziv's strategy): it is evaluated at two
+precisions and accepted only when both double-doubles agree (the same float64, the low
+parts to ``DD_BITS`` bits) and round to the same value in every dtype; otherwise the
+precision doubles, up to a cap. Zero, infinity and "undefined" are confirmed the same
+way. A point that never settles is *unsettled*: stored as ``(NaN, p)`` with p the
+highest precision tried (an undefined point is ``(NaN, 0)``), counted, never scored.
+
+Only mpmath's domain signals (``ZeroDivisionError``, ``ValueError``) and NaN or complex
+results mean "undefined here"; any other exception, or a result that is not an mpmath
+number (a Python float computed in double precision, ``None`` from a missing return),
+is a broken reference and stops the run with one line naming case, derivative and point.
+
+The cache is keyed by a fingerprint of everything the reference depends on (the code
+and constants reachable from it, its derivatives and conventions, the domain, the
+precision policy and the mpmath/gmpy2 versions) and by the float64 bits of each input
+point, so one computation serves every dtype whose inputs coincide and a cached number
+never outlives the code that made it. Cache files carry a checksum in their name; a
 corrupt file is moved aside (never deleted) and its points recomputed.
 """
 
@@ -15,14 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import io
 import math
 import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +45,24 @@ import mpmath
 import numpy as np
 
 from rulelab.case import Case, get_case
-from rulelab.floats import double_double
+from rulelab.errors import UsageError
+from rulelab.fingerprint import fingerprint
+from rulelab.floats import FORMATS, double_double, round_double_double
+from rulelab.numdiff import derivative as numerical_derivative
 
-WORKING_PRECISION = 128
-"""Bits of working precision for a first evaluation: well above float64's 53."""
-RAISED_PRECISION = 320
-"""Bits used where the first evaluation is too close to a rounding boundary."""
+POLICY_VERSION = 2
+"""Changes whenever the way references are computed or confirmed changes (part of the
+cache key)."""
+START_PRECISIONS = (128, 192)
+"""The first two precisions (bits) every reference is evaluated at; after that each
+retry doubles the precision."""
+MAX_PRECISION = 2048
+"""Default cap on the precision of a retry (a plan's ``max_precision``)."""
+DD_BITS = 100
+"""Bits of the double-double that two evaluations must agree on (hi exactly, lo to
+within 2^-DD_BITS |hi|): the fractional error is computed from them."""
+DOMAIN_SIGNALS = (ZeroDivisionError, ValueError)
+"""Exceptions by which mpmath (and a reference) says "undefined at this point"."""
 CHUNK = 512
 """Points per parallel task."""
 
@@ -44,92 +71,172 @@ class ReferenceCacheWarning(UserWarning):
     """A cache file was unreadable or failed its checksum; it was moved aside."""
 
 
+class BrokenReference(UsageError):
+    """A reference raised something other than a domain signal, or returned something
+    other than an mpmath number; the message names case, derivative and point."""
+
+
+def derivative_label(order: int, arg: str) -> str:
+    """'value', 'd/dx' or 'd2/dx2'."""
+    return "value" if order == 0 else f"d/d{arg}" if order == 1 else f"d{order}/d{arg}{order}"
+
+
+def is_unsettled(hi: Any, lo: Any) -> Any:
+    """Where a reference never settled (elementwise on arrays)."""
+    return np.isnan(hi) & (np.asarray(lo) != 0)
+
+
+def precisions(cap: int = MAX_PRECISION) -> list[int]:
+    """The precisions tried in turn: START_PRECISIONS, then doubling up to ``cap``."""
+    out = [p for p in START_PRECISIONS if p <= cap] or [cap]
+    while out[-1] < cap:
+        out.append(min(2 * out[-1], cap))
+    return out
+
+
 # --- one point ------------------------------------------------------------------------
 
 
-def _as_real(x: Any) -> Any:
-    """mpmath result -> real mpf, or None where the function is undefined there."""
-    if isinstance(x, mpmath.mpc):
-        if x.imag != 0:
+def _checked(value: Any, what: Callable[[], str]) -> Any:
+    """A reference's result as a real mpf, or None where it is undefined (NaN, complex);
+    anything that is not an mpmath number computed in the context given is broken."""
+    if isinstance(value, mpmath.mpc):
+        if value.imag != 0:
             return None
-        x = x.real
-    if not isinstance(x, mpmath.mpf):
-        try:
-            x = mpmath.mpf(x)
-        except (TypeError, ValueError):
-            return None
-    if mpmath.isnan(x):
+        value = value.real
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = mpmath.mpf(value)  # exact
+    elif not isinstance(value, mpmath.mpf):
+        hint = " (a missing return?)" if value is None else " (computed outside mpmath, at its own precision)" if isinstance(value, float) else ""
+        raise BrokenReference(f"{what()} returned {type(value).__name__} {value!r}{hint}; a reference must return an mpmath number computed with the mp it is given")
+    if mpmath.isnan(value):
         return None
-    return x
+    return value
 
 
-def _evaluate_once(case: Case, order: int, arg: str, point: tuple[float, ...]) -> Any:
-    """The reference at one point at the current mpmath precision; None if undefined."""
+class _Unconverged(Exception):
+    """No value at this precision (mpmath gave up); a higher precision may settle it."""
+
+
+def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec: int) -> Any:
+    """One evaluation of the reference at ``point`` at ``prec`` bits: an mpf (maybe
+    infinite), or None where undefined. Raises :class:`BrokenReference` on a broken
+    reference and ``_Unconverged`` where mpmath does not converge at this precision."""
     mp = mpmath.mp
-    xs = [mp.mpf(v) for v in point]
-    if order == 0:
-        return _as_real(case.reference(mp, *xs))
-    for conv in case.conventions_for(arg, order):
-        if conv.where(*point):
-            return _as_real(conv.value_at(mp, *xs))
-    analytic = case.derivatives.get((arg, order))
-    if analytic is not None:
-        return _as_real(analytic(mp, *xs))
-    i = case.args.index(arg)
-    if not all(mpmath.isfinite(x) for x in xs):
-        return None  # numerical differentiation at an infinite input is meaningless
 
-    def along(t: Any) -> Any:
-        ys = list(xs)
-        ys[i] = t
-        return case.reference(mp, *ys)
+    def where() -> str:
+        return f"case {case.name!r}, {derivative_label(order, arg)} at {point}"
 
-    dom = case.domain[i]
-    direction = 0
-    if point[i] == dom.lo:
-        direction = 1
-    elif point[i] == dom.hi:
-        direction = -1
-    return _as_real(mp.diff(along, xs[i], n=order, direction=direction))
+    def call(fn: Callable[..., Any], *xs: Any) -> Any:
+        return _checked(fn(mp, *xs), where)
 
-
-def _near_boundary(hi: float, lo: float, prec: int) -> bool:
-    """Whether the exact value could fall on the other side of a rounding boundary of some
-    dtype: it is very close to a float64 (a boundary of every narrower dtype) or to a
-    float64 midpoint, closer than the working precision can vouch for."""
-    if not math.isfinite(hi) or hi == 0.0:
-        return False
-    eps = math.ldexp(abs(hi), -(prec - 24))
-    half_ulp = math.ulp(hi) / 2
-    return abs(lo) < eps or abs(abs(lo) - half_ulp) < eps
-
-
-def reference_point(case: Case, order: int, arg: str, point: tuple[float, ...]) -> tuple[float, float]:
-    """(hi, lo) of the reference at ``point`` (NaN, 0 where undefined), with the precision
-    raised when the first evaluation is too close to a rounding boundary."""
-    value = None
-    for prec in (WORKING_PRECISION, RAISED_PRECISION):
+    try:
         with mpmath.workprec(prec):
-            try:
-                value = _evaluate_once(case, order, arg, point)
-            except (ZeroDivisionError, ValueError, OverflowError):
-                value = None  # mpmath: undefined here
-        if value is None:
-            return math.nan, 0.0
-        hi, lo = double_double(value)
-        if not _near_boundary(hi, lo, prec):
-            break
-    return hi, lo
+            xs = [mp.mpf(v) for v in point]
+            if order == 0:
+                return call(case.reference, *xs)
+            for conv in case.conventions_for(arg, order):
+                if conv.where(*point):
+                    return _checked(conv.value_at(mp, *xs), where)
+            analytic = case.derivatives.get((arg, order))
+            if analytic is not None:
+                return call(analytic, *xs)
+            i = case.args.index(arg)
+            if not all(mpmath.isfinite(x) for x in xs):
+                return None  # numerical differentiation at an infinite input is meaningless
+            first = case.derivatives.get((arg, 1)) if order == 2 else None
+            fn, n = (first, 1) if first is not None else (case.reference, order)
+
+            def along(t: Any) -> Any:
+                ys = list(xs)
+                ys[i] = t
+                return call(fn, *ys)
+
+            dom = case.domain[i]
+            direction = 1 if point[i] == dom.lo else -1 if point[i] == dom.hi else 0
+            return numerical_derivative(along, point[i], n, prec, dom, direction)
+    except BrokenReference:
+        raise
+    except DOMAIN_SIGNALS:
+        return None
+    except mpmath.NoConvergence as exc:
+        raise _Unconverged(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
+        raise BrokenReference(f"{where()}: {type(exc).__name__}: {exc}") from None
 
 
-def _compute_chunk(task: tuple[str, int, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    case_name, order, arg, pts = task
-    case = get_case(case_name)
-    hi = np.empty(len(pts))
-    lo = np.empty(len(pts))
-    for j, p in enumerate(pts):
-        hi[j], lo[j] = reference_point(case, order, arg, tuple(float(v) for v in p))
-    return hi, lo
+def _midpoint_sensitive(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two double-doubles with the same hi round differently in a narrow dtype
+    (possible only where hi is a rounding boundary and the low parts differ in sign)."""
+    if np.sign(a[1]) == np.sign(b[1]):
+        return False
+    for f in FORMATS.values():
+        if f.bits < 64:
+            ra = round_double_double(np.array([a[0]]), np.array([a[1]]), f)
+            rb = round_double_double(np.array([b[0]]), np.array([b[1]]), f)
+            if ra.tobytes() != rb.tobytes():
+                return True
+    return False
+
+
+def agree(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two evaluations' double-doubles confirm each other: both undefined, or the
+    same float64 (±0 alike), low parts within 2^-DD_BITS of it, and the same rounding
+    in every narrower dtype."""
+    if math.isnan(a[0]) or math.isnan(b[0]):
+        return math.isnan(a[0]) and math.isnan(b[0])
+    if a[0] != b[0]:
+        return False
+    if math.isinf(a[0]):
+        return True
+    tol = max(math.ldexp(abs(a[0]), -DD_BITS), 5e-324)
+    return abs(a[1] - b[1]) <= tol and not _midpoint_sensitive(a, b)
+
+
+def reference_point(case: Case, order: int, arg: str, point: tuple[float, ...], max_precision: int = MAX_PRECISION) -> tuple[float, float]:
+    """(hi, lo) of the confirmed reference at ``point``: (NaN, 0) where it is undefined,
+    (NaN, p) where it never settled up to p bits."""
+    previous = None
+    for prec in precisions(max_precision):
+        try:
+            value = evaluate_at(case, order, arg, point, prec)
+        except _Unconverged:
+            previous = None
+            continue
+        dd = (math.nan, 0.0) if value is None else double_double(value)
+        if previous is not None and agree(previous, dd):
+            return dd
+        previous = dd
+    return math.nan, float(prec)
+
+
+def probe(case: Case) -> None:
+    """Evaluate the reference and its analytic derivatives at a few points of the
+    domain, so that a reference that raises or returns a non-mpmath number (a Python
+    float) is refused where the case is registered, not in the middle of a sweep."""
+    picks = []
+    for dom in case.domain:
+        inside = [x for x in (0.75, -1.25, 2.5, 0.3125, -0.0625, 7.5) if dom.contains(x)]
+        if not inside:
+            lo, hi = dom.lo, dom.hi
+            inside = [(lo + hi) / 2 if math.isfinite(hi - lo) else (lo + 1.0 if math.isfinite(lo) else hi - 1.0)]
+        picks.append(inside)
+    points = [tuple(p[j % len(p)] for p in picks) for j in range(3)]
+    targets = [(0, case.args[0])] + list((o, a) for (a, o) in case.derivatives)
+    for point in dict.fromkeys(points):
+        for order, arg in targets:
+            with contextlib.suppress(_Unconverged):
+                evaluate_at(case, order, arg, point, 64)
+
+
+def _compute_chunk(task: tuple[str, int, str, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    case_name, order, arg, cap, pts = task
+    return _chunk(get_case(case_name), order, arg, cap, pts)
+
+
+def _chunk(case: Case, order: int, arg: str, cap: int, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = np.array([reference_point(case, order, arg, tuple(float(v) for v in p), cap) for p in pts], dtype=np.float64).reshape(-1, 2)
+    return out[:, 0].copy(), out[:, 1].copy()
 
 
 # --- cache ---------------------------------------------------------------------------
@@ -141,24 +248,28 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rulelab"
 
 
-def _source_of(fn: Any) -> str:
-    if fn is None:
-        return ""
+def _library_versions() -> str:
     try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        code = getattr(fn, "__code__", None)
-        return repr((code.co_code, code.co_consts)) if code else repr(fn)
+        import gmpy2
+
+        gmpy = gmpy2.version()
+    except ImportError:
+        gmpy = "none"
+    return f"mpmath {mpmath.__version__} ({mpmath.libmp.BACKEND}), gmpy2 {gmpy}"
 
 
 def reference_key(case: Case, order: int, arg: str) -> str:
-    """Cache key: case name, the reference's source (value, analytic derivative and
-    conventions that apply), and the derivative asked for."""
-    parts = [case.name, str(order), arg if order else "", _source_of(case.reference)]
+    """Cache key: case name and derivative, and a fingerprint of what the reference
+    depends on: the code and constants reachable from the reference, the analytic
+    derivatives and conventions used, the domain, the precision policy and the
+    mpmath and gmpy2 versions."""
+    used: list[Any] = [case.reference]
     if order:
-        parts.append(_source_of(case.derivatives.get((arg, order))))
-        parts += [_source_of(c.where) + _source_of(c.value) + c.note for c in case.conventions_for(arg, order)]
-    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:20]
+        used += [case.derivatives.get((arg, k)) for k in range(1, order + 1)]
+        used += [(c.note, c.where, c.value) for c in case.conventions_for(arg, order)]
+        used.append(str(case.domain))
+    policy = (POLICY_VERSION, START_PRECISIONS, DD_BITS, _library_versions())
+    digest = fingerprint(case.name, order, arg if order else "", policy, *used)[:20]
     suffix = f"d{order}_{arg}" if order else "value"
     return f"{case.name}/{suffix}-{digest}"
 
@@ -269,11 +380,15 @@ def references(
     points: tuple[np.ndarray, ...],
     pool: Executor | None = None,
     progress: Callable[[int], None] | None = None,
+    max_precision: int = MAX_PRECISION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(hi, lo) arrays of the reference (value for ``order`` 0, else the ``order``-th
-    derivative in ``arg``) at ``points`` (one array per argument), from the cache where
-    present, the rest computed (in ``pool`` if given) and added to the cache.
-    ``progress(k)`` is called as k more points are done."""
+    """(hi, lo) arrays of the confirmed reference (value for ``order`` 0, else the
+    ``order``-th derivative in ``arg``) at ``points`` (one array per argument), from the
+    cache where present, the rest computed (in ``pool`` if given) and added to the
+    cache as each chunk finishes. A cached unsettled point is tried again when
+    ``max_precision`` is above the precision it was tried to. ``progress(k)`` is called
+    as k more points are done. Raises :class:`BrokenReference` (after saving every
+    finished chunk) when the reference is broken at some point."""
     key = reference_key(case, order, arg)
     bits = _point_bits(points)
     n = len(bits)
@@ -283,27 +398,45 @@ def references(
     missing = []
     for j in range(n):
         hit = cached.get(bits[j].tobytes())
-        if hit is None:
+        if hit is None or (math.isnan(hit[0]) and 0 < hit[1] < max_precision):
             missing.append(j)
         else:
             hi[j], lo[j] = hit
     if progress and n - len(missing):
         progress(n - len(missing))
-    if missing:
-        miss = np.array(missing)
-        pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
-        chunks = [pts[s : s + CHUNK] for s in range(0, len(pts), CHUNK)]
-        tasks = [(case.name, order, arg, c) for c in chunks]
-        fn = _compute_chunk_for(case)
-        use_pool = pool is not None and fn is _compute_chunk and len(chunks) > 1
-        done = 0
-        for c, (h, l) in zip(chunks, pool.map(fn, tasks) if use_pool else map(fn, tasks)):
-            sl = miss[done : done + len(c)]
-            hi[sl], lo[sl] = h, l
-            save_cache(key, bits[sl], h, l)
-            done += len(c)
-            if progress:
-                progress(len(c))
+    if not missing:
+        return hi, lo
+    miss = np.array(missing)
+    pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
+    starts = range(0, len(pts), CHUNK)
+
+    def store(start: int, h: np.ndarray, l: np.ndarray) -> None:
+        sl = miss[start : start + CHUNK]
+        hi[sl], lo[sl] = h, l
+        save_cache(key, bits[sl], h, l)
+        if progress:
+            progress(len(sl))
+
+    try:
+        if pool is not None and get_case_safe(case.name) is case and len(starts) > 1:
+            futures = {pool.submit(_compute_chunk, (case.name, order, arg, max_precision, pts[s : s + CHUNK])): s for s in starts}
+            failure: BaseException | None = None
+            while futures and failure is None:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    start = futures.pop(fut)
+                    if fut.exception() is not None:
+                        failure = failure or fut.exception()
+                    else:
+                        store(start, *fut.result())
+            for fut in futures:
+                fut.cancel()
+            if failure is not None:
+                raise failure
+        else:  # a case outside the registry cannot be found by name in a worker
+            for s in starts:
+                store(s, *_chunk(case, order, arg, max_precision, pts[s : s + CHUNK]))
+    finally:
         compact_cache(key)
     return hi, lo
 
@@ -313,17 +446,3 @@ def get_case_safe(name: str) -> Case | None:
         return get_case(name)
     except ValueError:
         return None
-
-
-def _compute_chunk_for(case: Case) -> Callable[[tuple[str, int, str, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
-    """The chunk function: by registry name (picklable, for pools) when the registry
-    holds this case, else a closure over the case itself (in-process only)."""
-    if get_case_safe(case.name) is case:
-        return _compute_chunk
-
-    def local(task: tuple[str, int, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        _, order, arg, pts = task
-        out = [reference_point(case, order, arg, tuple(float(v) for v in p)) for p in pts]
-        return np.array([o[0] for o in out]), np.array([o[1] for o in out])
-
-    return local

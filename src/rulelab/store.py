@@ -8,7 +8,7 @@ Layout (``root`` is the results folder, ``results/`` by default)::
     root/accuracy/<run-id>/parts/        one file per finished task (while running)
     root/accuracy/<run-id>/summary.parquet, binned.parquet, worst.parquet, samples.parquet
 
-meta.json holds: ``schema_version``, ``run_id``, ``status`` (running | complete),
+meta.json holds: ``schema_version``, ``run_id``, ``status`` (running | stopped | complete; a stopped run says why in ``stopped``),
 ``plan`` (the plan as run, command-line narrowing applied) and ``plan_text`` (its
 file), ``modules`` (user modules, reloaded on resume), ``backend_requested``,
 ``backend`` (evaluate.backend_facts: platform, device kind, jax/jaxlib, x64, subnormal
@@ -52,7 +52,7 @@ import pandas as pd
 
 from rulelab.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the layout and columns below."""
 
 KEYS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -84,6 +84,7 @@ SUMMARY: Mapping[str, tuple[str, str]] = MappingProxyType(
         "wrong_nonfinite": ("Int64", "non-finite result where the reference is finite (or another non-finite)"),
         "unexpected_finite": ("Int64", "finite result where the reference is undefined or infinite"),
         "both_undefined": ("Int64", "NaN result where the reference is undefined too"),
+        "unsettled": ("Int64", "points whose reference never settled up to the precision cap (not scored)"),
         "wrong_nan": ("Int64", "of wrong_nonfinite, how many results are NaN"),
         "wrong_inf": ("Int64", "of wrong_nonfinite, how many results are infinite"),
         "notes": ("string", "evaluation notes, '; '-joined (e.g. a dtype the variant changed)"),
@@ -104,6 +105,7 @@ BINNED: Mapping[str, tuple[str, str]] = MappingProxyType(
         "max_ulp": ("float64", "largest dULP over its comparable points (NaN if none)"),
         "median_ulp": ("float64", "median dULP over its comparable points"),
         "nonfinite": ("int64", "points in the wrong_nonfinite or unexpected_finite classes"),
+        "unsettled": ("int64", "points whose reference never settled (not scored)"),
     }
 )
 """binned.parquet: one row per result, sign and binade."""
@@ -119,8 +121,8 @@ WORST: Mapping[str, tuple[str, str]] = MappingProxyType(
         **{c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)},
         "args": ("string", "the case's argument names, comma-joined, in input order"),
         "computed": ("float64", "what the variant returned"),
-        "ref_hi": ("float64", "reference, high part of a double-double (NaN: undefined)"),
-        "ref_lo": ("float64", "reference, low part"),
+        "ref_hi": ("float64", "reference, high part of a double-double (NaN: undefined or unsettled)"),
+        "ref_lo": ("float64", "reference, low part; where unsettled, the highest precision tried (bits)"),
         "dulp": ("float64", "dULP (inf for the non-finite classes)"),
         "frac_ulp": ("float64", "fractional error against the unrounded reference"),
         "bucket": ("string", "error class (metrics.BUCKETS)"),

@@ -50,7 +50,7 @@ from rulelab.measure import Rows, task_rows
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
-from rulelab.reference import reference_pool, references
+from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
@@ -119,10 +119,14 @@ References = Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
 
 
 def compute_references(
-    inputs: Mapping[str, CaseInputs], keys: Mapping[str, Sequence[tuple[int, str]]], pool: Executor | None, options: Options
+    inputs: Mapping[str, CaseInputs],
+    keys: Mapping[str, Sequence[tuple[int, str]]],
+    pool: Executor | None,
+    options: Options,
+    max_precision: int = MAX_PRECISION,
 ) -> References:
     """Every reference the tasks need (from the cache where present, else computed in
-    ``pool``)."""
+    ``pool``), each confirmed up to ``max_precision`` bits."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     out = {}
     with _bar(total, "references", "pt", options) as bar:
@@ -130,7 +134,7 @@ def compute_references(
             case = get_case(name)
             for order, arg in ks:
                 bar.set_postfix_str(f"{name} {f'd{order}/d{arg}' if order else 'value'}", refresh=False)
-                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update)
+                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision)
     return out
 
 
@@ -365,7 +369,27 @@ def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
-    """Phases 1 and 2 for the tasks of ``run`` that have no part, then the tables."""
+    """Phases 1 and 2 for the tasks of ``run`` that have no part, then the tables. A
+    session that stops on an error or an interrupt marks the run ``stopped`` (with the
+    reason) and says how to resume it; what it finished is kept."""
+    if meta.get("status") != "running":
+        meta.pop("stopped", None)
+        meta["status"] = "running"
+        store.write_meta(run, meta)
+    try:
+        return _execute_session(run, meta, plan, tasks, root, options)
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
+        with contextlib.suppress(Exception):
+            store.write_meta(run, {**meta, "status": "stopped", "stopped": {"at": store.now(), "reason": reason}})
+        if isinstance(exc, BrokenReference):
+            raise BrokenReference(
+                f"{exc}. The run is kept: fix the reference, then rulelab sweep --resume {run.name} --out {root}"
+            ) from None
+        raise
+
+
+def _execute_session(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
     t_start = time.perf_counter()
     phases = dict.fromkeys(PHASES, 0.0)
     session: dict[str, Any] = {"started": store.now(), "pid": os.getpid(), "host": socket.gethostname(), "phases": phases}
@@ -381,7 +405,7 @@ def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], roo
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
     with reference_pool(options.workers) as pool:
         with _timed(phases, "references"):
-            refs = compute_references(inputs, reference_keys(todo), pool, options)
+            refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision)
         with _timed(phases, "rounding"):
             rounded = round_references(inputs, refs, todo, pool)
 

@@ -63,8 +63,9 @@ CASE = register(
         "enforcing a differentiation convention",
         derivatives={
             ("x", 1): lambda mp, x: (mp.sqrt(x) + 2) / (2 * (mp.sqrt(x) + 1) ** 2),
-            # d/dx of the above: -(sqrt x + 3) / (4 sqrt x (sqrt x + 1)^3); -inf at 0.
-            ("x", 2): lambda mp, x: -(mp.sqrt(x) + 3) / (4 * mp.sqrt(x) * (mp.sqrt(x) + 1) ** 3),
+            # d/dx of the above: -(sqrt x + 3) / (4 sqrt x (sqrt x + 1)^3); -inf at 0 (the
+            # one-sided limit: mpmath would raise ZeroDivisionError, read as undefined).
+            ("x", 2): lambda mp, x: mp.ninf if x == 0 else -(mp.sqrt(x) + 3) / (4 * mp.sqrt(x) * (mp.sqrt(x) + 1) ** 3),
         },
         special_points=(0.0,),
         notes="The derivative at 0 is 1 (one-sided), but autodiff of the formula computes "

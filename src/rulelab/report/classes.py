@@ -22,6 +22,7 @@ CLASS_LABELS: Mapping[str, str] = {
     "wrong_nonfinite": "wrong non-finite",
     "unexpected_finite": "finite where undefined",
     "both_undefined": "undefined (both NaN)",
+    "unsettled": "reference unsettled (not scored)",
     "unsupported": "unsupported",
     "error": "error",
     "missing": "not run",
@@ -36,6 +37,7 @@ CLASS_COLOURS: Mapping[str, tuple[str, str]] = {
     "wrong_nonfinite": ("#a50026", "#fff"),
     "unexpected_finite": ("#762a83", "#fff"),
     "both_undefined": ("#eeeeee", "#000"),
+    "unsettled": ("#9ecae1", "#000"),
     "unsupported": ("#d0d0d0", "#555"),
     "error": ("#303030", "#fff"),
     "missing": ("#ffffff", "#999"),
@@ -45,7 +47,7 @@ CLASS_COLOURS: Mapping[str, tuple[str, str]] = {
 SEVERITY: Mapping[str, int] = {
     name: i
     for i, name in enumerate(
-        ("missing", "unsupported", "both_undefined", "exact", "ulp_1", "ulp_2_4", "ulp_5_1024", "ulp_gt_1024", "unexpected_finite", "wrong_nonfinite", "error")
+        ("missing", "unsupported", "both_undefined", "unsettled", "exact", "ulp_1", "ulp_2_4", "ulp_5_1024", "ulp_gt_1024", "unexpected_finite", "wrong_nonfinite", "error")
     )
 }
 """Order of badness, for picking the worst of several rows."""

@@ -26,7 +26,7 @@ TABLES: Mapping[str, tuple[str, ...]] = {
         *KEYS, "status", "message", "n_points", "max_ulp", "median_ulp", "max_frac_ulp", *BUCKETS,
         "wrong_nan", "wrong_inf", "notes", "conventions", "compile_s", "run_s",
     ),
-    "binned": (*KEYS, "binade_of", "sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite"),
+    "binned": (*KEYS, "binade_of", "sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite", "unsettled"),
     "worst": (*KEYS, "rank", "in0", "in1", "in2", "args", "computed", "ref_hi", "ref_lo", "dulp", "frac_ulp", "bucket"),
     "samples": (*KEYS, "in0", "in1", "in2", "computed", "ref_hi", "dulp"),
 }

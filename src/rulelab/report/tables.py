@@ -77,6 +77,8 @@ def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
     text = fmt_ulp(row.get("max_ulp"))
     if n_bad:
         text += f" · {n_bad} non-finite"
+    if _num(row.get("unsettled")):
+        text += f" · {int(_num(row.get('unsettled')))} unsettled"
     counts = ", ".join(f"{CLASS_LABELS[b]}: {int(row.get(b) or 0)}" for b in BUCKETS if _num(row.get(b)))
     title = f"{key}: max {fmt_ulp(row.get('max_ulp'))} ULP, median {fmt_ulp(row.get('median_ulp'))} ULP over {int(_num(row.get('n_points')))} points ({counts})"
     return Cell(text, cls, title, href)
@@ -209,6 +211,7 @@ SUMMARY_COLUMNS: Mapping[str, str] = {
     "wrong_nonfinite": "wrong non-finite",
     "unexpected_finite": "finite where undefined",
     "both_undefined": "both undefined",
+    "unsettled": "unsettled",
     "compile_s": "compile s",
     "run_s": "run s",
 }
