@@ -335,7 +335,7 @@ FAILURES = [
     ("linear_solve", "naive", "grad", "a", "float32", [(0.0, 0.0), (0.5, 0.0), (2.0, 0.0), (0.5, 1e-3)], NAN, "0/0 guard"),
     ("linear_solve", "naive", "grad", "b", "float16", [(0.0, 0.0), (1.0, 0.5), (2.0, 3.0)], NAN, "0/0 guard"),
     ("linear_solve", "naive", "grad", "a", "bfloat16", [(0.0, 0.0), (0.5, 0.1)], NAN, "0/0 guard"),
-    ("linear_solve", "library", "value", "a", "float16", [(1.0, 0.019), (2.0, 2.164)], NAN, "p'Ap = 0 first"),
+    ("linear_solve", "library", "value", "a", "float16", [(1.0, 0.019)], NAN, "p'Ap = 0 first"),
 ]
 
 

@@ -16,7 +16,7 @@ def part_tables(case: str, n: int) -> dict:
     return {
         "summary": {**{k: v[:1] for k, v in keys.items()}, "status": ["ok"], "message": [""], "n_points": [n], "max_ulp": [1.0], "exact": [n - 1]},
         "binned": {**keys, "binade_of": ["x"] * n, "sign": np.ones(n, np.int64), "binade": np.arange(n, dtype=float),
-                   "count": np.ones(n, np.int64), "max_ulp": np.zeros(n), "median_ulp": np.zeros(n), "nonfinite": np.zeros(n, np.int64)},
+                   "count": np.ones(n, np.int64), "max_ulp": np.zeros(n), "median_ulp": np.zeros(n), "nonfinite": np.zeros(n, np.int64), "unsettled": np.zeros(n, np.int64)},
         "worst": {},
         "samples": {**keys, "in0": np.arange(n, dtype=float), "in1": np.full(n, np.nan), "in2": np.full(n, np.nan),
                     "computed": np.zeros(n), "ref_hi": np.zeros(n), "dulp": np.zeros(n)},

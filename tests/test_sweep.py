@@ -136,7 +136,8 @@ def test_resume_after_an_interruption_recomputes_nothing_and_matches(tmp_path, m
         sweep.start(plan, tmp_path / "b", [USER_CASES], OPTIONS)
     monkeypatch.setattr(store, "write_part", real)
     (stopped,) = (tmp_path / "b" / "accuracy").glob("2*")
-    assert store.read_meta(stopped)["status"] == "running"
+    assert store.read_meta(stopped)["status"] == "stopped"
+    assert store.read_meta(stopped)["stopped"]["reason"] == "interrupted"
     before = {k: store.read_part(stopped / "parts" / store.part_name(k)) for k in written}
 
     resumed = sweep.resume(stopped.name, tmp_path / "b", OPTIONS)

@@ -195,14 +195,14 @@ def double_double(x: Any) -> tuple[float, float]:
     if math.isinf(hi):
         return hi, 0.0
     # x - hi exactly, as an integer times a power of two
-    hs, hm, he = _float_parts(hi)
+    hs, hm, he = float_parts(hi)
     e = min(exp, he)
     diff = ((-1) ** sign) * (man << (exp - e)) - ((-1) ** hs) * (hm << (he - e))
     lo = round_exact(1 if diff < 0 else 0, abs(diff), e, "float64")
     return hi, lo
 
 
-def _float_parts(v: float) -> tuple[int, int, int]:
+def float_parts(v: float) -> tuple[int, int, int]:
     """(sign, man, exp) of a finite Python float, exact."""
     m, e = math.frexp(v)
     sign = 1 if math.copysign(1.0, v) < 0 else 0
@@ -228,11 +228,11 @@ def round_double_double(hi: np.ndarray, lo: np.ndarray, dtype: Any) -> np.ndarra
         if h == 0.0:
             flat_out[i] = h
             continue
-        hs, hm, he = _float_parts(h)
+        hs, hm, he = float_parts(h)
         if l == 0.0:
             flat_out[i] = round_exact(hs, hm, he, f)
             continue
-        ls, lm, le = _float_parts(l)
+        ls, lm, le = float_parts(l)
         e = min(he, le)
         total = ((-1) ** hs) * (hm << (he - e)) + ((-1) ** ls) * (lm << (le - e))
         flat_out[i] = round_exact(1 if total < 0 else 0, abs(total), e, f)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mpmath
+from mpmath.libmp import NoConvergence
 
 from rulelab.case import Interval
 
@@ -50,7 +51,7 @@ def derivative(f: Callable[[Any], Any], x: float, n: int, prec: int, domain: Int
     """The ``n``-th derivative (1 or 2) of ``f`` (an mpmath function of one variable) at
     ``x``, aimed at ``prec`` correct bits; ``direction`` +1/-1 for a one-sided stencil at
     a domain end. Returns an mpf (rounded to ``prec`` bits), or None where ``f`` is
-    undefined or infinite at a stencil point; raises ``mpmath.NoConvergence`` where the
+    undefined or infinite at a stencil point; raises ``NoConvergence`` where the
     difference keeps cancelling. The caller confirms the result."""
     offsets, coeffs = (_FORWARD if direction else _CENTRAL)[n]
     if direction < 0:
@@ -90,4 +91,4 @@ def derivative(f: Callable[[Any], Any], x: float, n: int, prec: int, domain: Int
             work = max(work * 2, prec + lost + 2 * GUARD_BITS)
     if total == 0:
         return mpmath.mpf(0)
-    raise mpmath.NoConvergence(f"the difference still cancels at {work} bits")
+    raise NoConvergence(f"the difference still cancels at {work} bits")

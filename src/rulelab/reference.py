@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import mpmath
+from mpmath.libmp import NoConvergence
 import numpy as np
 
 from rulelab.case import Case, get_case
 from rulelab.errors import UsageError
 from rulelab.fingerprint import fingerprint
-from rulelab.floats import FORMATS, double_double, round_double_double
+from rulelab.floats import FORMATS, float_parts, double_double, round_exact
 from rulelab.numdiff import derivative as numerical_derivative
 
 POLICY_VERSION = 2
@@ -159,55 +160,92 @@ def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec
         raise
     except DOMAIN_SIGNALS:
         return None
-    except mpmath.NoConvergence as exc:
+    except NoConvergence as exc:
         raise _Unconverged(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
         raise BrokenReference(f"{where()}: {type(exc).__name__}: {exc}") from None
 
 
-def _midpoint_sensitive(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether two double-doubles with the same hi round differently in a narrow dtype
-    (possible only where hi is a rounding boundary and the low parts differ in sign)."""
-    if np.sign(a[1]) == np.sign(b[1]):
+def _narrow_boundary(hi: float) -> bool:
+    """Whether the float64 ``hi`` is a rounding boundary (a midpoint) of a narrower dtype:
+    values a hair above and below it round apart."""
+    sign, man, exp = float_parts(hi)
+    if man & ((1 << 28) - 1):  # a boundary of a dtype of <= 24 bits has <= 25 significant bits
         return False
-    for f in FORMATS.values():
-        if f.bits < 64:
-            ra = round_double_double(np.array([a[0]]), np.array([a[1]]), f)
-            rb = round_double_double(np.array([b[0]]), np.array([b[1]]), f)
-            if ra.tobytes() != rb.tobytes():
+    return any(round_exact(sign, 2 * man + 1, exp - 1, f) != round_exact(sign, 2 * man - 1, exp - 1, f) for f in _NARROW)
+
+
+_NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)
+
+
+def _near_boundary(hi: float, lo: float, err: float, exact: bool, value: Any = None) -> bool:
+    """Whether hi + lo, known to within ``err``, could lie on either side of a rounding
+    boundary: a float64 midpoint beside hi, or hi itself where it is a boundary of a
+    narrower dtype (unless the value is exactly hi at both precisions: ``exact``).
+    ``value``, the mpf the double-double came from, settles the float64 midpoint test
+    where lo alone, rounded, cannot (1 - 2^-54 - 2^-200 has lo = 2^-54)."""
+    if lo != 0:
+        toward_zero = (lo < 0) != (hi < 0)
+        half = math.ulp(hi) / 2
+        if toward_zero and math.frexp(hi)[0] in (0.5, -0.5):
+            half /= 2  # below a power of two the spacing halves
+        if abs(abs(lo) - half) <= err + math.ulp(half):
+            if value is None:
                 return True
-    return False
+            below = mpmath.fsub(value, hi, exact=True)  # (exact: abs() would round to mp.prec)
+            gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
+            if -err <= gap <= err:
+                return True
+    return abs(lo) <= err and not exact and hi != 0 and _narrow_boundary(hi)
 
 
-def agree(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether two evaluations' double-doubles confirm each other: both undefined, or the
-    same float64 (±0 alike), low parts within 2^-DD_BITS of it, and the same rounding
-    in every narrower dtype."""
+def agree(a: tuple[float, float], b: tuple[float, float], prec: int, value: Any = None) -> bool:
+    """Whether two evaluations (double-doubles, the first at ``prec`` bits, the second
+    at more, whose mpf is ``value``) confirm each other: both undefined; or the same
+    float64 (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of
+    any dtype within their uncertainty (their difference, and at least 2^-(prec-16)
+    relative)."""
     if math.isnan(a[0]) or math.isnan(b[0]):
         return math.isnan(a[0]) and math.isnan(b[0])
     if a[0] != b[0]:
         return False
     if math.isinf(a[0]):
         return True
-    tol = max(math.ldexp(abs(a[0]), -DD_BITS), 5e-324)
-    return abs(a[1] - b[1]) <= tol and not _midpoint_sensitive(a, b)
+    diff = abs(a[1] - b[1])
+    if diff > max(math.ldexp(abs(a[0]), -DD_BITS), 5e-324):
+        return False
+    err = max(diff, math.ldexp(abs(b[0]), 16 - prec))
+    return not _near_boundary(b[0], b[1], err, exact=a[1] == b[1] == 0, value=value)
+
+
+ZERO_PRECISION = 1536
+"""A zero must also come out zero at this precision (or the cap): below it, a value
+under 2^-1074 (float64's smallest subnormal) beside intermediates near 1 could still
+be cancellation."""
 
 
 def reference_point(case: Case, order: int, arg: str, point: tuple[float, ...], max_precision: int = MAX_PRECISION) -> tuple[float, float]:
     """(hi, lo) of the confirmed reference at ``point``: (NaN, 0) where it is undefined,
     (NaN, p) where it never settled up to p bits."""
-    previous = None
-    for prec in precisions(max_precision):
+    previous: tuple[int, tuple[float, float]] | None = None
+    queue = precisions(max_precision)
+    tried = queue[0]
+    while queue:
+        prec = tried = queue.pop(0)
         try:
             value = evaluate_at(case, order, arg, point, prec)
         except _Unconverged:
             previous = None
             continue
         dd = (math.nan, 0.0) if value is None else double_double(value)
-        if previous is not None and agree(previous, dd):
-            return dd
-        previous = dd
-    return math.nan, float(prec)
+        if previous is not None and agree(previous[1], dd, previous[0], value):
+            if dd[0] != 0 or prec >= min(ZERO_PRECISION, max_precision):
+                return dd
+            zero = min(ZERO_PRECISION, max_precision)  # confirm a zero far above
+            queue = [zero] + [p for p in precisions(max_precision) if p > zero]
+            continue
+        previous = (prec, dd)
+    return math.nan, float(tried)
 
 
 def probe(case: Case) -> None:

@@ -256,7 +256,7 @@ register(
             "At the default 8 steps (4 unknowns) that is ~98% of an a, b grid in float32 (all of "
             "b = 0, where A is a multiple of I), all of it in float16 and ~96% in bfloat16. "
             "jax.scipy.sparse.linalg.cg with tol = 0 returns NaN values in float16 at some points "
-            "(e.g. (1, 0.019), (2, 2.164)): p'Ap reaches 0 before r'r does. custom_linear_solve "
+            "(e.g. (1, 0.019); which points varies with the CPU's float16 arithmetic): p'Ap reaches 0 before r'r does. custom_linear_solve "
             "differentiates by one more CG solve; the CG here scales the right-hand side to max 1 so "
             "that r'r of a tiny tangent cannot underflow."
         ),
