@@ -60,7 +60,8 @@ def test_logaddexp_derivatives_on_the_huge_diagonal_are_one_half_and_one_quarter
     c = get_case("logaddexp")
     assert R.reference_point(c, 1, "x", (F32_MAX, F32_MAX))[0] == 0.5
     assert R.reference_point(c, 2, "x", (F32_MAX, F32_MAX))[0] == 0.25
-    assert R.reference_point(c, 1, "x", (1e30, 1e30)) == (0.5, pytest.approx(0.0, abs=1e-100))
+    hi, lo = R.reference_point(c, 1, "x", (1e30, 1e30))
+    assert hi == 0.5 and abs(lo) <= 2.0 ** -R.DD_BITS
     c3 = get_case("logsumexp3")
     hi, lo = R.reference_point(c3, 1, c3.args[0], (F32_MAX, F32_MAX, F32_MAX))
     assert same_rounding((hi, lo), mpmath.mpf(1) / 3)

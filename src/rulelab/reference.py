@@ -87,9 +87,13 @@ def is_unsettled(hi: Any, lo: Any) -> Any:
     return np.isnan(hi) & (np.asarray(lo) != 0)
 
 
-def precisions(cap: int = MAX_PRECISION) -> list[int]:
-    """The precisions tried in turn: START_PRECISIONS, then doubling up to ``cap``."""
-    out = [p for p in START_PRECISIONS if p <= cap] or [cap]
+def precisions(cap: int = MAX_PRECISION, point: tuple[float, ...] = ()) -> list[int]:
+    """The precisions tried in turn: START_PRECISIONS, raised by the binary exponent of
+    the largest finite input (an absolute error at that magnitude is what cancellation
+    leaves, as in x - logsumexp(x, …) at x ~ 2^127), then doubling up to ``cap``."""
+    extra = max((math.frexp(x)[1] for x in point if math.isfinite(x)), default=0)
+    out = [min(p + max(extra, 0), cap) for p in START_PRECISIONS]
+    out = list(dict.fromkeys(out))
     while out[-1] < cap:
         out.append(min(2 * out[-1], cap))
     return out
@@ -178,74 +182,89 @@ def _narrow_boundary(hi: float) -> bool:
 _NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)
 
 
-def _near_boundary(hi: float, lo: float, err: float, exact: bool, value: Any = None) -> bool:
-    """Whether hi + lo, known to within ``err``, could lie on either side of a rounding
-    boundary: a float64 midpoint beside hi, or hi itself where it is a boundary of a
-    narrower dtype (unless the value is exactly hi at both precisions: ``exact``).
-    ``value``, the mpf the double-double came from, settles the float64 midpoint test
-    where lo alone, rounded, cannot (1 - 2^-54 - 2^-200 has lo = 2^-54)."""
-    if lo != 0:
-        toward_zero = (lo < 0) != (hi < 0)
+def _near_boundary(hi: float, value: Any, err: Any) -> bool:
+    """Whether ``value`` (an mpf, known to within ``err``) could lie on either side of
+    a rounding boundary: a float64 midpoint beside hi = RN64(value), or hi itself where
+    it is a boundary of a narrower dtype. Exact mpf arithmetic: the part of ``value``
+    that decides the rounding may lie far below what a double-double keeps (softplus
+    at 1276 is 1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
+    below = mpmath.fsub(value, hi, exact=True)
+    if below != 0:
         half = math.ulp(hi) / 2
-        if toward_zero and math.frexp(hi)[0] in (0.5, -0.5):
+        if (below < 0) != (hi < 0) and math.frexp(hi)[0] in (0.5, -0.5):
             half /= 2  # below a power of two the spacing halves
-        if abs(abs(lo) - half) <= err + math.ulp(half):
-            if value is None:
-                return True
-            below = mpmath.fsub(value, hi, exact=True)  # (exact: abs() would round to mp.prec)
-            gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
-            if -err <= gap <= err:
-                return True
-    return abs(lo) <= err and not exact and hi != 0 and _narrow_boundary(hi)
+        gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
+        if -err <= gap <= err:
+            return True
+    return -err <= below <= err and hi != 0 and _narrow_boundary(hi)
 
 
-def agree(a: tuple[float, float], b: tuple[float, float], prec: int, value: Any = None) -> bool:
-    """Whether two evaluations (double-doubles, the first at ``prec`` bits, the second
-    at more, whose mpf is ``value``) confirm each other: both undefined; or the same
-    float64 (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of
-    any dtype within their uncertainty (their difference, and at least 2^-(prec-16)
-    relative)."""
-    if math.isnan(a[0]) or math.isnan(b[0]):
-        return math.isnan(a[0]) and math.isnan(b[0])
-    if a[0] != b[0]:
+def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]]) -> bool:
+    """Whether two evaluations, each (precision, mpf or None, double-double), the second
+    at the higher precision, confirm each other: both undefined; or the same float64
+    (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of any dtype
+    within the second's error. That error is taken as their difference scaled down by
+    the precision gained, and at least 2^-(p-16) relative."""
+    (pa, va, da), (pb, vb, db) = a, b
+    if va is None or vb is None:
+        return va is None and vb is None
+    if da[0] != db[0]:
         return False
-    if math.isinf(a[0]):
+    if math.isinf(db[0]):
         return True
-    diff = abs(a[1] - b[1])
-    if diff > max(math.ldexp(abs(a[0]), -DD_BITS), 5e-324):
+    if abs(da[1] - db[1]) > max(math.ldexp(abs(da[0]), -DD_BITS), 5e-324):
         return False
-    err = max(diff, math.ldexp(abs(b[0]), 16 - prec))
-    return not _near_boundary(b[0], b[1], err, exact=a[1] == b[1] == 0, value=value)
+    with mpmath.workprec(64):
+        err = max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
+        return not _near_boundary(db[0], vb, err)
 
 
 ZERO_PRECISION = 1536
-"""A zero must also come out zero at this precision (or the cap): below it, a value
-under 2^-1074 (float64's smallest subnormal) beside intermediates near 1 could still
-be cancellation."""
+"""An exact zero must also come out zero at this precision (or the cap): below it, a
+value under 2^-1074 (float64's smallest subnormal) beside intermediates near 1 could
+still cancel to zero. (A nonzero value too small for float64 is confirmed like any
+other: cancellation leaves an error near 2^-prec of the intermediates, not below.)"""
+
+
+def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_precision: int = MAX_PRECISION) -> tuple[float, float, int]:
+    """(hi, lo, p): the reference at ``point`` confirmed by agreement, and the precision p
+    of the evaluation it settled at; (NaN, 0, p) where undefined, (NaN, p, p) where it
+    never settled up to p bits. A value that came out identical at every precision up
+    to the cap, on a rounding boundary, is taken as exact (e.g. |x| at a bfloat16
+    midpoint): only a part below 2^-cap of it could round it otherwise."""
+    previous: tuple[int, Any, tuple[float, float]] | None = None
+    first: Any = None
+    identical = True
+    queue = precisions(max_precision, point)
+    prec = queue[0]
+    while queue:
+        prec = queue.pop(0)
+        try:
+            value = evaluate_at(case, order, arg, point, prec)
+        except _Unconverged:
+            previous, identical = None, False
+            continue
+        current = (prec, value, (math.nan, 0.0) if value is None else double_double(value))
+        if first is None:
+            first = value
+        identical = identical and value is not None and value == first
+        if previous is not None and agree(previous, current):
+            if value != 0 or prec >= min(ZERO_PRECISION, max_precision):
+                return current[2][0], current[2][1], prec
+            zero = min(ZERO_PRECISION, max_precision)  # confirm an exact zero far above
+            queue = [zero] + [p for p in precisions(max_precision) if p > zero]
+            continue
+        previous = current
+    if identical and previous is not None:
+        return previous[2][0], previous[2][1], prec
+    return math.nan, float(prec), prec
 
 
 def reference_point(case: Case, order: int, arg: str, point: tuple[float, ...], max_precision: int = MAX_PRECISION) -> tuple[float, float]:
     """(hi, lo) of the confirmed reference at ``point``: (NaN, 0) where it is undefined,
     (NaN, p) where it never settled up to p bits."""
-    previous: tuple[int, tuple[float, float]] | None = None
-    queue = precisions(max_precision)
-    tried = queue[0]
-    while queue:
-        prec = tried = queue.pop(0)
-        try:
-            value = evaluate_at(case, order, arg, point, prec)
-        except _Unconverged:
-            previous = None
-            continue
-        dd = (math.nan, 0.0) if value is None else double_double(value)
-        if previous is not None and agree(previous[1], dd, previous[0], value):
-            if dd[0] != 0 or prec >= min(ZERO_PRECISION, max_precision):
-                return dd
-            zero = min(ZERO_PRECISION, max_precision)  # confirm a zero far above
-            queue = [zero] + [p for p in precisions(max_precision) if p > zero]
-            continue
-        previous = (prec, dd)
-    return math.nan, float(tried)
+    hi, lo, _ = settle(case, order, arg, point, max_precision)
+    return hi, lo
 
 
 def probe(case: Case) -> None:
