@@ -54,7 +54,7 @@ from rulelab.numdiff import derivative as numerical_derivative
 POLICY_VERSION = 2
 """Changes whenever the way references are computed or confirmed changes (part of the
 cache key)."""
-START_PRECISIONS = (128, 192)
+START_PRECISIONS = (128, 160)
 """The first two precisions (bits) every reference is evaluated at; after that each
 retry doubles the precision."""
 MAX_PRECISION = 2048
@@ -182,21 +182,29 @@ def _narrow_boundary(hi: float) -> bool:
 _NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)
 
 
-def _near_boundary(hi: float, value: Any, err: Any) -> bool:
-    """Whether ``value`` (an mpf, known to within ``err``) could lie on either side of
-    a rounding boundary: a float64 midpoint beside hi = RN64(value), or hi itself where
-    it is a boundary of a narrower dtype. Exact mpf arithmetic: the part of ``value``
-    that decides the rounding may lie far below what a double-double keeps (softplus
-    at 1276 is 1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
-    below = mpmath.fsub(value, hi, exact=True)
-    if below != 0:
-        half = math.ulp(hi) / 2
-        if (below < 0) != (hi < 0) and math.frexp(hi)[0] in (0.5, -0.5):
-            half /= 2  # below a power of two the spacing halves
-        gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
-        if -err <= gap <= err:
-            return True
-    return -err <= below <= err and hi != 0 and _narrow_boundary(hi)
+def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Callable[[], Any]) -> bool:
+    """Whether ``value`` (an mpf whose double-double is (hi, lo), known to within
+    ``err``, an upper bound as a float, and within ``exact_err()``, an mpf) could lie
+    on either side of a rounding boundary: a float64
+    midpoint beside hi = RN64(value), or hi itself where it is a boundary of a narrower
+    dtype. Where the double-double cannot tell, exact mpf arithmetic decides: the part
+    of ``value`` that decides the rounding may lie far below what a double-double
+    keeps (softplus at 1276 is 1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
+    half = math.ulp(hi) / 2
+    if (lo < 0) != (hi < 0) and math.frexp(hi)[0] in (0.5, -0.5):
+        half /= 2  # below a power of two the spacing halves
+    slack = err + math.ulp(half) + 5e-324  # lo is below rounded to 53 bits
+    narrow = hi != 0 and _narrow_boundary(hi)
+    if abs(abs(lo) - half) > slack and not (narrow and abs(lo) <= slack):
+        return False  # clear of every boundary: no need for exact arithmetic
+    with mpmath.workprec(64):
+        err = exact_err()
+        below = mpmath.fsub(value, hi, exact=True)
+        if below != 0:
+            gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
+            if -err <= gap <= err:
+                return True
+        return narrow and -err <= below <= err
 
 
 def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]]) -> bool:
@@ -212,11 +220,16 @@ def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[floa
         return False
     if math.isinf(db[0]):
         return True
-    if abs(da[1] - db[1]) > max(math.ldexp(abs(da[0]), -DD_BITS), 5e-324):
+    diff = abs(da[1] - db[1])
+    if diff > max(math.ldexp(abs(da[0]), -DD_BITS), 5e-324):
         return False
-    with mpmath.workprec(64):
-        err = max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
-        return not _near_boundary(db[0], vb, err)
+    # an upper bound, as a float: hi are equal, so |vb - va| <= |lo_b - lo_a| + 2^-1074
+    err = max(math.ldexp(diff + 5e-324, pa - pb), math.ldexp(abs(db[0]), 17 - pb))
+
+    def exact_err() -> Any:
+        return max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
+
+    return not _near_boundary(db[0], db[1], vb, err, exact_err)
 
 
 ZERO_PRECISION = 1536
