@@ -178,3 +178,49 @@ def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, en
     for name in store.TABLES:
         pd.testing.assert_frame_equal(a[name], b[name])
     assert len(a["summary"]) == 18 and (a["summary"]["status"] == "ok").all()
+
+
+BROKEN_MODULE = """
+import jax.numpy as jnp
+import rulelab
+
+def reference(mp, x):
+    {body}
+
+rulelab.register(rulelab.make_case(
+    name="user_broken", formula="e^x", args=("x",), domain=rulelab.Interval(1.0, 1024.0),
+    reference=reference, variants={{"naive": jnp.exp}}))
+"""
+
+
+def broken_module(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "broken_cases.py"
+    path.write_text(BROKEN_MODULE.format(body=body))
+    return str(path)
+
+
+def test_a_reference_computed_in_double_precision_is_refused_by_check(tmp_path, env):
+    module = broken_module(tmp_path, "import math\n    return math.exp(float(x))")
+    res = rulelab("check", "--module", module, env=env)
+    assert res.returncode == 2, res.stderr
+    assert "user_broken" in res.stderr and "returned float" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed(tmp_path, env):
+    module = broken_module(tmp_path, "return mp.exp(x) if x < 100 else mp.exp(x) + undefined_name")
+    plan = plan_file(tmp_path, '"user_broken"', '"value"')
+    out = tmp_path / "out"
+    res = rulelab("sweep", plan, "--module", module, "--out", str(out), "--no-progress", env=env)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "concurrent.futures" not in res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert "user_broken" in line and "value at (" in line and "NameError" in line and "--resume" in line
+    (run,) = (out / "accuracy").glob("2*")
+    meta = store.read_meta(run)
+    assert meta["status"] == "stopped" and "NameError" in meta["stopped"]["reason"]
+    broken_module(tmp_path, "return mp.exp(x)")
+    res = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", env=env)
+    assert res.returncode == 0, res.stderr
+    summary = store.load_table(run, "summary")
+    assert store.read_meta(run)["status"] == "complete" and len(summary) == 3
+    assert (summary["unsettled"] == 0).all() and (summary["max_ulp"] <= 1).all()

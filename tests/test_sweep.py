@@ -166,3 +166,41 @@ def test_thin_spreads_evenly_and_keeps_small_sets():
     assert len(idx) == 10 and x[idx[0]] == 0 and x[idx[-1]] == 999
     assert np.all(np.diff(x[idx]) > 0)
     assert sorted(thin(x[:5], 10)) == [0, 1, 2, 3, 4]
+
+
+def _drifting(mp, x):
+    """exp(x), except above 32 where it moves with the precision: never settles there."""
+    return mp.exp(x) if x <= 32 else mp.exp(x) * (1 + mp.mpf(mp.prec) * mp.mpf(2) ** -60)
+
+
+def test_unsettled_points_are_counted_listed_and_not_scored(tmp_path, monkeypatch):
+    import jax.numpy as jnp
+
+    import rulelab
+    from rulelab.report import build_report
+
+    rulelab.register(rulelab.make_case(
+        "tdrift", "e^x", ("x",), rulelab.Interval(1.0, 64.0), _drifting, {"naive": jnp.exp},
+        derivatives={("x", 1): _drifting}), replace=True)
+    try:
+        monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
+        plan = tiny_plan('"tdrift"', '"float16", "bfloat16"', 'transforms = ["value", "grad", "grad2"]\nmax_precision = 256')
+        run = sweep.start(plan, tmp_path / "results", [], OPTIONS)
+        s = store.load_table(run, "summary").set_index(["transform", "dtype"])
+        w = store.load_table(run, "worst")
+        for dtype in ("float16", "bfloat16"):
+            points = make_sweep(rulelab.get_case("tdrift"), dtype, plan.spec(dtype, 1), plan.seed).points[0].astype(float)
+            above = int((points > 32).sum())
+            assert above > 0
+            for transform in ("value", "grad", "grad2"):
+                row = s.loc[(transform, dtype)]
+                assert row["unsettled"] == above
+                assert sum(row[b] for b in ("exact", "ulp_1", "ulp_2_4", "ulp_5_1024", "ulp_gt_1024", "wrong_nonfinite", "unexpected_finite", "both_undefined")) == row["n_points"] - above
+            listed = w[(w["dtype"] == dtype) & (w["bucket"] == "unsettled")]
+            assert (listed["in0"] > 32).all() and (listed["ref_lo"] == 256).all() and listed["ref_hi"].isna().all()
+        index = build_report([run], None, tmp_path / "reports")
+        page = (index.parent / "case-tdrift.html").read_text()
+        assert "unsettled references" in page and "precisions tried" in page and "to 256 bits" in page
+        assert "d/dx: analytic" in page and "d2/dx2: numerical (a difference of the analytic d/dx)" in page
+    finally:
+        rulelab.unregister("tdrift")

@@ -121,6 +121,19 @@ class Case:
     def conventions_for(self, arg: str, order: int) -> tuple[Convention, ...]:
         return tuple(c for c in self.conventions if c.arg == arg and c.order == order)
 
+    def derivative_kind(self, arg: str, order: int) -> str:
+        """How the reference of a derivative is made: analytic (an mpmath expression the
+        case gives), or numerical (a relative-step difference, of the given first
+        derivative where there is one); conventions, where they apply, come first."""
+        if (arg, order) in self.derivatives:
+            kind = "analytic"
+        elif order == 2 and (arg, 1) in self.derivatives:
+            kind = f"numerical (a difference of the analytic d/d{arg})"
+        else:
+            kind = "numerical (a relative-step difference of the value)"
+        notes = [c.note for c in self.conventions_for(arg, order)]
+        return kind + "".join(f"; convention: {n}" for n in notes)
+
 
 def make_case(
     name: str,

@@ -35,6 +35,7 @@ class CaseInfo:
     source: str = ""
     notes: str = ""
     conventions: tuple[str, ...] = ()
+    derivatives: tuple[str, ...] = ()
     variants: tuple[VariantInfo, ...] = ()
     problem: str = ""
 
@@ -70,6 +71,7 @@ def case_info(name: str) -> CaseInfo:
     naming why (unknown case, or the catalog failed to import)."""
     try:
         from rulelab.case import CaseError, get_case
+        from rulelab.reference import derivative_label
     except Exception as exc:  # pragma: no cover - the package itself is broken
         return CaseInfo(name, False, problem=f"rulelab.case could not be imported: {exc}")
     try:
@@ -90,5 +92,6 @@ def case_info(name: str) -> CaseInfo:
         source=case.source,
         notes=case.notes,
         conventions=conventions,
+        derivatives=tuple(f"{derivative_label(order, arg)}: {case.derivative_kind(arg, order)}" for arg, order in case.derivative_keys()),
         variants=variants,
     )

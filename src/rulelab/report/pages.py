@@ -25,6 +25,7 @@ from rulelab.report.tables import (
     summary_table,
     support_matrix,
     variant_order,
+    unsettled_table,
     worst_table,
 )
 
@@ -172,6 +173,8 @@ def _case_header(info: CaseInfo, acc_case: pd.DataFrame) -> str:
         out.append(f"<p>{html.esc(info.notes)}</p>")
     if info.conventions:
         out.append(html.note("Conventions: " + html.items(html.esc(c) for c in info.conventions), "conv"))
+    if info.derivatives:
+        out.append("<p>How the reference derivatives are made:</p>" + html.items(html.esc(d) for d in info.derivatives))
     return "\n".join(out)
 
 
@@ -226,6 +229,13 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
         if conventions:
             body.append(html.note("<b>convention:</b> " + html.esc(conventions) + " The reference follows it; the numbers below are measured against it.", "conv"))
         body.append(html.table(summary_table(s, transform, arg), caption=f"{case}: {label}"))
+        unsettled = unsettled_table(w[(w["transform"] == transform) & (w["arg"] == arg)])
+        if not unsettled.empty:
+            body.append(html.note(
+                "<b>unsettled:</b> at these inputs two evaluations of the reference never agreed up to the precision cap "
+                "(the plan's <code>max_precision</code>), so no variant is scored there; raise the cap, or give the case an "
+                "analytic derivative or a convention.", "missing"))
+            body.append(html.table(unsettled, caption=f"{case}: {label}, unsettled references"))
         sel_s = s[(s["transform"] == transform) & (s["arg"] == arg)]
         panels = [(d, be) for d in ordered(sel_s["dtype"], DTYPE_ORDER) for be in dict.fromkeys(sel_s.loc[sel_s["dtype"] == d, "backend"])]
         argument = arg if arg else (args[0] if args else "")

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from rulelab.metrics import BUCKETS
+from rulelab.reference import START_PRECISIONS
 from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
@@ -279,6 +280,7 @@ def _fmt_float(v: Any) -> str:
 def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The ``k`` worst inputs per variant (as stored, best rank first): inputs by
     argument name, computed value, reference, dULP, fractional ULP, bucket."""
+    worst_sel = worst_sel[worst_sel["bucket"] != "unsettled"]
     if worst_sel.empty:
         return pd.DataFrame()
     df = worst_sel.copy()
@@ -300,6 +302,19 @@ def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         ])
         index.append((r["variant"], int(_num(r.get("rank")))))
     return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "rank"]), columns=["input", "computed", "reference", "dULP", "frac. ULP", "bucket"])
+
+
+def unsettled_table(worst_sel: pd.DataFrame) -> pd.DataFrame:
+    """The stored points whose reference never settled (one row per input and dtype,
+    whichever variants listed it), with the highest precision tried."""
+    sel = worst_sel[worst_sel["bucket"] == "unsettled"]
+    data, index = [], []
+    for r in sel.drop_duplicates(["dtype", "in0", "in1", "in2"]).to_dict("records"):
+        names = [n for n in str(r.get("args", "")).split(",") if n] or ["x"]
+        inputs = ", ".join(f"{n} = {_fmt_float(r.get(f'in{i}'))}" for i, n in enumerate(names[:3]))
+        data.append([Cell(inputs, "text"), Cell(f"{START_PRECISIONS[0]} to {int(_num(r.get('ref_lo')))} bits, doubling", "text")])
+        index.append(r["dtype"])
+    return pd.DataFrame(data, index=pd.Index(index, name="dtype"), columns=["input", "precisions tried"])
 
 
 def _backend(meta: Mapping[str, Any]) -> Mapping[str, Any]:
