@@ -95,6 +95,7 @@ MISTAKES = [
     ('cases = ["tplan_id"]\n[sweep.float32]\nexhaustive16 = 1\n', 3, ["exhaustive16 in [sweep.float32] must be true or false"]),
     ('cases = ["tplan_id"]\n[sweep]\ngrid_stride = 0\n', 3, ["grid_stride in [sweep] must be an integer >= 1"]),
     ('cases = ["tplan_id"]\nseed = "zero"\n', 2, ["seed must be an integer"]),
+    ('cases = ["tplan_id"]\nmax_precision = 64\n', 2, ["max_precision must be an integer >= 160"]),
     ('cases = "tplan_id"\ndtypes = "all"\n', 2, ["unknown dtype 'all'"]),
     ('cases = []\n', 1, ["cases is empty"]),
     ('cases = ["tplan_id"\n', 1, ["not valid TOML", "Unclosed array"]),
