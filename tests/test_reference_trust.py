@@ -290,3 +290,13 @@ def test_a_zero_from_cancellation_is_not_confirmed_by_two_close_precisions():
     assert hi == 2.0**-201
     # a true zero is still zero
     assert R.reference_point(c, 0, "", (0.0,)) == (0.0, 0.0)
+
+
+def test_only_the_dtypes_that_can_hold_a_point_need_deciding():
+    """logaddexp(-7388, y) = y + e^-7388 with y = 283 * 2^-24, a float16 value and a
+    bfloat16 midpoint: the tail, 2^-10659, is out of reach of the precision cap, but
+    -7388 is no bfloat16 value, so only float16 (and float64) roundings are needed."""
+    c = get_case("logaddexp")
+    y = 283 * 2.0**-24
+    hi, lo = R.reference_point(c, 0, "", (-7388.0, y))
+    assert hi == y and same_rounding((hi, lo), mpmath.mpf(y), ("float64", "float16"))

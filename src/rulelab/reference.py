@@ -119,14 +119,14 @@ def _checked(value: Any, what: Callable[[], str]) -> Any:
     return value
 
 
-class _Unconverged(Exception):
+class Unconverged(Exception):
     """No value at this precision (mpmath gave up); a higher precision may settle it."""
 
 
 def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec: int) -> Any:
     """One evaluation of the reference at ``point`` at ``prec`` bits: an mpf (maybe
     infinite), or None where undefined. Raises :class:`BrokenReference` on a broken
-    reference and ``_Unconverged`` where mpmath does not converge at this precision."""
+    reference and ``Unconverged`` where mpmath does not converge at this precision."""
     mp = mpmath.mp
 
     def where() -> str:
@@ -165,36 +165,48 @@ def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec
     except DOMAIN_SIGNALS:
         return None
     except NoConvergence as exc:
-        raise _Unconverged(str(exc)) from None
+        raise Unconverged(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
         raise BrokenReference(f"{where()}: {type(exc).__name__}: {exc}") from None
-
-
-def _narrow_boundary(hi: float) -> bool:
-    """Whether the float64 ``hi`` is a rounding boundary (a midpoint) of a narrower dtype:
-    values a hair above and below it round apart."""
-    sign, man, exp = float_parts(hi)
-    if man & ((1 << 28) - 1):  # a boundary of a dtype of <= 24 bits has <= 25 significant bits
-        return False
-    return any(round_exact(sign, 2 * man + 1, exp - 1, f) != round_exact(sign, 2 * man - 1, exp - 1, f) for f in _NARROW)
 
 
 _NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)
 
 
-def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Callable[[], Any]) -> bool:
+def _dtypes_of(point: tuple[float, ...]) -> tuple[Any, ...]:
+    """The narrower dtypes whose sweeps can hold ``point`` (each coordinate representable
+    in it): only their rounding boundaries need deciding there."""
+    def fits(x: float, f: Any) -> bool:
+        if x == 0 or not math.isfinite(x):
+            return True
+        sign, man, exp = float_parts(x)
+        return round_exact(sign, man, exp, f) == x
+
+    return tuple(f for f in _NARROW if all(fits(x, f) for x in point))
+
+
+def _narrow_boundary(hi: float, formats: tuple[Any, ...]) -> bool:
+    """Whether the float64 ``hi`` is a rounding boundary (a midpoint) of one of the
+    narrower ``formats``: values a hair above and below it round apart."""
+    sign, man, exp = float_parts(hi)
+    if man & ((1 << 28) - 1):  # a boundary of a dtype of <= 24 bits has <= 25 significant bits
+        return False
+    return any(round_exact(sign, 2 * man + 1, exp - 1, f) != round_exact(sign, 2 * man - 1, exp - 1, f) for f in formats)
+
+
+def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Callable[[], Any], formats: tuple[Any, ...]) -> bool:
     """Whether ``value`` (an mpf whose double-double is (hi, lo), known to within
-    ``err``, an upper bound as a float, and within ``exact_err()``, an mpf) could lie
-    on either side of a rounding boundary: a float64
-    midpoint beside hi = RN64(value), or hi itself where it is a boundary of a narrower
-    dtype. Where the double-double cannot tell, exact mpf arithmetic decides: the part
-    of ``value`` that decides the rounding may lie far below what a double-double
-    keeps (softplus at 1276 is 1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
+    ``err``, an upper bound as a float, and within ``exact_err()``, an mpf) could lie on
+    either side of a rounding boundary: a float64 midpoint beside hi = RN64(value), or
+    hi itself where it is a boundary of one of the narrower ``formats``. Where the double-double
+    cannot tell, exact mpf arithmetic decides: the part of ``value`` that decides the
+    rounding may lie far below what a double-double keeps (softplus at 1276 is
+    1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
     half = math.ulp(hi) / 2
     if (lo < 0) != (hi < 0) and math.frexp(hi)[0] in (0.5, -0.5):
         half /= 2  # below a power of two the spacing halves
     slack = err + math.ulp(half) + 5e-324  # lo is below rounded to 53 bits
-    narrow = hi != 0 and _narrow_boundary(hi)
+    narrow = hi != 0 and _narrow_boundary(hi, formats)
     if abs(abs(lo) - half) > slack and not (narrow and abs(lo) <= slack):
         return False  # clear of every boundary: no need for exact arithmetic
     with mpmath.workprec(64):
@@ -207,11 +219,11 @@ def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Call
         return narrow and -err <= below <= err
 
 
-def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]]) -> bool:
+def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]], formats: tuple[Any, ...] = _NARROW) -> bool:
     """Whether two evaluations, each (precision, mpf or None, double-double), the second
     at the higher precision, confirm each other: both undefined; or the same float64
-    (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of any dtype
-    within the second's error. That error is taken as their difference scaled down by
+    (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of float64
+    or of the narrower ``formats`` within the second's error. That error is taken as their difference scaled down by
     the precision gained, and at least 2^-(p-16) relative."""
     (pa, va, da), (pb, vb, db) = a, b
     if va is None or vb is None:
@@ -229,7 +241,7 @@ def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[floa
     def exact_err() -> Any:
         return max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
 
-    return not _near_boundary(db[0], db[1], vb, err, exact_err)
+    return not _near_boundary(db[0], db[1], vb, err, exact_err, formats)
 
 
 ZERO_PRECISION = 1536
@@ -240,12 +252,14 @@ other: cancellation leaves an error near 2^-prec of the intermediates, not below
 
 
 def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_precision: int = MAX_PRECISION) -> tuple[float, float, int]:
-    """(hi, lo, p): the reference at ``point`` confirmed by agreement, and the precision p
-    of the evaluation it settled at; (NaN, 0, p) where undefined, (NaN, p, p) where it
+    """(hi, lo, p): the reference at ``point`` confirmed by agreement (in float64 and in
+    every narrower dtype that can hold the point), and the precision p of the
+    evaluation it settled at; (NaN, 0, p) where undefined, (NaN, p, p) where it
     never settled up to p bits. A value that came out identical at every precision up
     to the cap, on a rounding boundary, is taken as exact (e.g. |x| at a bfloat16
     midpoint): only a part below 2^-cap of it could round it otherwise."""
     previous: tuple[int, Any, tuple[float, float]] | None = None
+    formats = _dtypes_of(point)
     first: Any = None
     identical = True
     queue = precisions(max_precision, point)
@@ -254,14 +268,14 @@ def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_preci
         prec = queue.pop(0)
         try:
             value = evaluate_at(case, order, arg, point, prec)
-        except _Unconverged:
+        except Unconverged:
             previous, identical = None, False
             continue
         current = (prec, value, (math.nan, 0.0) if value is None else double_double(value))
         if first is None:
             first = value
         identical = identical and value is not None and value == first
-        if previous is not None and agree(previous, current):
+        if previous is not None and agree(previous, current, formats):
             if value != 0 or prec >= min(ZERO_PRECISION, max_precision):
                 return current[2][0], current[2][1], prec
             zero = min(ZERO_PRECISION, max_precision)  # confirm an exact zero far above
@@ -295,7 +309,7 @@ def probe(case: Case) -> None:
     targets = [(0, case.args[0])] + list((o, a) for (a, o) in case.derivatives)
     for point in dict.fromkeys(points):
         for order, arg in targets:
-            with contextlib.suppress(_Unconverged):
+            with contextlib.suppress(Unconverged):
                 evaluate_at(case, order, arg, point, 64)
 
 
