@@ -173,7 +173,7 @@ def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec
 _NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)
 
 
-def _dtypes_of(point: tuple[float, ...]) -> tuple[Any, ...]:
+def holding_dtypes(point: tuple[float, ...]) -> tuple[Any, ...]:
     """The narrower dtypes whose sweeps can hold ``point`` (each coordinate representable
     in it): only their rounding boundaries need deciding there."""
     def fits(x: float, f: Any) -> bool:
@@ -259,7 +259,7 @@ def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_preci
     to the cap, on a rounding boundary, is taken as exact (e.g. |x| at a bfloat16
     midpoint): only a part below 2^-cap of it could round it otherwise."""
     previous: tuple[int, Any, tuple[float, float]] | None = None
-    formats = _dtypes_of(point)
+    formats = holding_dtypes(point)
     first: Any = None
     identical = True
     queue = precisions(max_precision, point)
