@@ -30,6 +30,7 @@ corrupt file is moved aside (never deleted) and its points recomputed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import math
@@ -87,16 +88,20 @@ def is_unsettled(hi: Any, lo: Any) -> Any:
     return np.isnan(hi) & (np.asarray(lo) != 0)
 
 
+@functools.lru_cache(maxsize=256)
+def _precisions(cap: int, extra: int) -> tuple[int, ...]:
+    out = list(dict.fromkeys(min(p + extra, cap) for p in START_PRECISIONS))
+    while out[-1] < cap:
+        out.append(min(2 * out[-1], cap))
+    return tuple(out)
+
+
 def precisions(cap: int = MAX_PRECISION, point: tuple[float, ...] = ()) -> list[int]:
     """The precisions tried in turn: START_PRECISIONS, raised by the binary exponent of
     the largest finite input (an absolute error at that magnitude is what cancellation
     leaves, as in x - logsumexp(x, …) at x ~ 2^127), then doubling up to ``cap``."""
     extra = max((math.frexp(x)[1] for x in point if math.isfinite(x)), default=0)
-    out = [min(p + max(extra, 0), cap) for p in START_PRECISIONS]
-    out = list(dict.fromkeys(out))
-    while out[-1] < cap:
-        out.append(min(2 * out[-1], cap))
-    return out
+    return list(_precisions(cap, max(extra, 0)))
 
 
 # --- one point ------------------------------------------------------------------------
@@ -185,20 +190,20 @@ def holding_dtypes(point: tuple[float, ...]) -> tuple[Any, ...]:
     return tuple(f for f in _NARROW if all(fits(x, f) for x in point))
 
 
-def _narrow_boundary(hi: float, formats: tuple[Any, ...]) -> bool:
-    """Whether the float64 ``hi`` is a rounding boundary (a midpoint) of one of the
-    narrower ``formats``: values a hair above and below it round apart."""
+def _narrow_boundary(hi: float, point: tuple[float, ...]) -> bool:
+    """Whether the float64 ``hi`` is a rounding boundary (a midpoint) of a narrower dtype
+    that can hold ``point``: values a hair above and below it round apart."""
     sign, man, exp = float_parts(hi)
     if man & ((1 << 28) - 1):  # a boundary of a dtype of <= 24 bits has <= 25 significant bits
         return False
-    return any(round_exact(sign, 2 * man + 1, exp - 1, f) != round_exact(sign, 2 * man - 1, exp - 1, f) for f in formats)
+    return any(round_exact(sign, 2 * man + 1, exp - 1, f) != round_exact(sign, 2 * man - 1, exp - 1, f) for f in holding_dtypes(point))
 
 
-def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Callable[[], Any], formats: tuple[Any, ...]) -> bool:
+def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Callable[[], Any], point: tuple[float, ...]) -> bool:
     """Whether ``value`` (an mpf whose double-double is (hi, lo), known to within
     ``err``, an upper bound as a float, and within ``exact_err()``, an mpf) could lie on
     either side of a rounding boundary: a float64 midpoint beside hi = RN64(value), or
-    hi itself where it is a boundary of one of the narrower ``formats``. Where the double-double
+    hi itself where it is a boundary of a narrower dtype that can hold ``point``. Where the double-double
     cannot tell, exact mpf arithmetic decides: the part of ``value`` that decides the
     rounding may lie far below what a double-double keeps (softplus at 1276 is
     1276 + 2^-1841, and 1276 is a bfloat16 midpoint)."""
@@ -206,7 +211,7 @@ def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Call
     if (lo < 0) != (hi < 0) and math.frexp(hi)[0] in (0.5, -0.5):
         half /= 2  # below a power of two the spacing halves
     slack = err + math.ulp(half) + 5e-324  # lo is below rounded to 53 bits
-    narrow = hi != 0 and _narrow_boundary(hi, formats)
+    narrow = hi != 0 and _narrow_boundary(hi, point)
     if abs(abs(lo) - half) > slack and not (narrow and abs(lo) <= slack):
         return False  # clear of every boundary: no need for exact arithmetic
     with mpmath.workprec(64):
@@ -219,11 +224,11 @@ def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Call
         return narrow and -err <= below <= err
 
 
-def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]], formats: tuple[Any, ...] = _NARROW) -> bool:
+def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[float, float]], point: tuple[float, ...] = ()) -> bool:
     """Whether two evaluations, each (precision, mpf or None, double-double), the second
     at the higher precision, confirm each other: both undefined; or the same float64
     (±0 alike), low parts within 2^-DD_BITS of it, and no rounding boundary of float64
-    or of the narrower ``formats`` within the second's error. That error is taken as their difference scaled down by
+    or of a narrower dtype that can hold ``point`` within the second's error. That error is taken as their difference scaled down by
     the precision gained, and at least 2^-(p-16) relative."""
     (pa, va, da), (pb, vb, db) = a, b
     if va is None or vb is None:
@@ -241,7 +246,7 @@ def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[floa
     def exact_err() -> Any:
         return max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
 
-    return not _near_boundary(db[0], db[1], vb, err, exact_err, formats)
+    return not _near_boundary(db[0], db[1], vb, err, exact_err, point)
 
 
 ZERO_PRECISION = 1536
@@ -259,7 +264,6 @@ def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_preci
     to the cap, on a rounding boundary, is taken as exact (e.g. |x| at a bfloat16
     midpoint): only a part below 2^-cap of it could round it otherwise."""
     previous: tuple[int, Any, tuple[float, float]] | None = None
-    formats = holding_dtypes(point)
     first: Any = None
     identical = True
     queue = precisions(max_precision, point)
@@ -275,7 +279,7 @@ def settle(case: Case, order: int, arg: str, point: tuple[float, ...], max_preci
         if first is None:
             first = value
         identical = identical and value is not None and value == first
-        if previous is not None and agree(previous, current, formats):
+        if previous is not None and agree(previous, current, point):
             if value != 0 or prec >= min(ZERO_PRECISION, max_precision):
                 return current[2][0], current[2][1], prec
             zero = min(ZERO_PRECISION, max_precision)  # confirm an exact zero far above
