@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from rulelab import floats as F
-from rulelab.metrics import BUCKETS, binned, point_errors, summarize, worst, worst_bucket
+from rulelab.metrics import binned, point_errors, summarize, worst, worst_bucket
+from rulelab.store.vocabulary import Bucket
+
+BUCKETS = [b.column for b in Bucket]
 
 
 def f32(*v):
@@ -38,7 +41,7 @@ def test_buckets_by_construction():
     row = summarize(e)
     assert row["n_points"] == 11 and row["max_ulp"] == 5000 and row["wrong_nonfinite"] == 2
     assert row["unexpected_finite"] == 2 and row["both_undefined"] == 1 and row["exact"] == 2
-    assert worst_bucket(row) == "wrong_nonfinite"
+    assert worst_bucket(row).column == "wrong_nonfinite"
 
 
 def test_signed_zero_is_exact_and_wrong_sign_infinity_is_wrong():

@@ -17,7 +17,10 @@ import rulelab
 from rulelab import reference as R
 from rulelab.case import NONNEGATIVE, POSITIVE, REALS, CaseError, Variant, get_case, make_case
 from rulelab.floats import round_double_double, round_mpf, ulp_distance
-from rulelab.metrics import BUCKETS, point_errors, summarize, worst
+from rulelab.metrics import point_errors, summarize, worst
+from rulelab.store.vocabulary import Bucket
+
+BUCKETS = [b.column for b in Bucket]
 
 F32_MAX = float(np.finfo(np.float32).max)
 

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rulelab.metrics import BUCKETS
+from rulelab import store
+from rulelab.store.vocabulary import Bucket
+
+BUCKETS = [b.column for b in Bucket]
 from rulelab.report.load import load_accuracy, load_asv, latest_runs, load_run
 
 THRESHOLD = 88.72283935546875
@@ -107,7 +110,7 @@ def write_run(path: Path, specs: Sequence[Spec], *, status: str = "complete", ru
             pd.DataFrame(rows).to_parquet(path / f"{name}.parquet", index=False)
     meta = {
         "run_id": run_id or path.name,
-        "schema_version": 1,
+        "schema_version": store.SCHEMA_VERSION,
         "plan": {"name": "synthetic"},
         "versions": {"jax": "0.10.2", "jaxlib": "0.10.2", "numpy": np.__version__, "mpmath": "1.4.1", "rulelab": "0.1.0"},
         "backend": {"backend": backend, "device_kind": "cpu", "jax": "0.10.2", "jaxlib": "0.10.2", "x64": False, "flushes_subnormals": {"float32": True, "bfloat16": True}},

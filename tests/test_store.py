@@ -15,8 +15,8 @@ def part_tables(case: str, n: int) -> dict:
     keys = {"case": [case] * n, "variant": ["v"] * n, "transform": ["value"] * n, "arg": [""] * n, "dtype": ["float32"] * n, "backend": ["cpu"] * n}
     return {
         "summary": {**{k: v[:1] for k, v in keys.items()}, "status": ["ok"], "message": [""], "n_points": [n], "max_ulp": [1.0], "exact": [n - 1]},
-        "binned": {**keys, "binade_of": ["x"] * n, "sign": np.ones(n, np.int64), "binade": np.arange(n, dtype=float),
-                   "count": np.ones(n, np.int64), "max_ulp": np.zeros(n), "median_ulp": np.zeros(n), "nonfinite": np.zeros(n, np.int64), "unsettled": np.zeros(n, np.int64)},
+        "binned": {**{c: np.zeros(n, t) for c, (t, _) in store.TABLES["binned"].items() if t in ("int64", "float64")},
+                   **keys, "binade_of": ["x"] * n, "sign": np.ones(n, np.int64), "binade": np.arange(n, dtype=float), "count": np.ones(n, np.int64)},
         "worst": {},
         "samples": {**keys, "in0": np.arange(n, dtype=float), "in1": np.full(n, np.nan), "in2": np.full(n, np.nan),
                     "computed": np.zeros(n), "ref_hi": np.zeros(n), "dulp": np.zeros(n)},

@@ -13,6 +13,7 @@ from rulelab.evaluate import evaluate
 from rulelab.inputs import Sweep, SweepSpec, make_sweep
 from rulelab.metrics import point_errors
 from rulelab.reference import references
+from rulelab.store.vocabulary import Bucket
 
 PROBE_SPEC = SweepSpec(exhaustive16=False, per_binade=2, grid_per_binade=1, grid_stride=8, specials=True)
 """Two points per binade and sign for one argument, a coarse grid for several, plus the
@@ -32,9 +33,9 @@ def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype
     if out.status != "ok":
         return math.nan
     errors = point_errors(out.values, hi, lo, dtype)
-    if (errors.bucket == 5).any() or (errors.bucket == 6).any():
+    if np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)).any():
         return math.inf
-    comparable = errors.bucket <= 4
+    comparable = errors.bucket <= Bucket.ULP_GT_1024
     return float(errors.dulp[comparable].max()) if comparable.any() else 0.0
 
 

@@ -185,7 +185,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rulelab import store
     from rulelab.report import build_report, latest_runs
 
-    runs = [store.open_run(args.results, r) for r in args.runs] or latest_runs(store.accuracy_dir(args.results))
+    runs = [store.open_run(args.results, r) for r in args.runs] or latest_runs(
+        store.accuracy_dir(args.results), warn=lambda m: print(f"rulelab report: {m}", file=sys.stderr)
+    )
     compare = tuple(store.open_run(args.results, r) for r in args.compare) if args.compare else None
     asv_dir = Path(args.asv) if args.asv else Path(args.results) / "asv"
     print(build_report(runs, asv_dir, Path(args.out), compare, workers=args.workers))

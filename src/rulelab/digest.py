@@ -10,6 +10,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.plan import plan_from_dict
+from rulelab.store.vocabulary import Bucket
 
 LEGEND = (
     "max dULP over the sweep (the worst argument, for derivatives of several arguments). "
@@ -35,7 +36,7 @@ def cell(rows: pd.DataFrame) -> str:
     if ok.empty:
         return "ERR" if (rows["status"] == "error").any() else "unsup"
     text = ulps(float(ok["max_ulp"].max())) if ok["max_ulp"].notna().any() else "-"
-    for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), ("unexpected_finite", "fin"), ("unsettled", "ref?")):
+    for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), (Bucket.UNEXPECTED_FINITE.column, "fin"), (Bucket.UNSETTLED.column, "ref?")):
         n = int(ok[col].fillna(0).sum()) if col in ok else 0
         if n:
             text += f" {label}×{n}"

@@ -12,8 +12,8 @@ import numpy as np
 from rulelab.case import Case
 from rulelab.evaluate import Outcome
 from rulelab.inputs import Sweep
-from rulelab.metrics import BUCKETS, binned, point_errors, summarize, worst
-from rulelab.store import POINT_INPUTS
+from rulelab.metrics import FlushReference, binned, point_errors, summarize, worst
+from rulelab.store.vocabulary import POINT_INPUTS, Bucket
 from rulelab.tasks import Task
 
 Rows = dict[str, dict[str, Any]]
@@ -80,7 +80,7 @@ def task_rows(
     values = outcome.values
     errors = point_errors(values, hi, lo, task.dtype, rounded)
     row.update(summarize(errors))
-    wrong = errors.bucket == BUCKETS.index("wrong_nonfinite")
+    wrong = errors.bucket == Bucket.WRONG_NONFINITE
     row["wrong_nan"] = int(np.isnan(values.astype(np.float64)[wrong]).sum())
     row["wrong_inf"] = int(wrong.sum()) - row["wrong_nan"]
 

@@ -1,13 +1,19 @@
 """Errors against the reference: dULP, fractional error, buckets, per-binade aggregates and
 worst inputs.
 
-Every point falls in exactly one bucket. Finite results (and infinities that match an
-infinite rounded reference) are measured in dULP; non-finite disagreements are classes
-of their own, never a large number.
+Every point falls in exactly one bucket (:class:`rulelab.store.vocabulary.Bucket`).
+Finite results (and infinities that match an infinite rounded reference) are measured
+in dULP; non-finite disagreements are classes of their own, never a large number.
+
+Flushing is the backend's, not the rule's: where a backend flushes a dtype's subnormals
+(XLA on CPU does for float32 and bfloat16), a point is also scored against the
+flush-aware reference, and its headline is the closer of the two. Flushes inside a
+computation (an intermediate that underflows) stay the rule's responsibility.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,53 +22,44 @@ import pandas as pd
 
 from rulelab.floats import binade, fmt, round_double_double, ulp, ulp_distance
 from rulelab.reference import is_unsettled
-
-BUCKETS: tuple[str, ...] = (
-    "exact",
-    "ulp_1",
-    "ulp_2_4",
-    "ulp_5_1024",
-    "ulp_gt_1024",
-    "wrong_nonfinite",
-    "unexpected_finite",
-    "both_undefined",
-    "unsettled",
-)
-"""Bucket names, best first: 0 ULP, 1, 2–4, 5–2^10, >2^10, a non-finite result where
-the reference is finite (or the wrong non-finite), a finite result where the reference is
-not, both undefined (NaN and NaN), and unsettled (the reference never settled up to the
-precision cap: not scored, see :mod:`rulelab.reference`)."""
-UNSETTLED = BUCKETS.index("unsettled")
+from rulelab.store.vocabulary import Bucket
 
 NONFINITE_DULP = np.inf
 """dULP recorded for points in a non-finite class (so they sort as worst)."""
 
 
 @dataclass(frozen=True)
+class FlushReference:
+    """The reference as a backend that flushes subnormals can represent it: the function
+    at the inputs as the backend reads them (subnormal inputs as signed zeros), rounded
+    to the dtype, a subnormal result flushed to a signed zero (see
+    :func:`flushed_rounding`)."""
+
+    rounded: np.ndarray
+
+
+@dataclass(frozen=True)
 class PointErrors:
-    """Per-point errors of one evaluation: ``dulp`` (float64, inf for non-finite classes,
-    NaN for both undefined), ``frac`` (fractional error against the unrounded reference,
-    NaN where undefined), ``bucket`` (index into BUCKETS) and the rounded reference."""
+    """Per-point errors of one evaluation. The headline: ``dulp`` (float64, inf for
+    non-finite classes, NaN for both undefined and unsettled), ``frac`` (fractional
+    error against the unrounded reference, NaN where undefined), ``bucket`` (a
+    :class:`Bucket` code). Against the IEEE reference alone: ``dulp_ieee`` and
+    ``bucket_ieee``; ``flushed`` marks the points where the flush-aware reference is
+    strictly closer (the headline then uses it). ``rounded``: the IEEE reference rounded."""
 
     dulp: np.ndarray
     frac: np.ndarray
     bucket: np.ndarray
     rounded: np.ndarray
+    dulp_ieee: np.ndarray
+    bucket_ieee: np.ndarray
+    flushed: np.ndarray
 
 
-def point_errors(
-    computed: np.ndarray, ref_hi: np.ndarray, ref_lo: np.ndarray, dtype: Any, rounded: np.ndarray | None = None
-) -> PointErrors:
-    """Compare ``computed`` (in ``dtype``) with the reference (hi + lo; (NaN, 0) undefined,
-    (NaN, p) unsettled).
-    ``rounded``: the reference already rounded to ``dtype`` (``round_double_double``), for
-    callers that compare many evaluations against one reference; computed when None."""
-    f = fmt(dtype)
-    computed = np.asarray(computed).astype(f.dtype)
-    rounded = round_double_double(ref_hi, ref_lo, f) if rounded is None else np.asarray(rounded).astype(f.dtype)
+def _classify(computed: np.ndarray, rounded: np.ndarray, hi: np.ndarray, lo: np.ndarray, f: Any, unsettled: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dulp, frac, bucket) of ``computed`` against one rounded reference."""
     c64 = computed.astype(np.float64)
     r64 = rounded.astype(np.float64)
-    unsettled = is_unsettled(np.asarray(ref_hi, dtype=np.float64), ref_lo)
     c_nan, r_nan = np.isnan(c64), np.isnan(r64) & ~unsettled
     c_fin, r_fin = np.isfinite(c64), np.isfinite(r64)
 
@@ -78,69 +75,128 @@ def point_errors(
         dulp[comparable] = ulp_distance(computed[comparable], rounded[comparable], f).astype(np.float64)
 
     frac = np.full(c64.shape, np.nan)
-    fin = comparable & c_fin & np.isfinite(ref_hi)
+    fin = comparable & c_fin & np.isfinite(hi)
     if fin.any():
-        diff = (c64[fin] - ref_hi[fin]) - ref_lo[fin]
-        frac[fin] = np.abs(diff) / ulp(ref_hi[fin], f)
+        diff = (c64[fin] - hi[fin]) - lo[fin]
+        frac[fin] = np.abs(diff) / ulp(hi[fin], f)
     frac[same_infinity] = 0.0
 
     bucket = np.full(c64.shape, -1, dtype=np.int8)
     d = dulp
-    bucket[comparable & (d == 0)] = 0
-    bucket[comparable & (d == 1)] = 1
-    bucket[comparable & (d >= 2) & (d <= 4)] = 2
-    bucket[comparable & (d >= 5) & (d <= 1024)] = 3
-    bucket[comparable & (d > 1024)] = 4
-    bucket[wrong_nonfinite] = 5
-    bucket[unexpected_finite] = 6
-    bucket[both_undefined] = 7
-    bucket[unsettled] = UNSETTLED
-    return PointErrors(dulp, frac, bucket, rounded)
+    bucket[comparable & (d == 0)] = Bucket.EXACT
+    bucket[comparable & (d == 1)] = Bucket.ULP_1
+    bucket[comparable & (d >= 2) & (d <= 4)] = Bucket.ULP_2_4
+    bucket[comparable & (d >= 5) & (d <= 1024)] = Bucket.ULP_5_1024
+    bucket[comparable & (d > 1024)] = Bucket.ULP_GT_1024
+    bucket[wrong_nonfinite] = Bucket.WRONG_NONFINITE
+    bucket[unexpected_finite] = Bucket.UNEXPECTED_FINITE
+    bucket[both_undefined] = Bucket.BOTH_UNDEFINED
+    bucket[unsettled] = Bucket.UNSETTLED
+    return dulp, frac, bucket
+
+
+def _badness(dulp: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """A point's distance for choosing between references: its dULP when comparable, 0
+    when both are undefined, inf for a non-finite disagreement."""
+    return np.where(bucket <= Bucket.ULP_GT_1024, dulp, np.where(bucket == Bucket.BOTH_UNDEFINED, 0.0, np.inf))
+
+
+def flushed_rounding(rounded: np.ndarray, dtype: Any) -> np.ndarray:
+    """A rounded reference as a flushing backend writes it: subnormals become signed zeros."""
+    f = fmt(dtype)
+    r = np.asarray(rounded).astype(f.dtype)
+    r64 = r.astype(np.float64)
+    sub = np.isfinite(r64) & (r64 != 0) & (np.abs(r64) < f.smallest_normal)
+    return np.where(sub, np.copysign(0.0, r64), r64).astype(f.dtype)
+
+
+def point_errors(
+    computed: np.ndarray,
+    ref_hi: np.ndarray,
+    ref_lo: np.ndarray,
+    dtype: Any,
+    rounded: np.ndarray | None = None,
+    flush: FlushReference | None = None,
+) -> PointErrors:
+    """Compare ``computed`` (in ``dtype``) with the reference (hi + lo; (NaN, 0) undefined,
+    (NaN, p) unsettled). ``rounded``: the reference already rounded to ``dtype``
+    (``round_double_double``), for callers that compare many evaluations against one
+    reference; computed when None. ``flush``: where the backend flushes this dtype's
+    subnormals, the flush-aware reference; each point's headline is then the closer of
+    the two (an unsettled point stays unsettled)."""
+    f = fmt(dtype)
+    computed = np.asarray(computed).astype(f.dtype)
+    hi = np.asarray(ref_hi, dtype=np.float64)
+    lo = np.asarray(ref_lo, dtype=np.float64)
+    rounded = round_double_double(hi, lo, f) if rounded is None else np.asarray(rounded).astype(f.dtype)
+    unsettled = is_unsettled(hi, lo)
+    dulp, frac, bucket = _classify(computed, rounded, hi, lo, f, unsettled)
+    flushed = np.zeros(dulp.shape, dtype=bool)
+    if flush is not None:
+        fr = np.asarray(flush.rounded).astype(f.dtype)
+        fr64 = fr.astype(np.float64)
+        f_dulp, f_frac, f_bucket = _classify(computed, fr, fr64, np.zeros_like(fr64), f, np.zeros_like(unsettled))
+        flushed = (_badness(f_dulp, f_bucket) < _badness(dulp, bucket)) & ~unsettled
+    if not flushed.any():
+        return PointErrors(dulp, frac, bucket, rounded, dulp, bucket, flushed)
+    return PointErrors(
+        np.where(flushed, f_dulp, dulp), np.where(flushed, f_frac, frac), np.where(flushed, f_bucket, bucket).astype(np.int8),
+        rounded, dulp, bucket, flushed,
+    )
+
+
+def _scored_max(dulp: np.ndarray, bucket: np.ndarray) -> float:
+    d = dulp[bucket <= Bucket.ULP_GT_1024]
+    return float(d.max()) if d.size else np.nan
 
 
 def summarize(errors: PointErrors) -> dict[str, Any]:
-    """One summary row: counts per bucket, max / median dULP over comparable points,
-    max fractional error."""
-    comparable = errors.bucket <= 4
-    d = errors.dulp[comparable]
+    """One summary row: counts per bucket, max / median dULP over comparable points
+    (headline and IEEE-only), how many points flushing explains, max fractional error."""
+    d = errors.dulp[errors.bucket <= Bucket.ULP_GT_1024]
     row: dict[str, Any] = {
         "n_points": int(errors.bucket.size),
         "max_ulp": float(d.max()) if d.size else np.nan,
         "median_ulp": float(np.median(d)) if d.size else np.nan,
+        "max_ulp_ieee": _scored_max(errors.dulp_ieee, errors.bucket_ieee),
+        "flushed": int(errors.flushed.sum()),
         "max_frac_ulp": float(np.nanmax(errors.frac)) if np.isfinite(errors.frac).any() else np.nan,
     }
-    counts = np.bincount(errors.bucket.astype(np.int64), minlength=len(BUCKETS))
-    row.update({name: int(c) for name, c in zip(BUCKETS, counts)})
+    counts = np.bincount(errors.bucket.astype(np.int64), minlength=len(Bucket))
+    row.update({b.column: int(counts[b]) for b in Bucket})
     return row
 
 
-def worst_bucket(row: dict[str, Any]) -> str:
-    """The most severe bucket with any points (for colouring a cell)."""
-    severity = ("wrong_nonfinite", "unexpected_finite", "ulp_gt_1024", "ulp_5_1024", "ulp_2_4", "ulp_1", "exact", "unsettled", "both_undefined")
-    for name in severity:
-        if row.get(name, 0):
-            return name
-    return "exact"
+def worst_bucket(row: Mapping[str, Any]) -> Bucket:
+    """The most severe bucket with any points (for colouring a cell); exact when none."""
+    present = [b for b in Bucket if row.get(b.column, 0)]
+    return max(present, key=lambda b: b.severity, default=Bucket.EXACT)
 
 
 def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
     """Aggregates per binade and sign of the inputs ``x`` (float64): count, max and median
-    dULP, and how many points fell in non-finite classes. Rows sorted by sign, then
-    binade. (Plain numpy: a sweep calls this once per result, where a pandas groupby
-    would dominate its time.)"""
+    dULP (headline), max dULP against the IEEE reference, and how many points were
+    non-finite, flushed or unsettled. Rows sorted by sign, then binade. (Plain numpy: a
+    sweep calls this once per result, where a pandas groupby would dominate its time.)"""
     x = np.asarray(x, dtype=np.float64)
     sign = np.where(np.signbit(x), -1, 1).astype(np.int64)
     b = binade(x)
-    comparable = np.where(errors.bucket <= 4, errors.dulp, np.nan)
-    nonfinite = np.isin(errors.bucket, (5, 6)).astype(np.int64)
-    unsettled = (errors.bucket == UNSETTLED).astype(np.int64)
+    comparable = np.where(errors.bucket <= Bucket.ULP_GT_1024, errors.dulp, np.nan)
+    ieee = np.where(errors.bucket_ieee <= Bucket.ULP_GT_1024, errors.dulp_ieee, np.nan)
+    counted = {
+        "nonfinite": np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)),
+        "flushed": errors.flushed,
+        "unsettled": errors.bucket == Bucket.UNSETTLED,
+    }
     keep = ~np.isnan(b)  # (NaN inputs have no binade; a groupby drops them too)
-    sign, b, comparable, nonfinite, unsettled = sign[keep], b[keep], comparable[keep], nonfinite[keep], unsettled[keep]
-    columns = ("sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite", "unsettled")
+    sign, b, comparable, ieee = sign[keep], b[keep], comparable[keep], ieee[keep]
+    counted = {k: v[keep].astype(np.int64) for k, v in counted.items()}
     if not b.size:
-        return pd.DataFrame({c: np.array([], dtype=np.float64 if c in ("binade", "max_ulp", "median_ulp") else np.int64) for c in columns})
+        return pd.DataFrame({c: np.array([], dtype=np.float64 if c in ("binade", "max_ulp", "median_ulp", "max_ulp_ieee") else np.int64)
+                             for c in ("sign", "binade", "count", "max_ulp", "median_ulp", "max_ulp_ieee", *counted)})
     order = np.lexsort((comparable, b, sign))  # within a group, NaN (not comparable) last
-    sign, b, comparable, nonfinite, unsettled = sign[order], b[order], comparable[order], nonfinite[order], unsettled[order]
+    sign, b, comparable, ieee = sign[order], b[order], comparable[order], ieee[order]
+    counted = {k: v[order] for k, v in counted.items()}
     starts = np.flatnonzero(np.r_[True, (sign[1:] != sign[:-1]) | (b[1:] != b[:-1])])
     count = np.diff(np.r_[starts, b.size])
     valid = np.add.reduceat((~np.isnan(comparable)).astype(np.int64), starts)
@@ -150,6 +206,8 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
     hi_i = np.where(has, hi_i, starts)
     median = np.where(has, (comparable[lo_i] + comparable[hi_i]) / 2, np.nan)
     top = np.where(has, comparable[starts + np.maximum(valid - 1, 0)], np.nan)
+    with np.errstate(invalid="ignore"):
+        top_ieee = np.fmax.reduceat(ieee, starts)
     return pd.DataFrame(
         {
             "sign": sign[starts],
@@ -157,8 +215,8 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
             "count": count.astype(np.int64),
             "max_ulp": top,
             "median_ulp": median,
-            "nonfinite": np.add.reduceat(nonfinite, starts).astype(np.int64),
-            "unsettled": np.add.reduceat(unsettled, starts).astype(np.int64),
+            "max_ulp_ieee": top_ieee,
+            **{k: np.add.reduceat(v, starts).astype(np.int64) for k, v in counted.items()},
         }
     )
 
@@ -167,18 +225,20 @@ def worst(inputs: tuple[np.ndarray, ...], computed: np.ndarray, ref_hi: np.ndarr
     """The ``k`` worst points: non-finite classes first, then by dULP and fractional error;
     then up to ``k`` points whose reference is unsettled (listed, not ranked). Inputs as
     float64 columns ``in0, in1, …``."""
-    scored = errors.bucket < 7
-    order_key = np.where(~scored, -1.0, np.where(errors.bucket >= 5, np.inf, errors.dulp))
+    scored = errors.bucket < Bucket.BOTH_UNDEFINED
+    order_key = np.where(~scored, -1.0, np.where(errors.bucket >= Bucket.WRONG_NONFINITE, np.inf, errors.dulp))
     frac = np.nan_to_num(errors.frac, nan=0.0)
     idx = np.lexsort((-frac, -order_key))[:k]
-    idx = np.concatenate([idx[scored[idx]], np.flatnonzero(errors.bucket == UNSETTLED)[:k]])
+    idx = np.concatenate([idx[scored[idx]], np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k]])
     data: dict[str, Any] = {f"in{i}": np.asarray(x, dtype=np.float64)[idx] for i, x in enumerate(inputs)}
     data.update(
         computed=np.asarray(computed).astype(np.float64)[idx],
         ref_hi=np.asarray(ref_hi)[idx],
         ref_lo=np.asarray(ref_lo)[idx],
         dulp=errors.dulp[idx],
+        dulp_ieee=errors.dulp_ieee[idx],
+        flushed=errors.flushed[idx],
         frac_ulp=errors.frac[idx],
-        bucket=[BUCKETS[b] for b in errors.bucket[idx]],
+        bucket=[Bucket(b).column for b in errors.bucket[idx]],
     )
     return pd.DataFrame(data)

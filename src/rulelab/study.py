@@ -17,7 +17,6 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.case import Case, get_case
-from rulelab.report.build import TIMINGS
 
 TIMING_TRANSFORMS: tuple[str, ...] = ("value", "grad")
 TIMING_DTYPE = "float32"
@@ -88,7 +87,7 @@ def run_study(
         df = timing_rows(cases, backend, progress=bar.update if bar else None)
         if bar:
             bar.close()
-        store.write_parquet(run / TIMINGS, df)
+        store.write_timings(run, df)
     index = build_report([run], Path(results) / "asv", Path(reports), workers=workers)
     return index
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rulelab import store
 from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
 from rulelab.report.findings import Finding, findings
@@ -22,8 +23,6 @@ from rulelab.report.performance import bench_summary, performance_page
 DASHBOARD = Path("asv") / "index.html"
 """Where ``asv publish`` writes its dashboard, relative to the report folder."""
 
-TIMINGS = "timings.parquet"
-"""The quick timings ``rulelab study`` writes into its run folder."""
 PARALLEL_FROM = 3
 """Case pages are drawn in worker processes when there are at least this many (each
 worker first imports pandas and matplotlib, about a second)."""
@@ -62,7 +61,7 @@ def case_pages(acc: Accuracy, found: Sequence[Finding], links: Links, workers: i
 
 def study_timings(runs: Sequence[Path]) -> pd.DataFrame | None:
     """The in-process timings ``rulelab study`` left in the runs, if any."""
-    frames = [pd.read_parquet(r / TIMINGS) for r in runs if (r / TIMINGS).is_file()]
+    frames = [t for t in map(store.load_timings, runs) if t is not None]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

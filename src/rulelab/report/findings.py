@@ -14,6 +14,7 @@ import pandas as pd
 
 from rulelab.report.classes import NONFINITE_CLASSES, nonfinite_count, row_class
 from rulelab.report.load import Accuracy
+from rulelab.store.vocabulary import Bucket
 from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, arg_label, fmt_ulp, ordered
 
 LARGE_ULP = 1024
@@ -193,14 +194,14 @@ def _nonfinite_kind(row: dict, worst_v: pd.DataFrame) -> set[str]:
     (finite where the reference is undefined), from the summary's counts where the
     store has them, else from the worst inputs."""
     out: set[str] = set()
-    if _num(row.get("unexpected_finite")):
+    if _num(row.get(Bucket.UNEXPECTED_FINITE.column)):
         out.add("undefined")
     nan, inf = _num(row.get("wrong_nan")), _num(row.get("wrong_inf"))
     if nan or inf:
         return out | {k for k, n in (("NaN", nan), ("inf", inf)) if n}
-    if not _num(row.get("wrong_nonfinite")):
+    if not _num(row.get(Bucket.WRONG_NONFINITE.column)):
         return out
-    bad = worst_v[worst_v["bucket"] == "wrong_nonfinite"] if not worst_v.empty else worst_v
+    bad = worst_v[worst_v["bucket"] == Bucket.WRONG_NONFINITE.column] if not worst_v.empty else worst_v
     vals = pd.to_numeric(bad["computed"], errors="coerce").to_numpy(dtype=np.float64) if not bad.empty else np.array([])
     kinds = {k for k, hit in (("NaN", np.isnan(vals).any()), ("inf", np.isposinf(vals).any()), ("-inf", np.isneginf(vals).any())) if hit}
     return out | (kinds or {"non-finite"})
@@ -339,7 +340,7 @@ def findings(acc: Accuracy) -> list[Finding]:
         for kind in ("nonfinite", "inaccurate"):
             parts, fine_sets, what = [], [], set()
             for r in g.to_dict("records"):
-                hit = nonfinite_count(r) > 0 if kind == "nonfinite" else row_class(r) == "ulp_gt_1024"
+                hit = nonfinite_count(r) > 0 if kind == "nonfinite" else row_class(r) == Bucket.ULP_GT_1024.column
                 if r["status"] != "ok" or not hit:
                     continue
                 key = (case, transform, arg, r["dtype"], backend)

@@ -8,7 +8,7 @@ import ast
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,23 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rulelab.metrics import BUCKETS
+from rulelab import store
+from rulelab.store.vocabulary import TEXT_COLUMNS
 
-KEYS: tuple[str, ...] = ("case", "variant", "transform", "arg", "dtype", "backend")
+KEYS: tuple[str, ...] = tuple(store.KEYS)
 """Columns that identify one evaluation in every accuracy table."""
 
-TABLES: Mapping[str, tuple[str, ...]] = {
-    "summary": (
-        *KEYS, "status", "message", "n_points", "max_ulp", "median_ulp", "max_frac_ulp", *BUCKETS,
-        "wrong_nan", "wrong_inf", "notes", "conventions", "compile_s", "run_s",
-    ),
-    "binned": (*KEYS, "binade_of", "sign", "binade", "count", "max_ulp", "median_ulp", "nonfinite", "unsettled"),
-    "worst": (*KEYS, "rank", "in0", "in1", "in2", "args", "computed", "ref_hi", "ref_lo", "dulp", "frac_ulp", "bucket"),
-    "samples": (*KEYS, "in0", "in1", "in2", "computed", "ref_hi", "dulp"),
-}
+TABLES: Mapping[str, tuple[str, ...]] = {name: tuple(columns) for name, columns in store.TABLES.items()}
 """The columns the report reads from each table (the store's schema)."""
-
-_TEXT = ("case", "variant", "transform", "arg", "dtype", "backend", "status", "message", "notes", "conventions", "binade_of", "args", "bucket")
 
 
 @dataclass(frozen=True)
@@ -74,19 +65,19 @@ class Accuracy:
 
 
 def _empty(name: str) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object if c in _TEXT else float) for c in (*TABLES[name], "run")})
+    return pd.DataFrame({c: pd.Series(dtype=object if c in TEXT_COLUMNS else float) for c in (*TABLES[name], "run")})
 
 
 def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
     df = df.copy()
     for c in TABLES[name]:
         if c not in df.columns:
-            df[c] = "" if c in _TEXT else np.nan
-    for c in _TEXT:  # plain Python strings (object dtype): fast to compare and filter
+            df[c] = "" if c in TEXT_COLUMNS else np.nan
+    for c in TEXT_COLUMNS:  # plain Python strings (object dtype): fast to compare and filter
         if c in df.columns:
             df[c] = pd.Series([str(v) if isinstance(v, str) or not pd.isna(v) else "" for v in df[c]], index=df.index, dtype=object)
     for c in df.columns:  # numbers as float64 / int64 (NaN for missing), not nullable extension types
-        if c not in _TEXT and c in TABLES[name]:
+        if c not in TEXT_COLUMNS and c in TABLES[name]:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     if name == "summary":
         df["status"] = df["status"].replace("", "ok")
@@ -95,65 +86,12 @@ def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
 
 
 def load_run(path: Path) -> tuple[RunInfo, dict[str, pd.DataFrame]]:
-    """Read one run folder. Absent tables come back empty and are named in
-    ``RunInfo.missing``; unreadable ones in ``RunInfo.problems``."""
-    path = Path(path)
-    problems: list[str] = []
-    missing: list[str] = []
-    meta: dict[str, Any] = {}
-    if not path.is_dir():
-        problems.append(f"{path} is not a folder")
-    meta_path = path / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            problems.append(f"meta.json unreadable: {exc}")
-    elif path.is_dir():
-        missing.append("meta.json")
-    run_id = str(meta.get("run_id") or path.name)
-    tables: dict[str, pd.DataFrame] = {}
-    from_parts = _read_parts(path / "parts") if not (path / "summary.parquet").is_file() else {}
-    for name in TABLES:
-        file = path / f"{name}.parquet"
-        if not file.is_file():
-            if name in from_parts:
-                tables[name] = _tidy(from_parts[name], name, run_id)
-                continue
-            if path.is_dir():
-                missing.append(file.name)
-            tables[name] = _empty(name)
-            continue
-        try:
-            tables[name] = _tidy(pd.read_parquet(file), name, run_id)
-        except Exception as exc:  # a half-written or foreign file must not stop the report
-            problems.append(f"{file.name} unreadable: {exc}")
-            tables[name] = _empty(name)
-    return RunInfo(path, meta, tuple(missing), tuple(problems)), tables
-
-
-def _read_parts(folder: Path) -> dict[str, pd.DataFrame]:
-    """The tables of the tasks a run has finished so far (its ``parts/`` while it runs),
-    through the store's own reader."""
-    if not folder.is_dir():
-        return {}
-    try:
-        from rulelab.store import read_part
-    except Exception:  # the store module is unavailable or broken: show no partial data
-        return {}
-    frames: dict[str, list[pd.DataFrame]] = {}
-    for file in sorted(folder.glob("*.part")):
-        part = read_part(file)
-        if not part:
-            continue
-        for name, columns in (part.get("tables") or {}).items():
-            try:
-                df = pd.DataFrame(dict(columns))
-            except (TypeError, ValueError):
-                continue
-            if len(df):
-                frames.setdefault(name, []).append(df)
-    return {name: pd.concat(fs, ignore_index=True) for name, fs in frames.items() if name in TABLES}
+    """Read one run folder through the store. Absent tables come back empty and are
+    named in ``RunInfo.missing``; unreadable ones in ``RunInfo.problems``."""
+    contents = store.inspect_run(path)
+    run_id = str(contents.meta.get("run_id") or Path(path).name)
+    tables = {name: _empty(name) if df is None else _tidy(df, name, run_id) for name, df in contents.tables.items()}
+    return RunInfo(Path(path), contents.meta, contents.missing, contents.problems), tables
 
 
 def load_accuracy(paths: Sequence[Path]) -> Accuracy:
@@ -176,22 +114,31 @@ def load_accuracy(paths: Sequence[Path]) -> Accuracy:
     return Accuracy(infos, **combined)
 
 
-def latest_runs(results_dir: Path) -> list[Path]:
-    """The newest run folder under ``results_dir`` (``results/accuracy``) per backend,
-    for a report of "the current state" when no run is named."""
+def latest_runs(results_dir: Path, warn: Callable[[str], None] | None = None) -> list[Path]:
+    """The newest complete run under ``results_dir`` (``results/accuracy``) per backend,
+    for a report of "the current state" when no run is named. A newer run that is
+    damaged or unfinished is passed over, and ``warn`` is told which and why."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
     newest: dict[str, tuple[str, Path]] = {}
+    passed_over: list[tuple[str, str, Path, tuple[str, ...]]] = []
     for d in sorted(p for p in results_dir.iterdir() if p.is_dir()):
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
+        contents = store.inspect_run(d)
+        meta = contents.meta
+        if not meta:
             continue
         backend = str((meta.get("backend") or {}).get("backend", "") if isinstance(meta.get("backend"), Mapping) else meta.get("backend", ""))
         started = str(meta.get("started") or d.name)
-        if backend not in newest or started >= newest[backend][0]:
+        if contents.damage:
+            passed_over.append((backend, started, d, contents.damage))
+        elif backend not in newest or started >= newest[backend][0]:
             newest[backend] = (started, d)
+    for backend, started, d, damage in passed_over:
+        if warn and (backend not in newest or started > newest[backend][0]):
+            chosen = newest.get(backend)
+            instead = f"; the report uses {chosen[1].name}" if chosen else "; no complete run to report instead"
+            warn(f"run {d.name} is passed over ({'; '.join(damage)}){instead}")
     return [p for _, p in sorted(newest.values())]
 
 

@@ -13,6 +13,7 @@ from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
 from rulelab.report.findings import Finding, headline
 from rulelab.report.load import Accuracy, RunInfo
+from rulelab.store.vocabulary import Bucket, Status
 from rulelab.report.tables import (
     DTYPE_ORDER,
     arg_label,
@@ -95,7 +96,12 @@ def run_notes(runs: Sequence[RunInfo]) -> str:
     return "\n".join(out)
 
 
-KIND_BADGES = {"nonfinite": ("non-finite", "wrong_nonfinite"), "inaccurate": ("inaccurate", "ulp_gt_1024"), "error": ("error", "error"), "unsupported": ("unsupported", "unsupported")}
+KIND_BADGES = {
+    "nonfinite": ("non-finite", Bucket.WRONG_NONFINITE.column),
+    "inaccurate": ("inaccurate", Bucket.ULP_GT_1024.column),
+    "error": ("error", Status.ERROR.value),
+    "unsupported": ("unsupported", Status.UNSUPPORTED.value),
+}
 
 
 def _finding_html(f: Finding) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.metrics import BUCKETS
+from rulelab.store.vocabulary import Bucket
 from rulelab.reference import START_PRECISIONS
 from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
 from rulelab.report.html import Cell
@@ -78,9 +78,9 @@ def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
     text = fmt_ulp(row.get("max_ulp"))
     if n_bad:
         text += f" · {n_bad} non-finite"
-    if _num(row.get("unsettled")):
-        text += f" · {int(_num(row.get('unsettled')))} unsettled"
-    counts = ", ".join(f"{CLASS_LABELS[b]}: {int(row.get(b) or 0)}" for b in BUCKETS if _num(row.get(b)))
+    if _num(row.get(Bucket.UNSETTLED.column)):
+        text += f" · {int(_num(row.get(Bucket.UNSETTLED.column)))} unsettled"
+    counts = ", ".join(f"{b.label}: {int(row.get(b.column) or 0)}" for b in Bucket if _num(row.get(b.column)))
     title = f"{key}: max {fmt_ulp(row.get('max_ulp'))} ULP, median {fmt_ulp(row.get('median_ulp'))} ULP over {int(_num(row.get('n_points')))} points ({counts})"
     return Cell(text, cls, title, href)
 
@@ -198,21 +198,17 @@ def _support_cell(sel: pd.DataFrame) -> Cell:
     return Cell("; ".join(parts), cls, messages)
 
 
+BUCKET_COLUMNS = frozenset(b.column for b in Bucket)
+
 SUMMARY_COLUMNS: Mapping[str, str] = {
     "status": "status",
     "n_points": "points",
     "max_ulp": "max ULP",
     "median_ulp": "median ULP",
+    "max_ulp_ieee": "max ULP (IEEE)",
+    "flushed": "flushed",
     "max_frac_ulp": "max frac. ULP",
-    "exact": "exact",
-    "ulp_1": "1",
-    "ulp_2_4": "2-4",
-    "ulp_5_1024": "5-1024",
-    "ulp_gt_1024": ">1024",
-    "wrong_nonfinite": "wrong non-finite",
-    "unexpected_finite": "finite where undefined",
-    "both_undefined": "both undefined",
-    "unsettled": "unsettled",
+    **{b.column: b.short for b in Bucket},
     "compile_s": "compile s",
     "run_s": "run s",
 }
@@ -248,9 +244,13 @@ def summary_table(summary_case: pd.DataFrame, transform: str, arg: str) -> pd.Da
                 row.append(Cell(str(v), cls if cls in ("unsupported", "error") else "", str(r.get("message", ""))))
             elif col == "max_ulp":
                 row.append(Cell(fmt_ulp(v) if r["status"] == "ok" else "", cls, CLASS_LABELS[cls]))
-            elif col in BUCKETS:
+            elif col in BUCKET_COLUMNS:
                 n = int(_num(v))
-                row.append(Cell(str(n) if r["status"] == "ok" else "", col if n and col != "exact" else ""))
+                row.append(Cell(str(n) if r["status"] == "ok" else "", col if n and col != Bucket.EXACT.column else ""))
+            elif col == "flushed":
+                row.append(Cell(str(int(_num(v))) if r["status"] == "ok" and _num(v) else ""))
+            elif col == "max_ulp_ieee":
+                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" and _num(r.get("flushed")) else ""))
             elif col in ("compile_s", "run_s"):
                 row.append(Cell(f"{_num(v):.3g}" if _num(v) else ""))
             elif col in ("median_ulp",):
@@ -280,7 +280,7 @@ def _fmt_float(v: Any) -> str:
 def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The ``k`` worst inputs per variant (as stored, best rank first): inputs by
     argument name, computed value, reference, dULP, fractional ULP, bucket."""
-    worst_sel = worst_sel[worst_sel["bucket"] != "unsettled"]
+    worst_sel = worst_sel[worst_sel["bucket"] != Bucket.UNSETTLED.column]
     if worst_sel.empty:
         return pd.DataFrame()
     df = worst_sel.copy()
@@ -307,7 +307,7 @@ def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
 def unsettled_table(worst_sel: pd.DataFrame) -> pd.DataFrame:
     """The stored points whose reference never settled (one row per input and dtype,
     whichever variants listed it), with the highest precision tried."""
-    sel = worst_sel[worst_sel["bucket"] == "unsettled"]
+    sel = worst_sel[worst_sel["bucket"] == Bucket.UNSETTLED.column]
     data, index = [], []
     for r in sel.drop_duplicates(["dtype", "in0", "in1", "in2"]).to_dict("records"):
         names = [n for n in str(r.get("args", "")).split(",") if n] or ["x"]

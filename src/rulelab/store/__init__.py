@@ -7,6 +7,10 @@ Layout (``root`` is the results folder, ``results/`` by default)::
                                          host, times per phase and per task, status
     root/accuracy/<run-id>/parts/        one file per finished task (while running)
     root/accuracy/<run-id>/summary.parquet, binned.parquet, worst.parquet, samples.parquet
+    root/accuracy/<run-id>/timings.parquet  the quick timings of ``rulelab study``
+
+Every name in it (files, columns, buckets, statuses) is spelled out once, in
+:mod:`rulelab.store.vocabulary`.
 
 meta.json holds: ``schema_version``, ``run_id``, ``status`` (running | stopped | complete; a stopped run says why in ``stopped``),
 ``plan`` (the plan as run, command-line narrowing applied) and ``plan_text`` (its
@@ -43,8 +47,8 @@ import pickle
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -52,103 +56,25 @@ import pandas as pd
 
 from rulelab.errors import UsageError
 
-SCHEMA_VERSION = 2
-"""Version of the layout and columns below."""
-
-KEYS: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        "case": ("string", "case name"),
-        "variant": ("string", "variant name"),
-        "transform": ("string", "value | grad | jvp | grad2"),
-        "arg": ("string", "the argument differentiated; '' for value"),
-        "dtype": ("string", "float32 | float16 | bfloat16 | float64"),
-        "backend": ("string", "platform the variant ran on (cpu, gpu, tpu)"),
-    }
+from rulelab.store.vocabulary import (
+    ACCURACY_DIR,
+    BINNED,
+    KEYS,
+    LATEST_FILE,
+    META_FILE,
+    PARTS_DIR,
+    POINT_INPUTS,
+    SAMPLES,
+    SCHEMA_VERSION,
+    SUMMARY,
+    TABLES,
+    TIMING_COLUMNS,
+    TIMINGS_FILE,
+    WORST,
+    table_file,
 )
-"""Key columns, shared by every table: (pandas dtype, meaning)."""
 
-SUMMARY: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        **KEYS,
-        "status": ("string", "ok | unsupported (JAX refused the transform) | error (the variant failed)"),
-        "message": ("string", "why a result is unsupported or an error; '' when ok"),
-        "n_points": ("Int64", "points in the sweep"),
-        "max_ulp": ("float64", "largest dULP over comparable points (both finite, or the same infinity)"),
-        "median_ulp": ("float64", "median dULP over comparable points"),
-        "max_frac_ulp": ("float64", "largest |computed - exact| / ulp(exact); 0.5 = correctly rounded"),
-        "exact": ("Int64", "points with dULP 0"),
-        "ulp_1": ("Int64", "points with dULP 1"),
-        "ulp_2_4": ("Int64", "points with dULP 2 to 4"),
-        "ulp_5_1024": ("Int64", "points with dULP 5 to 2^10"),
-        "ulp_gt_1024": ("Int64", "points with dULP above 2^10"),
-        "wrong_nonfinite": ("Int64", "non-finite result where the reference is finite (or another non-finite)"),
-        "unexpected_finite": ("Int64", "finite result where the reference is undefined or infinite"),
-        "both_undefined": ("Int64", "NaN result where the reference is undefined too"),
-        "unsettled": ("Int64", "points whose reference never settled up to the precision cap (not scored)"),
-        "wrong_nan": ("Int64", "of wrong_nonfinite, how many results are NaN"),
-        "wrong_inf": ("Int64", "of wrong_nonfinite, how many results are infinite"),
-        "notes": ("string", "evaluation notes, '; '-joined (e.g. a dtype the variant changed)"),
-        "conventions": ("string", "notes of the case's conventions for this derivative, '; '-joined"),
-        "compile_s": ("float64", "seconds to lower and compile (varies between runs)"),
-        "run_s": ("float64", "seconds to run the compiled function once (varies between runs)"),
-    }
-)
-"""summary.parquet: one row per result."""
-
-BINNED: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        **KEYS,
-        "binade_of": ("string", "the argument whose binade groups the points: the differentiated one, else the first"),
-        "sign": ("int64", "sign of that argument: -1 or 1 (-0 counts as -1)"),
-        "binade": ("float64", "floor(log2|x|) of that argument; -inf for zero, inf for infinity"),
-        "count": ("int64", "points in this binade and sign"),
-        "max_ulp": ("float64", "largest dULP over its comparable points (NaN if none)"),
-        "median_ulp": ("float64", "median dULP over its comparable points"),
-        "nonfinite": ("int64", "points in the wrong_nonfinite or unexpected_finite classes"),
-        "unsettled": ("int64", "points whose reference never settled (not scored)"),
-    }
-)
-"""binned.parquet: one row per result, sign and binade."""
-
-POINT_INPUTS = ("in0", "in1", "in2")
-"""Input columns of point tables: argument positions 0, 1, 2 as float64 (NaN where the
-case has fewer arguments). A case of more arguments adds in3, in4, …"""
-
-WORST: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        **KEYS,
-        "rank": ("int64", "0 = worst"),
-        **{c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)},
-        "args": ("string", "the case's argument names, comma-joined, in input order"),
-        "computed": ("float64", "what the variant returned"),
-        "ref_hi": ("float64", "reference, high part of a double-double (NaN: undefined or unsettled)"),
-        "ref_lo": ("float64", "reference, low part; where unsettled, the highest precision tried (bits)"),
-        "dulp": ("float64", "dULP (inf for the non-finite classes)"),
-        "frac_ulp": ("float64", "fractional error against the unrounded reference"),
-        "bucket": ("string", "error class (metrics.BUCKETS)"),
-    }
-)
-"""worst.parquet: the worst inputs of each result, non-finite classes first."""
-
-SAMPLES: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        **KEYS,
-        **{c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)},
-        "computed": ("float64", "what the variant returned"),
-        "ref_hi": ("float64", "reference (high part; NaN: undefined)"),
-        "dulp": ("float64", "dULP (inf for the non-finite classes, NaN where both are undefined)"),
-    }
-)
-"""samples.parquet: up to ``plan.samples`` points of each result spread evenly over its
-sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
-
-TABLES: Mapping[str, Mapping[str, tuple[str, str]]] = MappingProxyType(
-    {"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES}
-)
-"""Every table of a run, by file stem."""
-
-TIMING_COLUMNS = ("compile_s", "run_s")
-"""Columns that measure time and so differ between otherwise identical runs."""
+__all__ = ["BINNED", "KEYS", "POINT_INPUTS", "SAMPLES", "SCHEMA_VERSION", "SUMMARY", "TABLES", "TIMING_COLUMNS", "WORST"]  # re-exported
 
 
 class StoreError(UsageError):
@@ -202,7 +128,7 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 def accuracy_dir(root: str | Path) -> Path:
     """Where accuracy runs live under a results folder."""
-    return Path(root) / "accuracy"
+    return Path(root) / ACCURACY_DIR
 
 
 def now() -> str:
@@ -222,7 +148,7 @@ def new_run(root: str | Path) -> Path:
             run.mkdir()
         except FileExistsError:
             continue
-        (run / "parts").mkdir()
+        (run / PARTS_DIR).mkdir()
         return run
     raise StoreError(f"could not create a unique run folder under {base}")
 
@@ -230,8 +156,8 @@ def new_run(root: str | Path) -> Path:
 def open_run(root: str | Path, run_id: str) -> Path:
     """The folder of an existing run (``run_id`` may also be its path)."""
     path = Path(run_id)
-    run = path if (path / "meta.json").is_file() else accuracy_dir(root) / run_id
-    if not (run / "meta.json").is_file():
+    run = path if (path / META_FILE).is_file() else accuracy_dir(root) / run_id
+    if not (run / META_FILE).is_file():
         known = ", ".join(list_runs(root)[-5:]) or "(none)"
         raise StoreError(f"no run {run_id!r} under {accuracy_dir(root)} (no meta.json there); recent runs: {known}")
     return run
@@ -242,15 +168,15 @@ def list_runs(root: str | Path) -> list[str]:
     base = accuracy_dir(root)
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if (p / "meta.json").is_file())
+    return sorted(p.name for p in base.iterdir() if (p / META_FILE).is_file())
 
 
 def read_meta(run: Path) -> dict[str, Any]:
     """A run's meta.json; refuses another schema version."""
     try:
-        meta = json.loads((run / "meta.json").read_text())
+        meta = json.loads((run / META_FILE).read_text())
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{run / 'meta.json'} is unreadable ({exc})") from None
+        raise StoreError(f"{run / META_FILE} is unreadable ({exc})") from None
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
             f"{run} has results schema {meta.get('schema_version')!r}; this rulelab reads schema {SCHEMA_VERSION}"
@@ -260,7 +186,7 @@ def read_meta(run: Path) -> dict[str, Any]:
 
 def write_meta(run: Path, meta: Mapping[str, Any]) -> None:
     """Write a run's meta.json atomically."""
-    write_json(run / "meta.json", {"schema_version": SCHEMA_VERSION, **meta})
+    write_json(run / META_FILE, {"schema_version": SCHEMA_VERSION, **meta})
 
 
 def set_latest(root: str | Path, run_id: str) -> None:
@@ -268,13 +194,13 @@ def set_latest(root: str | Path, run_id: str) -> None:
     base = accuracy_dir(root)
     with open(base / ".latest.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        write_bytes(base / "latest", f"{run_id}\n".encode())
+        write_bytes(base / LATEST_FILE, f"{run_id}\n".encode())
 
 
 def latest(root: str | Path) -> Path | None:
     """The folder of the most recently completed run, or None."""
     try:
-        run_id = (accuracy_dir(root) / "latest").read_text().strip()
+        run_id = (accuracy_dir(root) / LATEST_FILE).read_text().strip()
     except OSError:
         return None
     run = accuracy_dir(root) / run_id
@@ -295,7 +221,7 @@ def write_part(run: Path, key: Sequence[str], tables: Mapping[str, Mapping[str, 
     """Record a finished task: its rows of each table (column -> array or list) and
     ``info`` (wall time …). Atomic, so the part exists only once it is whole."""
     data = {"key": list(key), "schema_version": SCHEMA_VERSION, "tables": dict(tables), "info": dict(info)}
-    path = run / "parts" / part_name(key)
+    path = run / PARTS_DIR / part_name(key)
     write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
@@ -316,7 +242,7 @@ def finished(run: Path, keys: Iterable[Sequence[str]]) -> dict[tuple[str, ...], 
     aside (``.bad``) so that their tasks are recomputed."""
     out = {}
     for key in keys:
-        path = run / "parts" / part_name(key)
+        path = run / PARTS_DIR / part_name(key)
         if not path.exists():
             continue
         part = read_part(path)
@@ -371,14 +297,14 @@ def assemble(
     out = {}
     for name in TABLES:
         df = _frame(name, _concat([parts[tuple(k)]["tables"][name] for k in keys]))
-        write_parquet(run / f"{name}.parquet", df)
+        write_parquet(run / table_file(name), df)
         out[name] = df
     return out
 
 
 def remove_parts(run: Path) -> None:
     """Delete the parts once the final tables are written."""
-    folder = run / "parts"
+    folder = run / PARTS_DIR
     for p in folder.glob("*.part"):
         with contextlib.suppress(OSError):
             p.unlink()
@@ -388,9 +314,95 @@ def remove_parts(run: Path) -> None:
 
 def load_table(run: str | Path, name: str) -> pd.DataFrame:
     """One table of a complete run."""
-    path = Path(run) / f"{name}.parquet"
+    path = Path(run) / table_file(name)
     if name not in TABLES:
         raise StoreError(f"no table {name!r}; tables: {', '.join(TABLES)}")
     if not path.is_file():
         raise StoreError(f"{path} does not exist: the run is not complete (resume it with rulelab sweep --resume)")
     return pd.read_parquet(path)
+
+
+# --- reading runs for reports: tolerant, never raising -------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContents:
+    """What a run folder holds, read without failing: its meta (empty if unreadable), each
+    table (None where absent or unreadable; a running or stopped run's tables come from
+    the parts it finished), and what is missing or unreadable."""
+
+    path: Path
+    meta: Mapping[str, Any]
+    tables: Mapping[str, pd.DataFrame | None]
+    missing: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def damage(self) -> tuple[str, ...]:
+        """Why this run cannot stand as a complete result: problems, absent files, or a
+        status other than complete."""
+        status = () if self.status == "complete" else (f"status {self.status}",)
+        return (*status, *(f"{m} is missing" for m in self.missing), *self.problems)
+
+
+def _parts_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for file in sorted(folder.glob("*.part")) if folder.is_dir() else ():
+        part = read_part(file)
+        for name, columns in ((part or {}).get("tables") or {}).items():
+            try:
+                df = pd.DataFrame(dict(columns))
+            except (TypeError, ValueError):
+                continue
+            if len(df) and name in TABLES:
+                frames.setdefault(name, []).append(df)
+    return {name: pd.concat(fs, ignore_index=True) for name, fs in frames.items()}
+
+
+def inspect_run(run: str | Path) -> RunContents:
+    """Read a run folder for a report: whatever can be read, and a list of the rest."""
+    path = Path(run)
+    problems: list[str] = []
+    missing: list[str] = []
+    meta: dict[str, Any] = {}
+    if not path.is_dir():
+        return RunContents(path, meta, dict.fromkeys(TABLES), (), (f"{path} is not a folder",))
+    if (path / META_FILE).is_file():
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            problems.append(f"{META_FILE} unreadable: {exc}")
+        if meta and meta.get("schema_version") != SCHEMA_VERSION:
+            problems.append(f"results schema {meta.get('schema_version')!r}, this rulelab reads schema {SCHEMA_VERSION}")
+    else:
+        missing.append(META_FILE)
+    tables: dict[str, pd.DataFrame | None] = {}
+    from_parts = _parts_tables(path / PARTS_DIR) if not (path / table_file("summary")).is_file() else {}
+    for name in TABLES:
+        file = path / table_file(name)
+        if not file.is_file():
+            tables[name] = from_parts.get(name)
+            if name not in from_parts:
+                missing.append(file.name)
+            continue
+        try:
+            tables[name] = pd.read_parquet(file)
+        except Exception as exc:  # noqa: BLE001 - a half-written or foreign file must not stop a report
+            problems.append(f"{file.name} unreadable: {exc}")
+            tables[name] = None
+    return RunContents(path, meta, tables, tuple(missing), tuple(problems))
+
+
+def write_timings(run: Path, df: pd.DataFrame) -> None:
+    """Store the quick in-process timings of ``rulelab study`` in its run."""
+    write_parquet(run / TIMINGS_FILE, df)
+
+
+def load_timings(run: str | Path) -> pd.DataFrame | None:
+    """A run's study timings, or None when it has none."""
+    path = Path(run) / TIMINGS_FILE
+    return pd.read_parquet(path) if path.is_file() else None

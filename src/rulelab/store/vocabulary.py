@@ -1,0 +1,227 @@
+"""The results vocabulary: every word a result is written in, spelled out once.
+
+The pitfall is a second copy. A bucket name, a table column or a file of the run folder
+spelled out again elsewhere (a report's own schema, a label table, a hand-built test
+store) drifts from this one without a word, and a renamed column then reads as
+missing, not as an error. So every other module imports these names: the buckets as
+an enumeration (name, labels, colours, severity, order), the result statuses, the
+columns of every table, and the run folder's layout.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+SCHEMA_VERSION = 3
+"""Version of the layout and columns below; raised whenever either changes."""
+
+
+class Bucket(enum.IntEnum):
+    """The class of one point's error, best first. ``column`` is its summary column,
+    ``label`` and ``short`` what tables show, ``colour`` (background, text) what the
+    matrix paints, ``severity`` how bad a cell with such points is (higher worse;
+    unscored classes rank below every scored one)."""
+
+    label: str
+    short: str
+    colour: tuple[str, str]
+    severity: int
+
+    def __new__(cls, code: int, label: str, short: str, colour: tuple[str, str], severity: int) -> Bucket:
+        obj = int.__new__(cls, code)
+        obj._value_ = code
+        obj.label, obj.short, obj.colour, obj.severity = label, short, colour, severity
+        return obj
+
+    EXACT = (0, "exact (0 ULP)", "exact", ("#b8e0a8", "#000"), 4)
+    ULP_1 = (1, "1 ULP", "1", ("#d9efc2", "#000"), 5)
+    ULP_2_4 = (2, "2-4 ULP", "2-4", ("#fff3a8", "#000"), 6)
+    ULP_5_1024 = (3, "5-1024 ULP", "5-1024", ("#fdae61", "#000"), 7)
+    ULP_GT_1024 = (4, "> 1024 ULP", ">1024", ("#f46d43", "#000"), 8)
+    WRONG_NONFINITE = (5, "wrong non-finite", "wrong non-finite", ("#a50026", "#fff"), 10)
+    UNEXPECTED_FINITE = (6, "finite where undefined", "finite where undefined", ("#762a83", "#fff"), 9)
+    BOTH_UNDEFINED = (7, "undefined (both NaN)", "both undefined", ("#eeeeee", "#000"), 2)
+    UNSETTLED = (8, "reference unsettled (not scored)", "unsettled", ("#9ecae1", "#000"), 3)
+
+    @property
+    def column(self) -> str:
+        """The summary column counting this bucket's points (and its name in tables)."""
+        return self.name.lower()
+
+    @property
+    def scored(self) -> bool:
+        """Whether points of this bucket have a dULP (both results comparable)."""
+        return self <= Bucket.ULP_GT_1024
+
+    @property
+    def nonfinite(self) -> bool:
+        """Whether this bucket is a non-finite disagreement."""
+        return self in (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)
+
+    @classmethod
+    def of_ulp(cls, dulp: float) -> Bucket:
+        """The scored bucket of a dULP count."""
+        if dulp == 0:
+            return cls.EXACT
+        if dulp == 1:
+            return cls.ULP_1
+        return cls.ULP_2_4 if dulp <= 4 else cls.ULP_5_1024 if dulp <= 1024 else cls.ULP_GT_1024
+
+
+class Status(enum.Enum):
+    """What came of one result (a summary row): measured, refused by JAX, or failed; and,
+    for a report cell, a result the runs do not have."""
+
+    label: str
+    colour: tuple[str, str]
+    severity: int
+
+    def __new__(cls, value: str, label: str, colour: tuple[str, str], severity: int) -> Status:
+        obj = object.__new__(cls)
+        obj._value_ = value
+        obj.label, obj.colour, obj.severity = label, colour, severity
+        return obj
+
+    OK = ("ok", "ok", ("#ffffff", "#000"), 0)
+    UNSUPPORTED = ("unsupported", "unsupported", ("#d0d0d0", "#555"), 1)
+    ERROR = ("error", "error", ("#303030", "#fff"), 11)
+    MISSING = ("missing", "not run", ("#ffffff", "#999"), 0)
+
+
+# --- tables --------------------------------------------------------------------------------
+
+Columns = Mapping[str, tuple[str, str]]
+"""Column name -> (pandas dtype, meaning)."""
+
+KEYS: Columns = MappingProxyType(
+    {
+        "case": ("string", "case name"),
+        "variant": ("string", "variant name"),
+        "transform": ("string", "value | grad | jvp | grad2"),
+        "arg": ("string", "the argument differentiated; '' for value"),
+        "dtype": ("string", "float32 | float16 | bfloat16 | float64"),
+        "backend": ("string", "platform the variant ran on (cpu, gpu, tpu)"),
+    }
+)
+"""Key columns, shared by every table: one *result* is one case x variant x transform x
+differentiated argument x dtype x backend."""
+
+_BUCKET_MEANING = {
+    Bucket.EXACT: "points with dULP 0",
+    Bucket.ULP_1: "points with dULP 1",
+    Bucket.ULP_2_4: "points with dULP 2 to 4",
+    Bucket.ULP_5_1024: "points with dULP 5 to 2^10",
+    Bucket.ULP_GT_1024: "points with dULP above 2^10",
+    Bucket.WRONG_NONFINITE: "non-finite result where the reference is finite (or another non-finite)",
+    Bucket.UNEXPECTED_FINITE: "finite result where the reference is undefined or infinite",
+    Bucket.BOTH_UNDEFINED: "NaN result where the reference is undefined too",
+    Bucket.UNSETTLED: "points whose reference never settled up to the precision cap (not scored)",
+}
+
+SUMMARY: Columns = MappingProxyType(
+    {
+        **KEYS,
+        "status": ("string", "ok | unsupported (JAX refused the transform) | error (the variant failed)"),
+        "message": ("string", "why a result is unsupported or an error; '' when ok"),
+        "n_points": ("Int64", "points in the sweep"),
+        "max_ulp": ("float64", "headline: largest dULP over comparable points, flush-aware where the backend flushes the dtype"),
+        "median_ulp": ("float64", "headline: median dULP over comparable points, flush-aware"),
+        "max_ulp_ieee": ("float64", "largest dULP against the IEEE reference alone (no allowance for the backend's flushing)"),
+        "flushed": ("Int64", "points where the flush-aware reference is strictly closer: the backend's flushing, not the rule"),
+        "max_frac_ulp": ("float64", "largest |computed - exact| / ulp(exact); 0.5 = correctly rounded"),
+        **{b.column: ("Int64", f"headline: {_BUCKET_MEANING[b]}") for b in Bucket},
+        "wrong_nan": ("Int64", "of wrong_nonfinite, how many results are NaN"),
+        "wrong_inf": ("Int64", "of wrong_nonfinite, how many results are infinite"),
+        "notes": ("string", "evaluation notes, '; '-joined (e.g. a dtype the variant changed)"),
+        "conventions": ("string", "notes of the case's conventions for this derivative, '; '-joined"),
+        "compile_s": ("float64", "seconds to lower and compile (varies between runs)"),
+        "run_s": ("float64", "seconds to run the compiled function once (varies between runs)"),
+    }
+)
+"""summary.parquet: one row per result."""
+
+BINNED: Columns = MappingProxyType(
+    {
+        **KEYS,
+        "binade_of": ("string", "the argument whose binade groups the points: the differentiated one, else the first"),
+        "sign": ("int64", "sign of that argument: -1 or 1 (-0 counts as -1)"),
+        "binade": ("float64", "floor(log2|x|) of that argument; -inf for zero, inf for infinity"),
+        "count": ("int64", "points in this binade and sign"),
+        "max_ulp": ("float64", "headline: largest dULP over its comparable points (NaN if none)"),
+        "median_ulp": ("float64", "headline: median dULP over its comparable points"),
+        "max_ulp_ieee": ("float64", "largest dULP against the IEEE reference alone"),
+        "nonfinite": ("int64", "points in the wrong_nonfinite or unexpected_finite classes (headline)"),
+        "flushed": ("int64", "points the backend's flushing explains"),
+        "unsettled": ("int64", "points whose reference never settled (not scored)"),
+    }
+)
+"""binned.parquet: one row per result, sign and binade."""
+
+POINT_INPUTS = ("in0", "in1", "in2")
+"""Input columns of point tables: argument positions 0, 1, 2 as float64 (NaN where the
+case has fewer arguments). A case of more arguments adds in3, in4, …"""
+
+_INPUTS: Columns = {c: ("float64", f"input {i} (float64; NaN if the case has fewer arguments)") for i, c in enumerate(POINT_INPUTS)}
+
+WORST: Columns = MappingProxyType(
+    {
+        **KEYS,
+        "rank": ("int64", "0 = worst"),
+        **_INPUTS,
+        "args": ("string", "the case's argument names, comma-joined, in input order"),
+        "computed": ("float64", "what the variant returned"),
+        "ref_hi": ("float64", "reference, high part of a double-double (NaN: undefined or unsettled)"),
+        "ref_lo": ("float64", "reference, low part; where unsettled, the highest precision tried (bits)"),
+        "dulp": ("float64", "headline dULP (inf for the non-finite classes), flush-aware"),
+        "dulp_ieee": ("float64", "dULP against the IEEE reference alone"),
+        "flushed": ("bool", "whether the backend's flushing explains this point"),
+        "frac_ulp": ("float64", "fractional error against the unrounded reference"),
+        "bucket": ("string", "error class: a Bucket column name"),
+    }
+)
+"""worst.parquet: the worst inputs of each result, non-finite classes first, then the
+points whose reference never settled."""
+
+SAMPLES: Columns = MappingProxyType(
+    {
+        **KEYS,
+        **_INPUTS,
+        "computed": ("float64", "what the variant returned"),
+        "ref_hi": ("float64", "reference (high part; NaN: undefined)"),
+        "dulp": ("float64", "headline dULP (inf for the non-finite classes, NaN where both are undefined)"),
+    }
+)
+"""samples.parquet: up to ``plan.samples`` points of each result spread evenly over its
+sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
+
+TABLES: Mapping[str, Columns] = MappingProxyType({"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES})
+"""Every accuracy table of a run, by file stem."""
+
+TEXT_COLUMNS: frozenset[str] = frozenset(c for t in TABLES.values() for c, (dtype, _) in t.items() if dtype == "string")
+"""Columns holding text (the rest hold numbers or flags)."""
+
+TIMING_COLUMNS = ("compile_s", "run_s")
+"""Columns that measure time and so differ between otherwise identical runs."""
+
+# --- the run folder ----------------------------------------------------------------------
+
+ACCURACY_DIR = "accuracy"
+"""Under the results root: one folder per run."""
+LATEST_FILE = "latest"
+"""In ACCURACY_DIR: the id of the most recently completed run (text)."""
+META_FILE = "meta.json"
+"""In a run folder: plan, versions, backend facts, git commit, timings, status."""
+PARTS_DIR = "parts"
+"""In a run folder while it runs: one file per finished task."""
+TIMINGS_FILE = "timings.parquet"
+"""In a run folder after ``rulelab study``: the quick in-process timings."""
+RUN_STATUSES = ("running", "stopped", "complete")
+"""meta.json ``status``: a run being written, one that stopped part-way (``stopped``
+says why; ``--resume`` continues it) and a finished one."""
+
+
+def table_file(name: str) -> str:
+    """The file of table ``name`` in a run folder."""
+    return f"{name}.parquet"
