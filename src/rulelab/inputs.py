@@ -47,6 +47,16 @@ class Sweep:
     def as_float64(self) -> tuple[np.ndarray, ...]:
         return tuple(p.astype(np.float64) for p in self.points)
 
+    def flushed(self) -> tuple[np.ndarray, ...]:
+        """The points as a backend that flushes this dtype's subnormals reads them: every
+        subnormal coordinate a zero of its sign (float64)."""
+        tiny = fmt(self.dtype).smallest_normal
+        out = []
+        for p in self.as_float64():
+            sub = (p != 0) & (np.abs(p) < tiny)
+            out.append(np.where(sub, np.copysign(0.0, p), p))
+        return tuple(out)
+
 
 def binade_edges(f: FloatFormat) -> list[tuple[int, int]]:
     """For each binade [2^k, 2^(k+1)) of positive finite values, its half-open range of

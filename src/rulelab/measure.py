@@ -58,11 +58,13 @@ def task_rows(
     backend: str,
     *,
     rounded: np.ndarray | None = None,
+    flush: FlushReference | None = None,
     n_worst: int = 10,
     n_samples: int = 400,
 ) -> Rows:
     """The rows ``task`` adds to each table. ``ref`` is (hi, lo) at the sweep's points,
-    ``rounded`` the same rounded to the task's dtype when already known. A result that
+    ``rounded`` the same rounded to the task's dtype when already known, ``flush`` the
+    flush-aware reference where the backend flushes the dtype. A result that
     is not ``ok`` has a summary row only."""
     conventions = "; ".join(c.note for c in case.conventions_for(task.arg, task.order)) if task.order else ""
     row: dict[str, Any] = {
@@ -78,7 +80,7 @@ def task_rows(
         return {"summary": {**key_columns(task, backend, 1), **{k: [v] for k, v in row.items()}}, "binned": {}, "worst": {}, "samples": {}}
     hi, lo = ref
     values = outcome.values
-    errors = point_errors(values, hi, lo, task.dtype, rounded)
+    errors = point_errors(values, hi, lo, task.dtype, rounded, flush)
     row.update(summarize(errors))
     wrong = errors.bucket == Bucket.WRONG_NONFINITE
     row["wrong_nan"] = int(np.isnan(values.astype(np.float64)[wrong]).sum())
@@ -101,7 +103,7 @@ def task_rows(
             "rank": np.arange(len(w)),
             **input_columns([w[f"in{i}"].to_numpy() for i in range(len(case.args))]),
             "args": [",".join(case.args)] * len(w),
-            **{c: w[c].to_numpy() for c in ("computed", "ref_hi", "ref_lo", "dulp", "frac_ulp")},
+            **{c: w[c].to_numpy() for c in ("computed", "ref_hi", "ref_lo", "dulp", "dulp_ieee", "flushed", "frac_ulp")},
             "bucket": list(w["bucket"]),
         },
         "samples": {

@@ -50,7 +50,8 @@ from rulelab.measure import Rows, task_rows
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
-from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
+from rulelab.metrics import FlushReference, flushed_rounding
+from rulelab.reference import MAX_PRECISION, BrokenReference, is_unsettled, reference_pool, references
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
@@ -81,31 +82,37 @@ class Options:
 
 @dataclass(frozen=True)
 class CaseInputs:
-    """A case's sweeps in each dtype, the union of their points as float64, and where
-    each dtype's points sit in that union."""
+    """A case's sweeps in each dtype, the union of their points as float64, where each
+    dtype's points sit in that union, and where the same points as a backend that
+    flushes the dtype's subnormals reads them sit (``flush_index``)."""
 
     sweeps: Mapping[str, Sweep]
     union: tuple[np.ndarray, ...]
     index: Mapping[str, np.ndarray]
+    flush_index: Mapping[str, np.ndarray]
 
 
 def case_inputs(case: Case, plan: Plan, dtypes: Sequence[str]) -> CaseInputs:
-    """``case``'s sweeps for ``dtypes`` with the plan's sizes, and their union (in order
-    of first appearance, so it does not depend on how numpy sorts)."""
+    """``case``'s sweeps for ``dtypes`` with the plan's sizes, and the union of their points
+    and of their flushed points (in order of first appearance, so it does not depend on
+    how numpy sorts). The flushed points cost references only where a coordinate is
+    subnormal; which backends flush is known only once the backend starts."""
     with np.errstate(over="ignore"):  # thresholds beyond a narrow dtype's range become inf, as meant
         sweeps = {d: make_sweep(case, d, plan.spec(d, len(case.args)), plan.seed) for d in dtypes}
-    cols = [np.concatenate([sweeps[d].points[i].astype(np.float64) for d in dtypes]) for i in range(len(case.args))]
+    sets = [sweeps[d].as_float64() for d in dtypes] + [sweeps[d].flushed() for d in dtypes]
+    cols = [np.concatenate([s[i] for s in sets]) for i in range(len(case.args))]
     bits = np.stack([c.view(np.uint64) for c in cols], axis=1)
     _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     inverse = rank[inverse.reshape(-1)]
-    index, start = {}, 0
-    for d in dtypes:
-        index[d] = inverse[start : start + len(sweeps[d])]
-        start += len(sweeps[d])
-    return CaseInputs(sweeps, tuple(c[first[order]] for c in cols), index)
+    index, flush_index, start = {}, {}, 0
+    for table in (index, flush_index):
+        for d in dtypes:
+            table[d] = inverse[start : start + len(sweeps[d])]
+            start += len(sweeps[d])
+    return CaseInputs(sweeps, tuple(c[first[order]] for c in cols), index, flush_index)
 
 
 def _bar(total: int, desc: str, unit: str, options: Options) -> Any:
@@ -138,24 +145,31 @@ def compute_references(
     return out
 
 
-Rounded = Mapping[tuple[str, int, str, str], np.ndarray]
+Rounded = Mapping[tuple[str, int, str, str], tuple[np.ndarray, np.ndarray]]
 """(case, derivative order, argument, dtype) -> the reference at that dtype's sweep
-points, correctly rounded to the dtype."""
+points, correctly rounded to the dtype: as IEEE, and as a backend that flushes the
+dtype's subnormals has it."""
 
 
-def _round(job: tuple[np.ndarray, np.ndarray, str]) -> np.ndarray:
-    return round_double_double(*job)
+def _round(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(IEEE, flush-aware) rounding of one reference: the second at the flushed inputs,
+    its subnormal results flushed, and the IEEE one where it never settled."""
+    hi, lo, f_hi, f_lo, dtype = job
+    ieee = round_double_double(hi, lo, dtype)
+    flush = flushed_rounding(round_double_double(f_hi, f_lo, dtype), dtype)
+    return ieee, np.where(is_unsettled(f_hi, f_lo), ieee, flush)
 
 
 def round_references(inputs: Mapping[str, CaseInputs], refs: References, tasks: Sequence[Task], pool: Executor | None) -> Rounded:
-    """Each reference rounded once per dtype (exact integer arithmetic, so worth doing
-    once for all the variants and transforms that compare against it, in ``pool``)."""
+    """Each reference rounded once per dtype, as IEEE and as a flushing backend would
+    have it (exact integer arithmetic, so worth doing once for all the variants and
+    transforms that compare against it, in ``pool``)."""
     keys = list(dict.fromkeys((t.case, t.order, t.arg, t.dtype) for t in tasks))
     jobs = []
     for case, order, arg, dtype in keys:
         hi, lo = refs[(case, order, arg)]
-        idx = inputs[case].index[dtype]
-        jobs.append((hi[idx], lo[idx], dtype))
+        idx, fidx = inputs[case].index[dtype], inputs[case].flush_index[dtype]
+        jobs.append((hi[idx], lo[idx], hi[fidx], lo[fidx], dtype))
     results = pool.map(_round, jobs) if pool is not None and len(jobs) > 1 else map(_round, jobs)
     return dict(zip(keys, results))
 
@@ -177,9 +191,10 @@ class Work:
     tasks: Sequence[Task]
 
 
-def run_task(work: Work, t: Task, platform: str) -> dict[str, float]:
+def run_task(work: Work, t: Task, platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
     """Evaluate and measure one task and write its part; any failure of the variant
-    (or of measuring it) becomes an error row. Returns seconds per step."""
+    (or of measuring it) becomes an error row; where the backend ``flushes`` the task's
+    dtype, points are also scored flush-aware. Returns seconds per step."""
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
     case = get_case(t.case)
     inp = work.inputs[t.case]
@@ -193,9 +208,10 @@ def run_task(work: Work, t: Task, platform: str) -> dict[str, float]:
         secs["evaluate"] = t1 - t0 - outcome.compile_s
         hi, lo = work.refs[(t.case, t.order, t.arg)]
         idx = inp.index[t.dtype]
-        rounded = work.rounded[(t.case, t.order, t.arg, t.dtype)]
+        rounded, flush = work.rounded[(t.case, t.order, t.arg, t.dtype)]
         plan = work.plan
-        rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded, n_worst=plan.worst, n_samples=plan.samples)
+        rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded,
+                         flush=FlushReference(flush) if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
         secs["metrics"] = time.perf_counter() - t1
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
         where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
@@ -227,9 +243,9 @@ def _worker_facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any
     return backends.facts(backend, dtypes)
 
 
-def _worker_task(i: int, platform: str) -> tuple[int, dict[str, float]]:
+def _worker_task(i: int, platform: str, flushes: Mapping[str, bool]) -> tuple[int, dict[str, float]]:
     assert _WORK is not None
-    return i, run_task(_WORK, _WORK.tasks[i], platform)
+    return i, run_task(_WORK, _WORK.tasks[i], platform, flushes)
 
 
 def evaluation_workers(options: Options, n_tasks: int) -> int:
@@ -262,7 +278,7 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
         with _bar(len(work.tasks), "evaluate", "task", options) as bar:
             for t in work.tasks:
                 bar.set_postfix_str(str(t), refresh=False)
-                add(run_task(work, t, facts["backend"]))
+                add(run_task(work, t, facts["backend"], facts["flushes_subnormals"]))
                 bar.update(1)
         return secs, 1
 
@@ -273,7 +289,7 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
         facts = ex.submit(_worker_facts, work.backend, work.plan.dtypes).result()
         begin(facts)
         with _bar(len(work.tasks), "evaluate", "task", options) as bar:
-            pending = {ex.submit(_worker_task, i, facts["backend"]) for i in range(len(work.tasks))}
+            pending = {ex.submit(_worker_task, i, facts["backend"], facts["flushes_subnormals"]) for i in range(len(work.tasks))}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
