@@ -13,8 +13,9 @@ import rulelab
 from rulelab import store, sweep
 from rulelab.case import get_case
 from rulelab.evaluate import evaluate, flushes_subnormals
+from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep
-from rulelab.metrics import FlushReference, flushed_rounding, point_errors, summarize
+from rulelab.metrics import flush_reference, point_errors, summarize
 from rulelab.plan import parse_plan
 from rulelab.reference import references
 from rulelab.store.vocabulary import Bucket
@@ -30,9 +31,7 @@ def scored(case, variant, transform, arg, dtype, points):
     order = 0 if transform == "value" else 1
     hi, lo = references(case, order, arg or case.args[0], sweep_.as_float64())
     f_hi, f_lo = references(case, order, arg or case.args[0], sweep_.flushed())
-    from rulelab.floats import round_double_double
-
-    flush = FlushReference(flushed_rounding(round_double_double(f_hi, f_lo, dtype), dtype))
+    flush = flush_reference(f_hi, f_lo, dtype, round_double_double(hi, lo, dtype))
     return point_errors(out.values, hi, lo, dtype, flush=flush), point_errors(out.values, hi, lo, dtype)
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from rulelab.case import DERIVATIVE_ORDER, Case, get_case
-from rulelab.evaluate import evaluate
+from rulelab.evaluate import evaluate, flushes_subnormals
+from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep, SweepSpec, make_sweep
-from rulelab.metrics import point_errors
+from rulelab.metrics import flush_reference, point_errors
 from rulelab.reference import references
 from rulelab.store.vocabulary import Bucket
 
@@ -22,8 +23,9 @@ MAX_POINTS = 4096
 
 
 def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype: str, backend: str | None = None) -> float:
-    """Max dULP over the probe sweep; inf if any point is in a non-finite class, NaN if
-    the transform is unsupported or the variant fails."""
+    """Max dULP over the probe sweep (the headline: flush-aware where the backend flushes
+    the dtype's subnormals); inf if any point is in a non-finite class, NaN if the
+    transform is unsupported or the variant fails."""
     case = get_case(case_name)
     arg = arg or case.args[0]
     sweep = probe_sweep(case, dtype)
@@ -32,7 +34,11 @@ def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype
     out = evaluate(case, variant, transform, arg, dtype, sweep.points, backend)
     if out.status != "ok":
         return math.nan
-    errors = point_errors(out.values, hi, lo, dtype)
+    flush = None
+    if flushes_subnormals(dtype, backend):
+        f_hi, f_lo = references(case, order, arg, sweep.flushed())
+        flush = flush_reference(f_hi, f_lo, dtype, round_double_double(hi, lo, dtype))
+    errors = point_errors(out.values, hi, lo, dtype, flush=flush)
     if np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)).any():
         return math.inf
     comparable = errors.bucket <= Bucket.ULP_GT_1024

@@ -101,13 +101,15 @@ def _badness(dulp: np.ndarray, bucket: np.ndarray) -> np.ndarray:
     return np.where(bucket <= Bucket.ULP_GT_1024, dulp, np.where(bucket == Bucket.BOTH_UNDEFINED, 0.0, np.inf))
 
 
-def flushed_rounding(rounded: np.ndarray, dtype: Any) -> np.ndarray:
-    """A rounded reference as a flushing backend writes it: subnormals become signed zeros."""
+def flush_reference(hi: np.ndarray, lo: np.ndarray, dtype: Any, ieee: np.ndarray) -> FlushReference:
+    """The flush-aware reference from the reference at the flushed inputs (hi, lo):
+    rounded to ``dtype``, subnormal results flushed to signed zeros, and the IEEE
+    rounding ``ieee`` kept where it never settled."""
     f = fmt(dtype)
-    r = np.asarray(rounded).astype(f.dtype)
-    r64 = r.astype(np.float64)
+    r64 = round_double_double(hi, lo, f).astype(np.float64)
     sub = np.isfinite(r64) & (r64 != 0) & (np.abs(r64) < f.smallest_normal)
-    return np.where(sub, np.copysign(0.0, r64), r64).astype(f.dtype)
+    flushed = np.where(sub, np.copysign(0.0, r64), r64).astype(f.dtype)
+    return FlushReference(np.where(is_unsettled(hi, lo), np.asarray(ieee).astype(f.dtype), flushed))
 
 
 def point_errors(

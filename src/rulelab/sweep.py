@@ -50,8 +50,8 @@ from rulelab.measure import Rows, task_rows
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
-from rulelab.metrics import FlushReference, flushed_rounding
-from rulelab.reference import MAX_PRECISION, BrokenReference, is_unsettled, reference_pool, references
+from rulelab.metrics import FlushReference, flush_reference
+from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
@@ -145,19 +145,18 @@ def compute_references(
     return out
 
 
-Rounded = Mapping[tuple[str, int, str, str], tuple[np.ndarray, np.ndarray]]
+Rounded = Mapping[tuple[str, int, str, str], tuple[np.ndarray, FlushReference]]
 """(case, derivative order, argument, dtype) -> the reference at that dtype's sweep
 points, correctly rounded to the dtype: as IEEE, and as a backend that flushes the
 dtype's subnormals has it."""
 
 
-def _round(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, np.ndarray]:
-    """(IEEE, flush-aware) rounding of one reference: the second at the flushed inputs,
-    its subnormal results flushed, and the IEEE one where it never settled."""
+def _round(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, FlushReference]:
+    """(IEEE, flush-aware) rounding of one reference (the second from the reference at
+    the flushed inputs)."""
     hi, lo, f_hi, f_lo, dtype = job
     ieee = round_double_double(hi, lo, dtype)
-    flush = flushed_rounding(round_double_double(f_hi, f_lo, dtype), dtype)
-    return ieee, np.where(is_unsettled(f_hi, f_lo), ieee, flush)
+    return ieee, flush_reference(f_hi, f_lo, dtype, ieee)
 
 
 def round_references(inputs: Mapping[str, CaseInputs], refs: References, tasks: Sequence[Task], pool: Executor | None) -> Rounded:
@@ -211,7 +210,7 @@ def run_task(work: Work, t: Task, platform: str, flushes: Mapping[str, bool]) ->
         rounded, flush = work.rounded[(t.case, t.order, t.arg, t.dtype)]
         plan = work.plan
         rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded,
-                         flush=FlushReference(flush) if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
+                         flush=flush if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
         secs["metrics"] = time.perf_counter() - t1
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
         where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
