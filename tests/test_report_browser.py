@@ -39,7 +39,7 @@ window.addEventListener("load", () => {
   const external = Array.from(document.querySelectorAll("[src], [href]")).map(e => e.getAttribute("src") || e.getAttribute("href")).filter(u => /^([a-z]+:)?\/\//i.test(u));
   const out = document.createElement("pre");
   out.id = "__check";
-  out.textContent = JSON.stringify({images, resources, external, errors: window.__errors, matrices: document.querySelectorAll("table.matrix").length, tables: document.querySelectorAll("table").length});
+  out.textContent = JSON.stringify({images, resources, external, errors: window.__errors, matrices: document.querySelectorAll("table.matrix").length, tables: document.querySelectorAll("table").length, verdict: Array.from(document.querySelectorAll("table.verdict tbody th a")).map(a => a.textContent)});
   document.body.appendChild(out);
 });
 </script>"""
@@ -82,6 +82,13 @@ def test_page_loads_cleanly(report: Path, tmp_path: Path, name: str, matrices: i
     assert all(w > 0 and h > 0 and complete for w, h, complete in result["images"]), result["images"]
     assert result["resources"] == [] and result["external"] == [], "the page fetches something"
     assert result["errors"] == [] and console == []
+
+
+def test_the_overview_opens_with_a_verdict_row_per_case(report: Path, tmp_path: Path) -> None:
+    result, _ = open_in_browser(report / "index.html", tmp_path)
+    assert sorted(result["verdict"]) == ["pair", "toy"]
+    text = (report / "index.html").read_text(encoding="utf-8")
+    assert text.index('class="verdict"') < text.index('class="matrix"'), "the verdict comes before the matrix"
 
 
 def test_the_check_sees_broken_images_and_errors(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare:
     bench_note = bench_summary(bench)
     if timings is not None:
         bench_note += f"<p>Quick in-process timings of every variant: {html.link('performance.html', 'performance page')}.</p>"
-    _write(out / "index.html", index_page(acc, found, links, bench_note))
+    _write(out / "index.html", index_page(acc, found, links, bench_note, timings))
     for case, text in case_pages(acc, found, links, workers):
         _write(out / case_file(case), text)
     _write(out / "performance.html", performance_page(bench, links, case_pages=set(acc.cases()), timings=timings))

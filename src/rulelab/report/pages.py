@@ -12,7 +12,9 @@ import pandas as pd
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
 from rulelab.report.findings import Finding, headline
+from rulelab.report.classes import CLASS_LABELS
 from rulelab.report.load import Accuracy, RunInfo
+from rulelab.report.verdict import verdict_table
 from rulelab.store.vocabulary import Bucket, Status
 from rulelab.report.tables import (
     DTYPE_ORDER,
@@ -135,9 +137,28 @@ def _matrices(acc: Accuracy) -> str:
     return "\n".join(parts)
 
 
-def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note: str) -> str:
-    """The overview: run facts, the biggest findings, the case x variant matrices per
-    transform, dtype and backend, and links to every other page."""
+def _verdict(acc: Accuracy, timings: pd.DataFrame | None) -> str:
+    v = verdict_table(acc.summary, timings)
+    if v.empty:
+        return ""
+    cells = pd.DataFrame({
+        "use": [html.Cell(u, "text") for u in v["use"]],
+        "max dULP": [html.Cell(u, c, CLASS_LABELS.get(c, c)) for u, c in zip(v["max dULP"], v["use_class"])],
+        "non-finite": [html.Cell(str(n) if n else "0", Bucket.WRONG_NONFINITE.column if n else "") for n in v["non-finite"]],
+        "time vs naive": [html.Cell(t) for t in v["time vs naive"]],
+        "fail here": [html.Cell(f, "text") for f in v["fail here"]],
+    }, index=pd.MultiIndex.from_tuples([(html.Cell(c, "text", href=case_file(c)), d) for c, d in zip(v["case"], v["dtype"])], names=["case", "dtype"]))
+    timing_note = "" if timings is not None else " (time per call needs the timings of <code>rulelab study</code>)"
+    return ("<h2>Verdict</h2><p>Per case and dtype, the variant to use: no non-finite results first, then the smallest "
+            "worst max dULP over every transform (the headline, flush-aware), then the cheapest" + timing_note + "; and the "
+            "variants that fail there (non-finite results, over 1024 ULP, an error, or a transform they cannot do).</p>"
+            + html.table(cells, cls="verdict"))
+
+
+def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note: str, timings: pd.DataFrame | None = None) -> str:
+    """The overview: run facts, the verdict per case and dtype, the findings per case,
+    the case x variant matrices per transform, dtype and backend, and links to every
+    other page."""
     body = [run_notes(acc.runs)]
     if not acc.runs:
         body.append(html.note(f"No accuracy runs were given: {SWEEP_HINT}.", "missing"))
@@ -147,6 +168,7 @@ def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note
         body.append("<h2>Where the numbers come from</h2>")
         body.append(html.table(facts_table(acc.runs), cls="facts"))
     if not acc.empty:
+        body.append(_verdict(acc, timings))
         body.append("<h2>Findings</h2>")
         body.append("<p>Where a variant returns non-finite values or loses more than 1024 ULP, per dtype. A threshold is the "
                     "smallest failing input the run stored (worst inputs and samples), else the binade where failures start; "
