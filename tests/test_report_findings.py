@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rulelab.report.findings import Finding, findings, fmt_x, headline, region
+from rulelab.report.findings import Finding, findings, fmt_x, region
 from rulelab.report.load import load_accuracy
 from test_report_synthetic import THRESHOLD, Spec, standard_specs, write_run
 
@@ -95,7 +95,10 @@ def test_fmt_x() -> None:
     assert [fmt_x(v) for v in (88.72283935546875, 2.0**-126, 0.0, 1024.0)] == ["88.72", "2^-126", "0", "1024"]
 
 
-def test_headline_spreads_over_cases() -> None:
+def test_the_overview_groups_findings_per_case() -> None:
+    from rulelab.report.pages import _findings_by_case
+
     found = [Finding("nonfinite", "a", f"v{i}", "grad", f"a {i}") for i in range(5)] + [Finding("error", "b", "v", "grad", "b 0")]
-    assert [f.text for f in headline(found, limit=4, per_case=2)] == ["a 0", "a 1", "a 2", "b 0"]
-    assert headline(found, limit=10) == found
+    text = _findings_by_case(found, per_case=2)
+    assert text.count("<b>") == 2 and text.index(">a<") < text.index(">b<")
+    assert text.count('<span class="badge') == 3 and "</a> 1</li>" in text and "</a> 2</li>" not in text and "3 more on" in text

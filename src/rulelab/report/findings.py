@@ -385,22 +385,3 @@ def _fine_text(fine: list[dict[str, float]]) -> list[str]:
     if len(fine) == 1:
         return [f"{n} (\u2264 {fmt_ulp(fine[0][n])} ULP there)" if not math.isnan(fine[0][n]) else n for n in names]
     return names
-
-
-def headline(found: Sequence[Finding], limit: int = 24, per_case: int = 3) -> list[Finding]:
-    """The findings for the overview: at most ``per_case`` of each case first (so one
-    case's many failures do not hide the others), then the rest, up to ``limit``, in
-    the order of ``found`` (most severe kind first)."""
-    taken: set[int] = set()
-    count: dict[str, int] = {}
-    for i, f in enumerate(found):
-        if len(taken) >= limit:
-            break
-        if count.get(f.case, 0) < per_case:
-            taken.add(i)
-            count[f.case] = count.get(f.case, 0) + 1
-    for i in range(len(found)):
-        if len(taken) >= limit:
-            break
-        taken.add(i)
-    return [f for i, f in enumerate(found) if i in taken]

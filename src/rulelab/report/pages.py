@@ -11,7 +11,7 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
-from rulelab.report.findings import Finding, headline
+from rulelab.report.findings import Finding
 from rulelab.report.classes import CLASS_LABELS
 from rulelab.report.load import Accuracy, RunInfo
 from rulelab.report.verdict import verdict_table
@@ -40,9 +40,9 @@ ASV_HINT = (
 )
 PUBLISH_HINT = "<code>asv publish</code> writes asv's own dashboard to <code>reports/asv/</code>"
 
-MAX_FINDINGS = 24
-"""Findings listed on the overview (a few per case first, see ``headline``); the rest
-are on the case pages."""
+FINDINGS_PER_CASE = 3
+"""Findings listed per case on the overview (the most severe); the rest are on the case
+pages."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,21 @@ def _finding_html(f: Finding) -> str:
     return f'<span class="badge {cls}">{html.esc(label)}</span> {html.link(case_file(f.case), f.case)}{html.esc(rest)}'
 
 
-def _findings_list(items: Sequence[Finding], limit: int | None) -> str:
-    shown = list(items) if limit is None else headline(items, limit)
-    body = '<ul class="findings">' + "".join(f"<li>{_finding_html(f)}</li>" for f in shown) + "</ul>"
-    if len(items) > len(shown):
-        body += f"<p>{len(items) - len(shown)} more findings are listed on the case pages.</p>"
-    return body
+def _findings_list(items: Sequence[Finding]) -> str:
+    return '<ul class="findings">' + "".join(f"<li>{_finding_html(f)}</li>" for f in items) + "</ul>"
+
+
+def _findings_by_case(found: Sequence[Finding], per_case: int = FINDINGS_PER_CASE) -> str:
+    """The findings grouped per case, most severe first, at most ``per_case`` each."""
+    groups: dict[str, list[Finding]] = {}
+    for f in found:
+        groups.setdefault(f.case, []).append(f)
+    items = []
+    for case, fs in groups.items():
+        more = f'<li>{len(fs) - per_case} more on {html.link(case_file(case), "the case page")}</li>' if len(fs) > per_case else ""
+        items.append(f"<li><b>{html.link(case_file(case), case)}</b>"
+                     f'<ul>{"".join(f"<li>{_finding_html(f)}</li>" for f in fs[:per_case])}{more}</ul></li>')
+    return '<ul class="findings">' + "".join(items) + "</ul>"
 
 
 def _matrices(acc: Accuracy) -> str:
@@ -173,7 +182,7 @@ def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note
         body.append("<p>Where a variant returns non-finite values or loses more than 1024 ULP, per dtype. A threshold is the "
                     "smallest failing input the run stored (worst inputs and samples), else the binade where failures start; "
                     "a variant is fine there if it has no such failure in those binades.</p>")
-        body.append(_findings_list(list(found), MAX_FINDINGS) if found else "<p>No variant returned a non-finite value, lost more than 1024 ULP, or failed.</p>")
+        body.append(_findings_by_case(found) if found else "<p>No variant returned a non-finite value, lost more than 1024 ULP, or failed.</p>")
         body.append(_matrices(acc))
         body.append("<h2>Cases</h2>")
         body.append(html.items(html.link(case_file(c), c) for c in acc.cases()))
@@ -242,7 +251,7 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
     body.append(_case_header(info, s))
     mine = [f for f in found if f.case == case]
     if mine:
-        body.append("<h2>Findings</h2>" + _findings_list(mine, None))
+        body.append("<h2>Findings</h2>" + _findings_list(mine))
     body.append("<h2>Variants</h2>" + _variants_code(info, variants))
     body.append("<h2>Transform support</h2>")
     body.append(html.table(support_matrix(s), cls="matrix"))
@@ -327,6 +336,6 @@ def compare_page(a: Accuracy, b: Accuracy, found_a: Sequence[Finding], found_b: 
     only_a = [f for f in found_a if f.text not in {g.text for g in found_b}]
     only_b = [f for f in found_b if f.text not in {g.text for g in found_a}]
     body.append("<h2>Findings that changed</h2>")
-    body.append(f"<h3>only in A ({html.esc(name_a)})</h3>" + (_findings_list(only_a, None) if only_a else "<p>none</p>"))
-    body.append(f"<h3>only in B ({html.esc(name_b)})</h3>" + (_findings_list(only_b, None) if only_b else "<p>none</p>"))
+    body.append(f"<h3>only in A ({html.esc(name_a)})</h3>" + (_findings_list(only_a) if only_a else "<p>none</p>"))
+    body.append(f"<h3>only in B ({html.esc(name_b)})</h3>" + (_findings_list(only_b) if only_b else "<p>none</p>"))
     return html.page(f"comparison: {name_a} vs {name_b}", "\n".join(body), nav=links.nav())
