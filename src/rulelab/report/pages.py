@@ -260,6 +260,15 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
     if b.empty:
         body.append(html.note("No per-binade results stored for this case (<code>binned.parquet</code>): the error plots are missing.", "missing"))
     body.append(html.legend())
+    flushed = s[s["flushed"].fillna(0) > 0]
+    if not flushed.empty:
+        where = ", ".join(f"{d} on {b}" for d, b in dict.fromkeys(zip(flushed["dtype"], flushed["backend"])))
+        body.append(html.note(
+            f"<b>Flushing:</b> the backend flushes subnormals to zero here ({html.esc(where)}): it reads a subnormal input as "
+            "zero and writes a subnormal result as zero, whatever the rule does. So each point is also measured against the "
+            "reference as the backend can represent it; <i>max ULP</i> and the buckets use the closer of the two, "
+            "<i>max ULP (IEEE)</i> the IEEE reference alone, and <i>flushed</i> counts the points flushing explains. "
+            "An intermediate that underflows inside a rule is still the rule's.", "conv"))
     for transform, arg, conventions in summary_groups(s):
         label = arg_label(transform, arg)
         body.append(f'<h2 id="{anchor(transform, arg)}">{html.esc(label)}</h2>')
