@@ -224,3 +224,15 @@ def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed
     summary = store.load_table(run, "summary")
     assert store.read_meta(run)["status"] == "complete" and len(summary) == 3
     assert (summary["unsettled"] == 0).all() and (summary["max_ulp"] <= 1).all()
+
+
+def test_report_names_a_damaged_newer_run_and_builds_from_the_intact_one(tmp_path, capsys):
+    from test_report_synthetic import Spec, write_run
+
+    base = tmp_path / "results" / "accuracy"
+    write_run(base / "good", [Spec("toy", "naive", "value")], started="2026-01-01")
+    write_run(base / "newer", [Spec("toy", "naive", "value")], started="2026-01-02", skip=("summary",))
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "reports"), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "run newer is passed over (summary.parquet is missing" in err and "the report uses good" in err
+    assert "good" in (tmp_path / "reports" / "index.html").read_text()

@@ -268,6 +268,20 @@ def test_latest_runs_picks_newest_per_backend(tmp_path: Path) -> None:
     assert sorted(p.name for p in latest_runs(base)) == ["b", "c"]
 
 
+def test_latest_runs_passes_over_damaged_newer_runs_and_names_them(tmp_path: Path) -> None:
+    base = tmp_path / "accuracy"
+    write_run(base / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
+    write_run(base / "b", [Spec("toy", "naive", "value")], started="2026-01-02", skip=("worst",))
+    write_run(base / "c", [Spec("toy", "naive", "value")], started="2026-01-03", status="stopped")
+    (base / "d").mkdir()
+    (base / "d" / "meta.json").write_text("{not json")
+    told: list[str] = []
+    assert [p.name for p in latest_runs(base, warn=told.append)] == ["a"]
+    assert len(told) == 3 and any(m.startswith("run d ") and "meta.json unreadable" in m for m in told)
+    assert any(m.startswith("run b ") and "worst.parquet is missing" in m and "uses a" in m for m in told)
+    assert any(m.startswith("run c ") and "status stopped" in m for m in told)
+
+
 def test_load_asv_long_form(tmp_path: Path) -> None:
     asv_dir = write_asv(tmp_path)
     bench = load_asv(asv_dir)

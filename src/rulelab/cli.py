@@ -172,7 +172,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         description="Write static HTML (opens from disk, images embedded) from the results store and asv's "
         "results: reports/index.html (overview), one page per case, performance.html. Never runs JAX or mpmath.",
     )
-    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="accuracy runs to report (default: the newest run per backend)")
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="accuracy runs to report (default: the newest complete run per backend; newer damaged or unfinished runs are named and passed over)")
     p.add_argument("--results", default="results", help="the results folder (default: results)")
     p.add_argument("--asv", default=None, metavar="DIR", help="asv results (default: RESULTS/asv)")
     p.add_argument("--out", default="reports", help="where to write the HTML (default: reports)")

@@ -13,7 +13,7 @@ from rulelab.case import Case
 from rulelab.evaluate import Outcome
 from rulelab.inputs import Sweep
 from rulelab.metrics import FlushReference, binned, point_errors, summarize, worst
-from rulelab.store.vocabulary import POINT_INPUTS, Bucket
+from rulelab.store.vocabulary import KEYS, POINT_INPUTS, Bucket
 from rulelab.tasks import Task
 
 Rows = dict[str, dict[str, Any]]
@@ -45,8 +45,8 @@ def thin(x: np.ndarray, k: int) -> np.ndarray:
 
 def key_columns(task: Task, backend: str, n: int) -> dict[str, list[str]]:
     """The key columns of ``n`` rows of one task."""
-    values = {"case": task.case, "variant": task.variant, "transform": task.transform, "arg": task.arg, "dtype": task.dtype, "backend": backend}
-    return {k: [v] * n for k, v in values.items()}
+    values = (task.case, task.variant, task.transform, task.arg, task.dtype, backend)
+    return {k: [v] * n for k, v in zip(KEYS, values)}
 
 
 def task_rows(

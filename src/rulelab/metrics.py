@@ -188,7 +188,7 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
     counted = {
         "nonfinite": np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)),
         "flushed": errors.flushed,
-        "unsettled": errors.bucket == Bucket.UNSETTLED,
+        Bucket.UNSETTLED.column: errors.bucket == Bucket.UNSETTLED,
     }
     keep = ~np.isnan(b)  # (NaN inputs have no binade; a groupby drops them too)
     sign, b, comparable, ieee = sign[keep], b[keep], comparable[keep], ieee[keep]

@@ -126,7 +126,9 @@ def latest_runs(results_dir: Path, warn: Callable[[str], None] | None = None) ->
     for d in sorted(p for p in results_dir.iterdir() if p.is_dir()):
         contents = store.inspect_run(d)
         meta = contents.meta
-        if not meta:
+        if not meta:  # not a run, or one whose meta.json cannot be read
+            if contents.problems and warn:
+                warn(f"run {d.name} is passed over ({'; '.join(contents.problems)})")
             continue
         backend = str((meta.get("backend") or {}).get("backend", "") if isinstance(meta.get("backend"), Mapping) else meta.get("backend", ""))
         started = str(meta.get("started") or d.name)

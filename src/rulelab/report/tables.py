@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import KEYS, Bucket, Status
 from rulelab.reference import START_PRECISIONS
 from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
 from rulelab.report.html import Cell
@@ -71,7 +71,7 @@ def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
     if row is None:
         return Cell("", "missing", "not run")
     cls = row_class(row)
-    key = " ".join(str(row.get(k, "")) for k in ("case", "variant", "transform", "arg", "dtype", "backend") if row.get(k, ""))
+    key = " ".join(str(row.get(k, "")) for k in KEYS if row.get(k, ""))
     if cls in ("unsupported", "error"):
         return Cell(cls, cls, f"{key}: {row.get('message', '')}".strip(), href)
     n_bad = nonfinite_count(row)
@@ -191,7 +191,7 @@ def _support_cell(sel: pd.DataFrame) -> Cell:
     messages = "; ".join(dict.fromkeys(m for m in sel["message"] if m))
     if len(statuses) == 1:
         s = statuses[0]
-        cls = s if s in ("unsupported", "error") else "exact"
+        cls = s if s in (Status.UNSUPPORTED.value, Status.ERROR.value) else Bucket.EXACT.column
         return Cell(s, cls, messages)
     parts = [f"{s} ({', '.join(dict.fromkeys(sel.loc[sel['status'] == s, 'dtype']))})" for s in statuses]
     cls = "error" if "error" in statuses else "unsupported"
