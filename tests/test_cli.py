@@ -129,7 +129,7 @@ def test_two_sweeps_at_once_of_a_user_module(tmp_path, env):
     assert len(runs) == 2
     for (out, _), run in zip(outs, runs):
         assert "tneg" in out and "run folder:" in out
-        assert store.read_meta(run)["status"] == "complete"
+        assert store.read_meta(run).status == "complete"
     a, b = (tables(r) for r in runs)
     for name in store.TABLES:
         pd.testing.assert_frame_equal(a[name], b[name])
@@ -160,16 +160,16 @@ def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, en
     time.sleep(1.0)
     assert {p.name for p in (run / "parts").glob("*.part")} == set(finished)
     assert 4 <= len(finished) < 18
-    assert store.read_meta(run)["status"] == "running"
+    assert store.read_meta(run).status == "running"
 
     resumed = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", env=env)
     assert resumed.returncode == 0, resumed.stderr
     meta = store.read_meta(run)
-    last = meta["sessions"][-1]
-    assert meta["status"] == "complete"
+    last = meta.sessions[-1]
+    assert meta.status == "complete"
     assert (last["tasks_before"], last["tasks_run"]) == (len(finished), 18 - len(finished))
     for part in finished.values():  # recorded as first computed, not recomputed
-        assert meta["tasks"]["/".join(part["key"])] == part["info"]["wall_s"]
+        assert meta.tasks["/".join(part["key"])] == part["info"]["wall_s"]
 
     whole = rulelab("sweep", plan, "--module", USER_CASES, "--out", str(tmp_path / "whole"), "--no-progress", env=env)
     assert whole.returncode == 0, whole.stderr
@@ -217,12 +217,12 @@ def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed
     assert "user_broken" in line and "value at (" in line and "NameError" in line and "--resume" in line
     (run,) = (out / "accuracy").glob("2*")
     meta = store.read_meta(run)
-    assert meta["status"] == "stopped" and "NameError" in meta["stopped"]["reason"]
+    assert meta.status == "stopped" and "NameError" in meta.stopped["reason"]
     broken_module(tmp_path, "return mp.exp(x)")
     res = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", env=env)
     assert res.returncode == 0, res.stderr
     summary = store.load_table(run, "summary")
-    assert store.read_meta(run)["status"] == "complete" and len(summary) == 3
+    assert store.read_meta(run).status == "complete" and len(summary) == 3
     assert (summary["unsettled"] == 0).all() and (summary["max_ulp"] <= 1).all()
 
 

@@ -74,7 +74,7 @@ def test_a_sweep_scores_float32_flush_aware_and_leaves_float16_alone(tmp_path, m
     plan = parse_plan(text, "flush.toml", name="flush")
     run = sweep.start(plan, tmp_path / "results", [], sweep.Options(workers=1, progress=False, compile_cache=False))
     meta = store.read_meta(run)
-    assert meta["backend"]["flushes_subnormals"] == {"float32": True, "float16": False}
+    assert meta.backend["flushes_subnormals"] == {"float32": True, "float16": False}
     s = store.load_table(run, "summary").set_index(["dtype", "arg"])
     for arg in ("x", "y"):
         f32, f16 = s.loc[("float32", arg)], s.loc[("float16", arg)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -80,8 +81,10 @@ def test_part_names_are_safe_and_distinct():
 
 def test_meta_schema_and_latest(tmp_path):
     run = store.new_run(tmp_path)
-    store.write_meta(run, {"run_id": run.name, "status": "complete"})
-    assert store.read_meta(run)["schema_version"] == store.SCHEMA_VERSION
+    meta = store.RunMeta(run_id=run.name, plan={"name": "p"}, started="2026-01-01", status="complete", sessions=({"pid": 1},))
+    store.write_meta(run, meta)
+    assert store.read_meta(run) == meta
+    assert json.loads((run / "meta.json").read_text())["schema_version"] == store.SCHEMA_VERSION
     assert store.latest(tmp_path) is None
     store.set_latest(tmp_path, run.name)
     assert store.latest(tmp_path) == run
@@ -90,4 +93,7 @@ def test_meta_schema_and_latest(tmp_path):
         store.open_run(tmp_path, "nope")
     store.write_json(run / "meta.json", {"schema_version": 999})
     with pytest.raises(store.StoreError, match="schema 999"):
+        store.read_meta(run)
+    store.write_json(run / "meta.json", {"schema_version": store.SCHEMA_VERSION, **meta.to_json(), "colour": "red"})
+    with pytest.raises(store.StoreError, match="unknown meta.json keys"):
         store.read_meta(run)

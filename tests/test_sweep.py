@@ -68,7 +68,7 @@ def test_a_variant_that_raises_is_recorded_and_the_rest_complete(neg_run):
     assert broken["message"].str.contains("variant 'broken'").all()
     assert (s[s["variant"] != "broken"]["status"] == "ok").all()
     meta = store.read_meta(run)
-    assert meta["status"] == "complete" and meta["counts"] == {"ok": 18, "unsupported": 0, "error": 9}
+    assert meta.status == "complete" and meta.counts == {"ok": 18, "unsupported": 0, "error": 9}
     assert store.latest(root) == run
 
 
@@ -90,9 +90,9 @@ def test_tables_have_their_documented_shape(neg_run):
     assert set(t["summary"]["arg"]) == {"", "x"}
     assert not (run / "parts").exists()
     meta = store.read_meta(run)
-    assert meta["backend"]["backend"] == "cpu" and "flushes_subnormals" in meta["backend"]
-    assert set(meta["phases"]) == set(sweep.PHASES) and len(meta["tasks"]) == 27
-    assert {"jax", "jaxlib", "numpy", "mpmath", "rulelab"} <= set(meta["versions"])
+    assert meta.backend["backend"] == "cpu" and "flushes_subnormals" in meta.backend
+    assert set(meta.phases) == set(sweep.PHASES) and len(meta.tasks) == 27
+    assert {"jax", "jaxlib", "numpy", "mpmath", "rulelab"} <= set(meta.versions)
     assert "tneg" in run_digest(run) and "ERR" in run_digest(run)
 
 
@@ -108,7 +108,7 @@ def test_several_arguments_and_float64(tmp_path):
     samples = store.load_table(run, "samples")
     assert samples["in1"].notna().all() and samples["in2"].isna().all()
     assert not jax.config.jax_enable_x64  # switched on for float64 tasks only
-    assert "float64" in store.read_meta(run)["backend"]["flushes_subnormals"]
+    assert "float64" in store.read_meta(run).backend["flushes_subnormals"]
 
 
 def test_float64_runs_after_the_narrow_dtypes():
@@ -136,16 +136,16 @@ def test_resume_after_an_interruption_recomputes_nothing_and_matches(tmp_path, m
         sweep.start(plan, tmp_path / "b", [USER_CASES], OPTIONS)
     monkeypatch.setattr(store, "write_part", real)
     (stopped,) = (tmp_path / "b" / "accuracy").glob("2*")
-    assert store.read_meta(stopped)["status"] == "stopped"
-    assert store.read_meta(stopped)["stopped"]["reason"] == "interrupted"
+    assert store.read_meta(stopped).status == "stopped"
+    assert store.read_meta(stopped).stopped["reason"] == "interrupted"
     before = {k: store.read_part(stopped / "parts" / store.part_name(k)) for k in written}
 
     resumed = sweep.resume(stopped.name, tmp_path / "b", OPTIONS)
     meta = store.read_meta(resumed)
-    assert meta["status"] == "complete"
-    assert [s["tasks_run"] for s in meta["sessions"] if "tasks_run" in s] == [18 - 5]
+    assert meta.status == "complete"
+    assert [s["tasks_run"] for s in meta.sessions if "tasks_run" in s] == [18 - 5]
     for k, part in before.items():  # the finished tasks kept their first timings
-        assert meta["tasks"]["/".join(k)] == part["info"]["wall_s"]
+        assert meta.tasks["/".join(k)] == part["info"]["wall_s"]
     for name in store.TABLES:
         a = store.load_table(whole, name).drop(columns=list(store.TIMING_COLUMNS), errors="ignore")
         b = store.load_table(resumed, name).drop(columns=list(store.TIMING_COLUMNS), errors="ignore")

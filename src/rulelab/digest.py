@@ -77,12 +77,12 @@ def table(summary: pd.DataFrame, transforms: tuple[str, ...]) -> str:
 def run_digest(run: Path) -> str:
     """The table of a complete run, its counts and timings, and where its files are."""
     meta = store.read_meta(run)
-    plan = plan_from_dict(meta["plan"])
+    plan = plan_from_dict(meta.plan)
     summary = store.load_table(run, "summary")
-    counts = meta.get("counts", {})
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in meta.get("phases", {}).items() if v >= 0.05)
-    tasks = ", ".join(f"{k} {v:.1f}s" for k, v in meta.get("task_seconds", {}).items() if v >= 0.05)
-    backend = meta.get("backend", {})
+    counts = meta.counts
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in meta.phases.items() if v >= 0.05)
+    tasks = ", ".join(f"{k} {v:.1f}s" for k, v in meta.task_seconds.items() if v >= 0.05)
+    backend = meta.backend or {}
     return (
         f"{table(summary, plan.transforms)}\n\n{LEGEND}\n\n"
         f"{len(summary)} results ({counts.get('ok', 0)} ok, {counts.get('unsupported', 0)} unsupported, "

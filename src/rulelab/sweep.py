@@ -52,6 +52,7 @@ from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
 from rulelab.metrics import FlushReference, flush_reference
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
+from rulelab.store.vocabulary import RunMeta, Status
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
@@ -331,21 +332,18 @@ def start(
         raise SweepError(f"plan {plan.name!r} selects nothing to run: none of the chosen cases has one of its variants")
     backends.check(options.backend)
     run = store.new_run(root)
-    meta = {
-        "run_id": run.name,
-        "status": "running",
-        "plan": plan.to_dict(),
-        "plan_text": Path(plan.path).read_text() if plan.path and Path(plan.path).is_file() else None,
-        "modules": [module_key(m) for m in modules],
-        "backend_requested": options.backend,
-        "n_tasks": len(tasks),
-        "versions": versions(),
-        "git": git_commit(),
-        "host": host(),
-        "started": store.now(),
-        "ended": None,
-        "sessions": [],
-    }
+    meta = RunMeta(
+        run_id=run.name,
+        plan=plan.to_dict(),
+        started=store.now(),
+        plan_text=Path(plan.path).read_text() if plan.path and Path(plan.path).is_file() else None,
+        modules=tuple(module_key(m) for m in modules),
+        backend_requested=options.backend,
+        n_tasks=len(tasks),
+        versions=versions(),
+        git=git_commit(),
+        host=host(),
+    )
     store.write_meta(run, meta)
     if on_start:
         on_start(run)
@@ -359,14 +357,14 @@ def resume(
     run only the tasks without a part. A complete run is returned as it is."""
     run = store.open_run(root, run_id)
     meta = store.read_meta(run)
-    if meta["status"] == "complete":
+    if meta.status == "complete":
         return run
     options = options or Options()
-    requested = meta.get("backend_requested")
+    requested = meta.backend_requested
     if options.backend is not None and options.backend != requested:
         raise SweepError(f"run {run.name} was started with backend {requested!r}; resume it on the same backend (drop --backend)")
-    load_modules(meta.get("modules", []))
-    plan = plan_from_dict(meta["plan"])
+    load_modules(meta.modules)
+    plan = plan_from_dict(meta.plan)
     options = replace(options, backend=requested)
     backends.check(options.backend)
     if on_start:
@@ -383,20 +381,19 @@ def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
         phases[name] += time.perf_counter() - t0
 
 
-def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
+def _execute(run: Path, meta: RunMeta, plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
     """Phases 1 and 2 for the tasks of ``run`` that have no part, then the tables. A
     session that stops on an error or an interrupt marks the run ``stopped`` (with the
     reason) and says how to resume it; what it finished is kept."""
-    if meta.get("status") != "running":
-        meta.pop("stopped", None)
-        meta["status"] = "running"
-        store.write_meta(run, meta)
+    record = _Record(replace(meta, status="running", stopped=None))
+    if meta.status != "running":
+        store.write_meta(run, record.meta)
     try:
-        return _execute_session(run, meta, plan, tasks, root, options)
+        return _execute_session(run, record, plan, tasks, root, options)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
         with contextlib.suppress(Exception):
-            store.write_meta(run, {**meta, "status": "stopped", "stopped": {"at": store.now(), "reason": reason}})
+            store.write_meta(run, replace(record.meta, status="stopped", stopped={"at": store.now(), "reason": reason}))
         if isinstance(exc, BrokenReference):
             raise BrokenReference(
                 f"{exc}. The run is kept: fix the reference, then rulelab sweep --resume {run.name} --out {root}"
@@ -404,7 +401,14 @@ def _execute(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], roo
         raise
 
 
-def _execute_session(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
+@dataclass
+class _Record:
+    """The run's meta as this session last wrote it (the one thing a session updates)."""
+
+    meta: RunMeta
+
+
+def _execute_session(run: Path, record: _Record, plan: Plan, tasks: list[Task], root: str | Path, options: Options) -> Path:
     t_start = time.perf_counter()
     phases = dict.fromkeys(PHASES, 0.0)
     session: dict[str, Any] = {"started": store.now(), "pid": os.getpid(), "host": socket.gethostname(), "phases": phases}
@@ -433,29 +437,33 @@ def _execute_session(run: Path, meta: dict[str, Any], plan: Plan, tasks: list[Ta
         def begin(facts: dict[str, Any]) -> None:
             phases["backend_init"] += time.perf_counter() - t_init
             session["backend"] = facts
-            meta.setdefault("backend", facts)
-            if facts["backend"] != meta["backend"]["backend"]:
-                raise SweepError(f"run {run.name} ran on {meta['backend']['backend']}; this session's backend is {facts['backend']}")
-            meta["sessions"].append(session)
-            store.write_meta(run, meta)
+            first = record.meta.backend or facts
+            if facts["backend"] != first["backend"]:
+                raise SweepError(f"run {run.name} ran on {first['backend']}; this session's backend is {facts['backend']}")
+            record.meta = replace(record.meta, backend=first, sessions=(*record.meta.sessions, session))
+            store.write_meta(run, record.meta)
 
         t_tasks = time.perf_counter()
         secs, session["workers"] = run_tasks(work, options, begin)
         phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
     else:
-        meta["sessions"].append(session)
+        record.meta = replace(record.meta, sessions=(*record.meta.sessions, session))
 
     with _timed(phases, "assemble"):
         parts = store.finished(run, keys)
         tables = store.assemble(run, keys, parts)
     session.update(ended=store.now(), tasks_run=len(todo), wall_s=time.perf_counter() - t_start, task_seconds=secs)
-    sessions = meta["sessions"]
-    meta["phases"] = {k: sum(s.get("phases", {}).get(k, 0.0) for s in sessions) for k in PHASES}
-    meta["task_seconds"] = {k: sum(s.get("task_seconds", {}).get(k, 0.0) for s in sessions) for k in TASK_SECONDS}
-    meta["tasks"] = {"/".join(k): parts[tuple(k)]["info"].get("wall_s") for k in keys}
-    meta["counts"] = {s: int((tables["summary"]["status"] == s).sum()) for s in ("ok", "unsupported", "error")}
-    meta.update(status="complete", ended=store.now())
-    store.write_meta(run, meta)
+    sessions = record.meta.sessions
+    record.meta = replace(
+        record.meta,
+        phases={k: sum(s.get("phases", {}).get(k, 0.0) for s in sessions) for k in PHASES},
+        task_seconds={k: sum(s.get("task_seconds", {}).get(k, 0.0) for s in sessions) for k in TASK_SECONDS},
+        tasks={"/".join(k): parts[tuple(k)]["info"].get("wall_s") for k in keys},
+        counts={s.value: int((tables["summary"]["status"] == s.value).sum()) for s in (Status.OK, Status.UNSUPPORTED, Status.ERROR)},
+        status="complete",
+        ended=store.now(),
+    )
+    store.write_meta(run, record.meta)
     store.set_latest(root, run.name)
     store.remove_parts(run)
     return run

@@ -12,16 +12,9 @@ Layout (``root`` is the results folder, ``results/`` by default)::
 Every name in it (files, columns, buckets, statuses) is spelled out once, in
 :mod:`rulelab.store.vocabulary`.
 
-meta.json holds: ``schema_version``, ``run_id``, ``status`` (running | stopped | complete; a stopped run says why in ``stopped``),
-``plan`` (the plan as run, command-line narrowing applied) and ``plan_text`` (its
-file), ``modules`` (user modules, reloaded on resume), ``backend_requested``,
-``backend`` (evaluate.backend_facts: platform, device kind, jax/jaxlib, x64, subnormal
-flushing per dtype), ``versions``, ``git`` (commit and dirty flag of the project in the
-working directory; None outside a repository), ``host``, ``started``/``ended``,
-``sessions`` (one per start or resume: pid, backend facts, workers, tasks run, wall
-seconds per phase, seconds inside tasks per step), ``phases`` and ``task_seconds``
-(summed over sessions), ``tasks`` ("case/variant/transform/arg/dtype" -> wall seconds
-of that task) and ``counts`` (results per status).
+meta.json is a :class:`~rulelab.store.vocabulary.RunMeta` (plan as run, user modules,
+versions, backend facts, git commit, host, sessions, times per phase and per task,
+status) plus ``schema_version``; only this module reads and writes it.
 
 Every table has the key columns ``case, variant, transform, arg, dtype, backend``: one
 *result* is one case x variant x transform x differentiated argument (``arg``, "" for
@@ -65,6 +58,7 @@ from rulelab.store.vocabulary import (
     PARTS_DIR,
     POINT_INPUTS,
     SAMPLES,
+    RunMeta,
     SCHEMA_VERSION,
     SUMMARY,
     TABLES,
@@ -74,7 +68,7 @@ from rulelab.store.vocabulary import (
     table_file,
 )
 
-__all__ = ["BINNED", "KEYS", "POINT_INPUTS", "SAMPLES", "SCHEMA_VERSION", "SUMMARY", "TABLES", "TIMING_COLUMNS", "WORST"]  # re-exported
+__all__ = ["BINNED", "KEYS", "POINT_INPUTS", "SAMPLES", "SCHEMA_VERSION", "SUMMARY", "TABLES", "TIMING_COLUMNS", "WORST", "RunMeta"]  # re-exported
 
 
 class StoreError(UsageError):
@@ -171,22 +165,24 @@ def list_runs(root: str | Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / META_FILE).is_file())
 
 
-def read_meta(run: Path) -> dict[str, Any]:
+def read_meta(run: Path) -> RunMeta:
     """A run's meta.json; refuses another schema version."""
     try:
-        meta = json.loads((run / META_FILE).read_text())
+        data = json.loads((run / META_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise StoreError(f"{run / META_FILE} is unreadable ({exc})") from None
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise StoreError(
-            f"{run} has results schema {meta.get('schema_version')!r}; this rulelab reads schema {SCHEMA_VERSION}"
-        )
-    return meta
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise StoreError(f"{run} has results schema {version!r}; this rulelab reads schema {SCHEMA_VERSION}")
+    try:
+        return RunMeta.from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{run / META_FILE} does not fit schema {SCHEMA_VERSION}: {exc}") from None
 
 
-def write_meta(run: Path, meta: Mapping[str, Any]) -> None:
+def write_meta(run: Path, meta: RunMeta) -> None:
     """Write a run's meta.json atomically."""
-    write_json(run / META_FILE, {"schema_version": SCHEMA_VERSION, **meta})
+    write_json(run / META_FILE, {"schema_version": SCHEMA_VERSION, **meta.to_json()})
 
 
 def set_latest(root: str | Path, run_id: str) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 SCHEMA_VERSION = 3
 """Version of the layout and columns below; raised whenever either changes."""
@@ -220,6 +222,57 @@ TIMINGS_FILE = "timings.parquet"
 RUN_STATUSES = ("running", "stopped", "complete")
 """meta.json ``status``: a run being written, one that stopped part-way (``stopped``
 says why; ``--resume`` continues it) and a finished one."""
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """A run's meta.json, read and written only by the store (which adds and checks
+    ``schema_version``). A new session is recorded with :func:`dataclasses.replace`."""
+
+    run_id: str
+    plan: Mapping[str, Any]
+    started: str
+    status: str = "running"
+    plan_text: str | None = None
+    modules: tuple[str, ...] = ()
+    backend_requested: str | None = None
+    n_tasks: int = 0
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    git: Mapping[str, Any] | None = None
+    host: Mapping[str, Any] | str | None = None
+    ended: str | None = None
+    backend: Mapping[str, Any] | None = None
+    """evaluate.backend_facts of the first session: platform, device kind, jax/jaxlib,
+    x64, subnormal flushing per dtype."""
+    sessions: tuple[Mapping[str, Any], ...] = ()
+    """One per start or resume: pid, backend facts, workers, tasks run, wall seconds per
+    phase, seconds inside tasks per step."""
+    phases: Mapping[str, float] = field(default_factory=dict)
+    task_seconds: Mapping[str, float] = field(default_factory=dict)
+    tasks: Mapping[str, float | None] = field(default_factory=dict)
+    """"case/variant/transform/arg/dtype" -> wall seconds of that task."""
+    counts: Mapping[str, int] = field(default_factory=dict)
+    """Results per status."""
+    stopped: Mapping[str, str] | None = None
+    """Where status is stopped: when and why."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["modules"], out["sessions"] = list(self.modules), list(self.sessions)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunMeta:
+        """From meta.json's content (``schema_version`` already checked); a key this
+        rulelab does not know is an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"schema_version"})
+        if unknown:
+            raise ValueError(f"unknown meta.json keys {unknown}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["modules"] = tuple(values.get("modules") or ())
+        values["sessions"] = tuple(values.get("sessions") or ())
+        return cls(**values)
 
 
 def table_file(name: str) -> str:
