@@ -8,3 +8,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own reference cache unless it sets one itself."""
     if "RULELAB_CACHE" not in os.environ or os.environ.get("RULELAB_TEST_SHARED_CACHE") != "1":
         monkeypatch.setenv("RULELAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def registered():
+    """Register cases for one test (replacing any of the same name), removed after it."""
+    import rulelab
+
+    made = []
+
+    def reg(case):
+        rulelab.register(case, replace=True)
+        made.append(case.name)
+        return case
+
+    yield reg
+    for n in made:
+        rulelab.unregister(n)

@@ -20,20 +20,6 @@ def softplus_like(name="ref_softplus", derivatives=True):
                      [Variant("naive", lambda x: x)], derivatives=d)
 
 
-@pytest.fixture
-def registered():
-    made = []
-
-    def reg(case):
-        rulelab.register(case, replace=True)
-        made.append(case.name)
-        return case
-
-    yield reg
-    for n in made:
-        rulelab.unregister(n)
-
-
 def test_values_match_mpmath_at_high_precision(registered):
     case = registered(softplus_like())
     xs = np.array([-100.0, -1.0, 0.0, 0.5, 30.0, 1e10])

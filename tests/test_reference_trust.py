@@ -37,20 +37,6 @@ def same_rounding(ref: tuple[float, float], true, dtypes=("float64", "float32", 
     return all(np.array(g).tobytes() == np.array(w).tobytes() or (g == 0 and w == 0) for g, w in zip(got, want))
 
 
-@pytest.fixture
-def registered():
-    made = []
-
-    def reg(case):
-        rulelab.register(case, replace=True)
-        made.append(case.name)
-        return case
-
-    yield reg
-    for n in made:
-        rulelab.unregister(n)
-
-
 def naive(*_):
     return 0.0
 
