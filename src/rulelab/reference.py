@@ -9,9 +9,9 @@ at |x| ~ 2^128 keeps no fractional bit at 128 bits), an exact zero that is reall
 number, or a value a hair from a rounding boundary all give a confident wrong answer.
 So every reference is confirmed by agreement (Ziv's strategy): it is evaluated at two
 precisions and accepted only when both double-doubles agree (the same float64, the low
-parts to ``DD_BITS`` bits) and round to the same value in every dtype; otherwise the
-precision doubles, up to a cap. Zero, infinity and "undefined" are confirmed the same
-way. A point that never settles is *unsettled*: stored as ``(NaN, p)`` with p the
+parts to ``DD_BITS`` bits) and round to the same value in every dtype that can hold the
+point; otherwise the precision doubles, up to a cap. Zero, infinity and "undefined" are
+confirmed the same way. A point that never settles is *unsettled*: stored as ``(NaN, p)`` with p the
 highest precision tried (an undefined point is ``(NaN, 0)``), counted, never scored.
 
 Only mpmath's domain signals (``ZeroDivisionError``, ``ValueError``) and NaN or complex
@@ -356,7 +356,7 @@ def reference_key(case: Case, order: int, arg: str) -> str:
         used += [case.derivatives.get((arg, k)) for k in range(1, order + 1)]
         used += [(c.note, c.where, c.value) for c in case.conventions_for(arg, order)]
         used.append(str(case.domain))
-    policy = (POLICY_VERSION, START_PRECISIONS, DD_BITS, _library_versions())
+    policy = (POLICY_VERSION, START_PRECISIONS, DD_BITS, ZERO_PRECISION, _library_versions())
     digest = fingerprint(case.name, order, arg if order else "", policy, *used)[:20]
     suffix = f"d{order}_{arg}" if order else "value"
     return f"{case.name}/{suffix}-{digest}"
