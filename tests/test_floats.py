@@ -3,7 +3,6 @@
 import math
 from fractions import Fraction
 
-import ml_dtypes
 import mpmath
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import rulelab
 from rulelab import floats as F
 from rulelab.case import NONNEGATIVE, POSITIVE, REALS, Interval, Variant, make_case
 from rulelab.inputs import SweepSpec, make_sweep, per_binade, special_points

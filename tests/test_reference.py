@@ -8,7 +8,6 @@ import mpmath
 import numpy as np
 import pytest
 
-import rulelab
 from rulelab import reference as R
 from rulelab.case import NONNEGATIVE, REALS, Convention, Variant, make_case
 

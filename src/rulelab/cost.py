@@ -83,7 +83,7 @@ def target(
     else:
         pool = c.with_steps(steps) if steps is not None else c.variants
         if variant not in pool:
-            raise CaseError(f"case {c.name!r} has no variant {variant!r}" + (f" with steps" if steps is not None else "") + f"; it has {', '.join(pool)}")
+            raise CaseError(f"case {c.name!r} has no variant {variant!r}" + (" with steps" if steps is not None else "") + f"; it has {', '.join(pool)}")
         v = pool[variant]
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; known: {', '.join(TRANSFORMS)}")

@@ -46,7 +46,7 @@ from rulelab.errors import UsageError
 from rulelab.evaluate import Outcome, evaluate, first_line
 from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep, make_sweep
-from rulelab.measure import Rows, task_rows
+from rulelab.measure import task_rows
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions

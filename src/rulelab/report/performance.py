@@ -66,7 +66,7 @@ def _time_section(d: pd.DataFrame, params: list[str], case: str) -> list[str]:
     table, constant = time_table(d, params)
     if table.empty:
         return out
-    caption = f"time per call; ratio to naive in parentheses" + (f" ({_fixed(constant)})" if constant else "")
+    caption = "time per call; ratio to naive in parentheses" + (f" ({_fixed(constant)})" if constant else "")
     out.append(html.table(table, caption=caption))
     keep = ["variant"] + [p for p in ("transform", "dtype") if p in params]
     sel, fixed = chart_selection(d, params, keep)
