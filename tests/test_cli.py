@@ -236,3 +236,38 @@ def test_report_names_a_damaged_newer_run_and_builds_from_the_intact_one(tmp_pat
     err = capsys.readouterr().err
     assert "run newer is passed over (summary.parquet is missing" in err and "the report uses good" in err
     assert "good" in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_resume_after_editing_a_variant_refuses_and_names_it(tmp_path, env, monkeypatch):
+    """A run of examples/logcosh.py stopped part-way, its rule then edited: resuming would
+    mix results of two programs, so it is refused, naming the variant."""
+    from rulelab import sweep
+    from rulelab.plan import parse_plan
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "logcosh.py"
+    module = tmp_path / "my_logcosh.py"
+    module.write_text(example.read_text())
+    from rulelab.modules import load_module
+
+    load_module(str(module))
+    plan = parse_plan('cases = ["logcosh"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n', "p.toml", name="p")
+    real, written = store.write_part, []
+
+    def stop_after_one(run, key, rows, info):
+        if written:
+            raise KeyboardInterrupt
+        written.append(key)
+        return real(run, key, rows, info)
+
+    monkeypatch.setattr(store, "write_part", stop_after_one)
+    monkeypatch.setenv("RULELAB_CACHE", env["RULELAB_CACHE"])
+    with pytest.raises(KeyboardInterrupt):
+        sweep.start(plan, tmp_path / "out", [str(module)], sweep.Options(workers=1, progress=False, compile_cache=False))
+    (run,) = (tmp_path / "out" / "accuracy").glob("2*")
+    assert store.read_meta(run).status == "stopped"
+    module.write_text(module.read_text().replace("- math.log(2.0)", "- math.log(2.0) + 1.0"))
+    res = rulelab("sweep", "--resume", run.name, "--out", str(tmp_path / "out"), "--no-progress", env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "code changed since the run started: logcosh/custom_jvp" in res.stderr
+    assert "logcosh/naive" not in res.stderr and "logcosh/reference" not in res.stderr
+    assert len(list((run / "parts").glob("*.part"))) == 1, "nothing was recomputed or lost"

@@ -61,6 +61,8 @@ REALS = Interval(-math.inf, math.inf)
 NONNEGATIVE = Interval(0.0, math.inf)
 EXTENDED_REALS = Interval(-math.inf, math.inf, lo_closed=True, hi_closed=True)
 POSITIVE = Interval(0.0, math.inf, lo_closed=False)
+DOMAIN_NAMES = "rulelab.REALS, rulelab.NONNEGATIVE, rulelab.POSITIVE, rulelab.EXTENDED_REALS"
+"""The named domains, for messages."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,11 @@ def make_case(
     args = tuple(args)
     if isinstance(domain, Interval):
         domain = (domain,) * len(args)
+    elif not isinstance(domain, (tuple, list)) or not all(isinstance(d, Interval) for d in domain):
+        raise CaseError(
+            f"case {name!r}: domain must be an Interval or one Interval per argument, got {domain!r}; "
+            f"use {DOMAIN_NAMES} or rulelab.Interval(lo, hi)"
+        )
     if isinstance(variants, Mapping):
         vs = {k: v if isinstance(v, Variant) else Variant(k, v) for k, v in variants.items()}
     else:

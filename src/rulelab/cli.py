@@ -11,6 +11,7 @@ absent backend) prints one paragraph and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
@@ -143,21 +144,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache
     )
 
+    started: list[Path] = []
+
     def announce(run: Path) -> None:
+        started.append(run)
         print(f"run {run.name} in {run} (if it stops, continue with: rulelab sweep --resume {run.name} --out {args.out})", file=sys.stderr)
 
-    if args.resume:
-        given = [o for o, v in (("PLAN", args.plan), ("--cases", args.cases), ("--variants", args.variants),
-                                ("--dtypes", args.dtypes), ("--transforms", args.transforms)) if v]  # fmt: skip
-        if given:
-            raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
-        load_modules(args.module)
-        run = sweep.resume(args.resume, args.out, options, on_start=announce)
-    else:
-        load_modules(args.module)
-        plan = load_plan(args.plan or "default")
-        plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
-        run = sweep.start(plan, args.out, args.module, options, on_start=announce)
+    try:
+        if args.resume:
+            given = [o for o, v in (("PLAN", args.plan), ("--cases", args.cases), ("--variants", args.variants),
+                                    ("--dtypes", args.dtypes), ("--transforms", args.transforms)) if v]  # fmt: skip
+            if given:
+                raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
+            load_modules(args.module)
+            run = sweep.resume(args.resume, args.out, options, on_start=announce)
+        else:
+            load_modules(args.module)
+            plan = load_plan(args.plan or "default")
+            plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
+            run = sweep.start(plan, args.out, args.module, options, on_start=announce)
+    except (KeyboardInterrupt, OSError) as exc:
+        if not started:
+            raise
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else os_problem(exc)
+        print(f"rulelab sweep: {what}; the finished tasks are kept: continue with rulelab sweep --resume {started[0].name} --out {args.out}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_USAGE
     print(run_digest(run))
     return 0
 
@@ -274,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_problem(exc: OSError) -> str:
+    """One line for a file system error: the path, what went wrong, what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    hint = "free some space" if exc.errno == errno.ENOSPC else "choose a writable folder (--out, --results, $RULELAB_CACHE)"
+    return f"cannot use{where}: {what}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -289,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rulelab {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a folder that cannot be written, a full disk …
+        print(f"rulelab {args.command}: {os_problem(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -31,6 +31,9 @@ by its length and leading part)."""
 _MAX_ITEMS = 10_000
 """Elements of a container constant that are followed one by one."""
 _SCALARS = (int, float, complex, str, bytes, bool, type(None), range)
+_WRAPPED = ("__wrapped__", "fun", "jvp", "fwd", "bwd")
+"""Attributes through which wrappers (jax.custom_jvp and custom_vjp, jit) hold the code
+they wrap, and its rules."""
 
 
 def _module_is_library(name: str | None) -> bool:
@@ -138,8 +141,13 @@ def fingerprint(*objects: Any) -> str:
             add(label, repr(obj)[:_MAX_REPR])
         elif not isinstance(obj, type):
             call = getattr(type(obj), "__call__", None)
-            if isinstance(call, types.FunctionType):  # a callable object of the user's own class
-                visit_function(call, label + ".__call__")
+            if isinstance(call, types.FunctionType) and not _module_is_library(type(obj).__module__):
+                visit_function(call, label + ".__call__")  # a callable object of the user's own class
+            # a library wrapper (jax.custom_jvp, custom_vjp, jit, functools.wraps) around user code
+            for attr in _WRAPPED:
+                inner = getattr(obj, attr, None)
+                if callable(inner):
+                    visit(inner, f"{label}.{attr}")
 
     for i, obj in enumerate(objects):
         visit(obj, f"#{i}")

@@ -301,6 +301,11 @@ def parse_plan(text: str, path: str = "<plan>", name: str = "plan") -> Plan:
         where = f"{path}:{line}" if line else path
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise PlanError(f"{where}: not valid TOML: {msg}") from None
+    if not raw:
+        raise PlanError(
+            f"{path}: the plan is empty; name at least what to run (e.g. cases = \"all\" and a [sweep] table), "
+            f"or use a packaged plan ({', '.join(packaged_plans())})"
+        )
     for k in raw:
         if k not in KEYS:
             raise chk.fail(f"unknown key {k!r}; valid keys: {', '.join(KEYS)}", k)

@@ -388,6 +388,8 @@ def load_cache(key: str) -> dict[bytes, tuple[float, float]]:
                 bits, hi, lo = z["bits"], z["hi"], z["lo"]
             if bits.ndim != 2 or len(bits) != len(hi) or len(hi) != len(lo):
                 raise ValueError("inconsistent arrays")
+        except FileNotFoundError:
+            continue  # merged away by another run's compaction since the listing: not corruption
         except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside
             aside = path.with_suffix(".corrupt")
             with contextlib.suppress(OSError):

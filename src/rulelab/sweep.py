@@ -50,6 +50,7 @@ from rulelab.measure import task_rows
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
+from rulelab.fingerprint import fingerprint
 from rulelab.metrics import FlushReference, flush_reference
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.store.vocabulary import RunMeta, Status
@@ -333,6 +334,7 @@ def start(
     backends.check(options.backend)
     run = store.new_run(root)
     meta = RunMeta(
+        code=code_fingerprints(tasks),
         run_id=run.name,
         plan=plan.to_dict(),
         started=store.now(),
@@ -365,11 +367,42 @@ def resume(
         raise SweepError(f"run {run.name} was started with backend {requested!r}; resume it on the same backend (drop --backend)")
     load_modules(meta.modules)
     plan = plan_from_dict(meta.plan)
+    _check_unchanged(run, meta, plan_tasks(plan))
     options = replace(options, backend=requested)
     backends.check(options.backend)
     if on_start:
         on_start(run)
     return _execute(run, meta, plan, plan_tasks(plan), run.parent.parent, options)
+
+
+def code_fingerprints(tasks: Sequence[Task]) -> dict[str, str]:
+    """A fingerprint of each case's reference and of each variant a run measures."""
+    out = {}
+    for name, variants in {t.case: {} for t in tasks}.items():
+        case = get_case(name)
+        out[f"{name}/reference"] = fingerprint(case.reference, *case.derivatives.values(), *((c.note, c.where, c.value) for c in case.conventions))
+        for t in tasks:
+            if t.case == name and t.variant not in variants:
+                variants[t.variant] = None
+                out[f"{name}/{t.variant}"] = fingerprint(case.variants[t.variant].fn)
+    return out
+
+
+def _check_unchanged(run: Path, meta: RunMeta, tasks: Sequence[Task]) -> None:
+    """Refuse to resume a run whose code or library versions changed since it started:
+    its tables would mix results of two programs."""
+    now = code_fingerprints(tasks)
+    changed = [k for k, v in now.items() if meta.code.get(k, v) != v]
+    moved = [f"{k} {meta.versions.get(k)} -> {v}" for k, v in versions().items() if k in meta.versions and meta.versions[k] != v]
+    if changed or moved:
+        what = "; ".join(filter(None, [
+            f"code changed since the run started: {', '.join(changed)}" if changed else "",
+            f"versions changed: {', '.join(moved)}" if moved else "",
+        ]))
+        raise SweepError(
+            f"run {run.name} cannot be resumed without mixing results ({what}); start a new run "
+            "(rulelab sweep with the same plan), or restore the code it was started with"
+        )
 
 
 @contextlib.contextmanager

@@ -148,9 +148,14 @@ def new_run(root: str | Path) -> Path:
 
 
 def open_run(root: str | Path, run_id: str) -> Path:
-    """The folder of an existing run (``run_id`` may also be its path)."""
-    path = Path(run_id)
-    run = path if (path / META_FILE).is_file() else accuracy_dir(root) / run_id
+    """The folder of an existing run under ``root``. A run id is a name, never a path
+    (a path could reach outside the results folder)."""
+    if not run_id or run_id in (".", "..") or "/" in run_id or os.sep in run_id:
+        raise StoreError(
+            f"{run_id!r} is not a run id: give the name of a folder under {accuracy_dir(root)} "
+            "(and --out/--results for another results folder)"
+        )
+    run = accuracy_dir(root) / run_id
     if not (run / META_FILE).is_file():
         known = ", ".join(list_runs(root)[-5:]) or "(none)"
         raise StoreError(f"no run {run_id!r} under {accuracy_dir(root)} (no meta.json there); recent runs: {known}")

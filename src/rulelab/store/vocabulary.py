@@ -255,6 +255,9 @@ class RunMeta:
     """Results per status."""
     stopped: Mapping[str, str] | None = None
     """Where status is stopped: when and why."""
+    code: Mapping[str, str] = field(default_factory=dict)
+    """"case/variant" and "case/reference" -> fingerprint of the code measured (what is
+    reachable from it), so a resume can refuse to mix results of different code."""
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

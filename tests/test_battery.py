@@ -1,0 +1,136 @@
+"""The bad-input battery: each way a sweep could come out wrong without a word, or end
+in a raw traceback, as a user would meet it (in a subprocess where they would see it:
+the exit code, one line, no traceback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rulelab import reference as R
+from rulelab import store, sweep
+from rulelab.case import REALS, CaseError, Variant, make_case
+from rulelab.metrics import point_errors, summarize
+
+USER_CASES = str(Path(__file__).with_name("user_cases.py"))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def rulelab(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rulelab", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def one_line(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    return lines[-1]
+
+
+def test_an_empty_plan_is_an_error_naming_the_file(tmp_path, env):
+    plan = tmp_path / "empty.toml"
+    plan.write_text("# nothing yet\n")
+    for command in ("check", "sweep"):
+        line = one_line(rulelab(command, str(plan), env=env) if command == "sweep" else rulelab("check", str(plan), env=env))
+        assert str(plan) in line and "the plan is empty" in line
+
+
+@pytest.mark.parametrize("domain", [None, "reals", [1.0, 2.0]])
+def test_a_bad_domain_names_the_case_and_the_valid_domains(domain):
+    with pytest.raises(CaseError, match=r"case 'bad_domain': domain must be an Interval.*rulelab.REALS"):
+        make_case("bad_domain", "x", ("x",), domain, lambda mp, x: x, [Variant("naive", lambda x: x)])
+
+
+def test_float64_metrics_warn_about_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = point_errors(np.array([1.7e308, -1.7e308, 1e300]), np.array([-1.7e308, 1.0, 1e-300]), np.zeros(3), "float64")
+    assert summarize(e)["max_frac_ulp"] == np.inf
+
+
+def test_a_cache_file_compacted_away_meanwhile_is_not_corruption(monkeypatch):
+    case = make_case("tvanish", "e^x", ("x",), REALS, lambda mp, x: mp.exp(x), [Variant("naive", lambda x: x)])
+    R.references(case, 0, "", (np.array([0.5, 1.5]),))
+    folder = R.cache_dir() / "reference" / R.reference_key(case, 0, "")
+    real_glob = Path.glob
+
+    def glob_with_a_vanished_file(self, pattern):
+        found = list(real_glob(self, pattern))
+        return [*found, self / "part-0000000000000000.npz"] if self == folder else found
+
+    monkeypatch.setattr(Path, "glob", glob_with_a_vanished_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", R.ReferenceCacheWarning)
+        assert len(R.load_cache(R.reference_key(case, 0, ""))) == 2
+    monkeypatch.undo()
+    assert not list(folder.glob("*.corrupt"))
+
+
+def test_a_run_id_is_a_name_not_a_path(tmp_path, env):
+    line = one_line(rulelab("sweep", "--resume", "../../elsewhere/20260101T000000Z-1-abcd", "--out", str(tmp_path), env=env))
+    assert "is not a run id" in line
+
+
+@pytest.mark.parametrize("where", ["out", "cache", "report"])
+def test_unwritable_places_get_one_line_naming_the_path(tmp_path, env, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    plan = tmp_path / "tiny.toml"
+    plan.write_text('cases = ["tneg"]\ntransforms = ["value"]\ndtypes = ["float16"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
+    if where == "report":
+        res = rulelab("report", "--results", str(tmp_path), "--out", str(blocker), env=env)
+    elif where == "cache":
+        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "r"), "--no-progress", env={**env, "RULELAB_CACHE": str(blocker)})
+    else:
+        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--out", str(blocker), "--no-progress", env=env)
+    line = one_line(res)
+    assert str(blocker) in line and "cannot use" in line
+    if where == "cache":
+        assert "--resume" in line, "a run already started says how to continue it"
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, env):
+    plan = tmp_path / "tiny.toml"
+    plan.write_text('cases = ["tslow"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
+    proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "out"),
+                             "--no-progress", "--workers", "1"], stderr=subprocess.PIPE, text=True, env={**env, "RULELAB_TEST_SLOW": "0.5"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "out" / "accuracy").glob("2*/parts/*.part")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    (run,) = (tmp_path / "out" / "accuracy").glob("2*")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"interrupted; the finished tasks are kept: continue with rulelab sweep --resume {run.name}" in err.strip().splitlines()[-1]
+    assert store.read_meta(run).status == "stopped"
+
+
+def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
+    from rulelab.modules import load_module
+    from rulelab.plan import parse_plan
+
+    load_module(USER_CASES)
+    monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
+    plan = parse_plan('cases = ["tneg"]\ntransforms = ["value"]\ndtypes = ["float16"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n', "p.toml", name="p")
+    real = store.write_part
+    monkeypatch.setattr(store, "write_part", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        sweep.start(plan, tmp_path / "out", [USER_CASES], sweep.Options(workers=1, progress=False, compile_cache=False))
+    monkeypatch.setattr(store, "write_part", real)
+    (run,) = (tmp_path / "out" / "accuracy").glob("2*")
+    changed = {**sweep.versions(), "jax": "9.9.9"}
+    monkeypatch.setattr(sweep, "versions", lambda: changed)
+    with pytest.raises(sweep.SweepError, match=r"versions changed: jax .* -> 9\.9\.9"):
+        sweep.resume(run.name, tmp_path / "out", sweep.Options(workers=1, progress=False, compile_cache=False))
