@@ -134,3 +134,57 @@ def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "versions", lambda: changed)
     with pytest.raises(sweep.SweepError, match=r"versions changed: jax .* -> 9\.9\.9"):
         sweep.resume(run.name, tmp_path / "out", sweep.Options(workers=1, progress=False, compile_cache=False))
+
+
+SLOW_REFERENCE = """
+import time
+import jax.numpy as jnp
+import rulelab
+
+def slow(mp, x):
+    time.sleep(0.05)  # a chunk of 512 points takes 25 s: longer than the test waits
+    return mp.exp(x)
+
+rulelab.register(rulelab.make_case("tslowref", "e^x", ("x",), rulelab.REALS, slow, {"naive": jnp.exp}))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
+    module = tmp_path / "slow_reference.py"
+    module.write_text(SLOW_REFERENCE)
+    proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", "quick", "--module", str(module), "--cases", "tslowref",
+                             "--dtypes", "float32", "--out", str(tmp_path / "out"), "--no-progress", "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert len(workers) >= 2, "the reference pool did not start"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "reference workers outlived their parent"

@@ -51,6 +51,7 @@ from rulelab.errors import UsageError
 from rulelab.fingerprint import fingerprint
 from rulelab.floats import FORMATS, float_parts, double_double, round_exact
 from rulelab.numdiff import derivative as numerical_derivative
+from rulelab.workers import worker_init
 
 POLICY_VERSION = 2
 """Changes whenever the way references are computed or confirmed changes (part of the
@@ -456,7 +457,7 @@ def reference_pool(workers: int | None = None) -> Iterator[Executor | None]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # jax's fork warning: workers only run mpmath
-        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
     try:
         yield ex
     finally:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 import time
@@ -55,6 +54,7 @@ from rulelab.metrics import FlushReference, flush_reference
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.store.vocabulary import RunMeta, Status
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
+from rulelab.workers import worker_init
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
 """Wall-clock phases of a session, recorded in meta.json."""
@@ -227,19 +227,6 @@ _WORK: Work | None = None
 """Phase 2's state, set before evaluation workers fork so that they inherit it."""
 
 
-def _worker_init(parent: int) -> None:
-    """In each evaluation worker: leave Ctrl-C to the parent, and die with it (Linux),
-    so a killed sweep leaves no worker behind."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _worker_facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any]:
     return backends.facts(backend, dtypes)
 
@@ -285,7 +272,7 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
 
     global _WORK
     _WORK = work
-    ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init, initargs=(os.getpid(),))
+    ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
     try:
         facts = ex.submit(_worker_facts, work.backend, work.plan.dtypes).result()
         begin(facts)

@@ -1,0 +1,27 @@
+"""Worker processes that die with the process that started them.
+
+The pitfall: a pool's workers outlive a parent killed with SIGKILL (or by the out-of-
+memory killer); they go on computing for nobody, holding memory, for minutes. Every pool
+here starts its workers with :func:`worker_init`, so they leave Ctrl-C to the parent
+and, on Linux, are killed when it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+
+def worker_init(parent: int) -> None:
+    """In each worker: ignore SIGINT (the parent decides what a Ctrl-C stops) and ask the
+    kernel for SIGKILL when the parent dies; exit at once if it already has."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
