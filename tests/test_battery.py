@@ -188,3 +188,17 @@ def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
     while time.time() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.2)
     assert not any(_alive(w) for w in workers), "reference workers outlived their parent"
+
+
+def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tmp_path, capsys):
+    from rulelab.cli import main
+    from test_report_synthetic import Spec, write_run
+
+    base = tmp_path / "results" / "accuracy"
+    write_run(base / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
+    write_run(base / "b", [Spec("toy", "naive", "value")], started="2026-01-02", skip=("summary",))
+    assert main(["report", "a", "--compare", "a", "b", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "rep"), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "run b given to --compare is not whole (summary.parquet is missing" in err
+    page = (tmp_path / "rep" / "compare.html").read_text()
+    assert "cannot be compared" in page and "has no summary.parquet" in page and "differ in class" not in page

@@ -201,6 +201,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         store.accuracy_dir(args.results), warn=lambda m: print(f"rulelab report: {m}", file=sys.stderr)
     )
     compare = tuple(store.open_run(args.results, r) for r in args.compare) if args.compare else None
+    for run in compare or ():
+        damage = store.inspect_run(run).damage
+        if damage:
+            print(f"rulelab report: run {run.name} given to --compare is not whole ({'; '.join(damage)}); "
+                  "compare.html says so instead of comparing", file=sys.stderr)
     asv_dir = Path(args.asv) if args.asv else Path(args.results) / "asv"
     print(build_report(runs, asv_dir, Path(args.out), compare, workers=args.workers))
     return 0

@@ -15,7 +15,7 @@ from rulelab.report.findings import Finding
 from rulelab.report.classes import CLASS_LABELS
 from rulelab.report.load import Accuracy, RunInfo
 from rulelab.report.verdict import verdict_table
-from rulelab.store.vocabulary import Bucket, Status
+from rulelab.store.vocabulary import Bucket, Status, table_file
 from rulelab.report.tables import (
     DTYPE_ORDER,
     arg_label,
@@ -326,6 +326,11 @@ def compare_page(a: Accuracy, b: Accuracy, found_a: Sequence[Finding], found_b: 
     for acc, name in ((a, name_a), (b, name_b)):
         if acc.empty:
             body.append(html.note(f"Run <b>{html.esc(name)}</b> holds no results: {SWEEP_HINT}.", "missing"))
+    lacking = [(r.run_id, m) for r in (*a.runs, *b.runs) for m in r.missing if m != table_file("samples")]
+    if lacking:
+        body.append(html.note("The runs cannot be compared result by result: " + "; ".join(
+            f"run <b>{html.esc(rid)}</b> has no {html.esc(m)}" for rid, m in lacking) + ". Resume or re-run it first.", "missing"))
+        return html.page(f"comparison: {name_a} vs {name_b}", "\n".join(body), nav=links.nav())
     keys = list(dict.fromkeys([*blocks(a.summary), *blocks(b.summary)]))
     tables, total = [], 0
     current = None
