@@ -124,8 +124,15 @@ def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
     load_module(USER_CASES)
     monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
     plan = parse_plan('cases = ["tneg"]\ntransforms = ["value"]\ndtypes = ["float16"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n', "p.toml", name="p")
-    real = store.write_part
-    monkeypatch.setattr(store, "write_part", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real, written = store.write_part, []
+
+    def stop_after_one(*a, **k):
+        if written:
+            raise KeyboardInterrupt
+        written.append(a[1])
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "write_part", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
         sweep.start(plan, tmp_path / "out", [USER_CASES], sweep.Options(workers=1, progress=False, compile_cache=False))
     monkeypatch.setattr(store, "write_part", real)
@@ -202,3 +209,29 @@ def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tm
     assert "run b given to --compare is not whole (summary.parquet is missing" in err
     page = (tmp_path / "rep" / "compare.html").read_text()
     assert "cannot be compared" in page and "has no summary.parquet" in page and "differ in class" not in page
+
+
+def test_a_plan_too_large_is_refused_before_it_runs_with_its_estimate(tmp_path, env):
+    plan = tmp_path / "big.toml"
+    plan.write_text('cases = ["softplus"]\n[sweep.float32]\nper_binade = 100000000\n')
+    for res in (rulelab("check", str(plan), env=env), rulelab("sweep", str(plan), "--out", str(tmp_path / "out"), env=env)):
+        line = one_line(res)
+        assert "too large" in line and "softplus in float32" in line and "--max-points" in line
+        largest = int(line.split("the largest ")[1].split(" ")[0].replace(",", ""))
+        assert 2 * 0x7F7FFFFF <= largest < 2 * 0x7F7FFFFF + 100  # every nonzero finite float32, and the specials
+    assert not (tmp_path / "out").exists(), "nothing was started"
+
+
+def test_the_size_estimate_bounds_every_sweep_of_the_quick_plan():
+    from rulelab.case import get_case
+    from rulelab.inputs import estimate_points, make_sweep
+    from rulelab.plan import load_plan
+
+    plan = load_plan("quick")
+    for name in plan.cases:
+        case = get_case(name)
+        for dtype in plan.dtypes:
+            spec = plan.spec(dtype, len(case.args))
+            with np.errstate(over="ignore"):
+                n = len(make_sweep(case, dtype, spec, plan.seed))
+            assert n <= estimate_points(case, dtype, spec) <= 4 * n + 1000, (name, dtype)

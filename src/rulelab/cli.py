@@ -44,6 +44,19 @@ def add_module_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_max_points_option(p: argparse.ArgumentParser) -> None:
+    from rulelab.size import MAX_POINTS
+
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=MAX_POINTS,
+        metavar="N",
+        help=f"refuse a plan with a sweep (one case in one dtype) of more than N points (default: {MAX_POINTS:,}); "
+        "the estimate is printed before anything runs",
+    )
+
+
 # --- cases --------------------------------------------------------------------------------------
 
 
@@ -124,6 +137,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         help="processes computing references and, on a CPU backend, evaluating variants (default: every core)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_max_points_option(p)
     p.add_argument(
         "--no-compile-cache",
         action="store_true",
@@ -141,7 +155,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     options = sweep.Options(
-        backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache
+        backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
+        max_points=args.max_points,
     )
 
     started: list[Path] = []
@@ -229,6 +244,7 @@ def add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-timings", action="store_true", help="skip the quick timings")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: every core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_max_points_option(p)
     add_module_option(p)
     p.set_defaults(run=cmd_study)
 
@@ -254,6 +270,7 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("plans", nargs="*", metavar="PLAN", help="plan names or TOML paths (default: the packaged plans)")
     add_module_option(p)
+    add_max_points_option(p)
     p.set_defaults(run=cmd_check)
 
 
@@ -261,11 +278,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rulelab.case import cases
     from rulelab.modules import load_modules
     from rulelab.plan import load_plan, packaged_plans
+    from rulelab.size import check_size
 
     load_modules(args.module)
     for ref in args.plans or packaged_plans():
         plan = load_plan(ref)
-        print(f"plan {plan.name}: ok")
+        print(f"plan {plan.name}: ok, {check_size(plan, args.max_points)}")
     print(f"{len(cases())} cases registered: ok")
     return 0
 

@@ -133,6 +133,29 @@ def axis_values(case: Case, i: int, dtype: Any, spec: SweepSpec, seed: int, grid
     return vals
 
 
+def estimate_points(case: Case, dtype: Any, spec: SweepSpec) -> int:
+    """An upper bound on ``len(make_sweep(case, dtype, spec))``, without making it: what
+    a plan would cost is known before any memory is spent on it."""
+    f = fmt(dtype)
+    binades = [(k, hi - lo) for k, (lo, hi) in zip(range(f.quantum_min, f.emax + 1), binade_edges(f))]
+    def axis(i: int, grid: bool) -> int:
+        specials = 10 + 3 * len({p[i] for p in case.special_points}) if spec.specials else 0
+        if not grid and f.bits == 16 and spec.exhaustive16:
+            return 2**16 + specials
+        dom = case.domain[i]
+        count, stride = (spec.grid_per_binade, spec.grid_stride) if grid else (spec.per_binade, 1)
+        total = 0
+        for k, size in binades[::stride]:  # binade k holds [2^k, 2^(k+1)) and its negative
+            low, high = math.ldexp(1.0, k), math.ldexp(1.0, k + 1) if k < 1023 else math.inf
+            signs = int(dom.hi >= low and dom.lo < high) + int(dom.lo <= -low and dom.hi > -high)
+            total += signs * min(count, size)
+        return total + specials
+
+    if len(case.args) == 1:
+        return axis(0, grid=False)
+    return math.prod(axis(i, grid=True) for i in range(len(case.args))) + (len(case.special_points) if spec.specials else 0)
+
+
 def make_sweep(case: Case, dtype: Any, spec: SweepSpec = SweepSpec(), seed: int = 0) -> Sweep:
     """The inputs of ``case`` in ``dtype``: a 1-D sweep for one argument, else the grid of
     every argument's values plus the case's special points as given (their exact

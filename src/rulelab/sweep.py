@@ -52,6 +52,7 @@ from rulelab.provenance import git_commit, host, versions
 from rulelab.fingerprint import fingerprint
 from rulelab.metrics import FlushReference, flush_reference
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
+from rulelab.size import MAX_POINTS, check_size
 from rulelab.store.vocabulary import RunMeta, Status
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
 from rulelab.workers import worker_init
@@ -70,13 +71,15 @@ class SweepError(UsageError):
 class Options:
     """How to run (not what): backend (None: JAX's default), worker processes for
     references and CPU evaluation (None: every core), progress bars (to ``stream``),
-    and the on-disk compilation cache."""
+    the on-disk compilation cache, and the most points one sweep may have."""
 
     backend: str | None = None
     workers: int | None = None
     progress: bool = True
     compile_cache: bool = True
-    stream: TextIO = field(default=sys.stderr, compare=False)
+    max_points: int = MAX_POINTS
+    stream: TextIO | None = field(default=None, compare=False)
+    """Where progress goes; None: sys.stderr as it is when the sweep runs."""
 
 
 # --- phase 1: sweeps and references ---------------------------------------------------------
@@ -120,7 +123,7 @@ def case_inputs(case: Case, plan: Plan, dtypes: Sequence[str]) -> CaseInputs:
 def _bar(total: int, desc: str, unit: str, options: Options) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=options.stream, disable=not options.progress, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit=unit, file=options.stream or sys.stderr, disable=not options.progress, dynamic_ncols=True, mininterval=0.5)
 
 
 References = Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
@@ -318,7 +321,10 @@ def start(
     tasks = plan_tasks(plan)
     if not tasks:
         raise SweepError(f"plan {plan.name!r} selects nothing to run: none of the chosen cases has one of its variants")
+    size = check_size(plan, options.max_points)
     backends.check(options.backend)
+    if options.progress:
+        print(f"plan {plan.name!r}: {size}", file=options.stream or sys.stderr)
     run = store.new_run(root)
     meta = RunMeta(
         code=code_fingerprints(tasks),
@@ -354,12 +360,13 @@ def resume(
         raise SweepError(f"run {run.name} was started with backend {requested!r}; resume it on the same backend (drop --backend)")
     load_modules(meta.modules)
     plan = plan_from_dict(meta.plan)
-    _check_unchanged(run, meta, plan_tasks(plan))
+    tasks = plan_tasks(plan)
+    meta = _check_unchanged(run, meta, tasks)
     options = replace(options, backend=requested)
     backends.check(options.backend)
     if on_start:
         on_start(run)
-    return _execute(run, meta, plan, plan_tasks(plan), run.parent.parent, options)
+    return _execute(run, meta, plan, tasks, run.parent.parent, options)
 
 
 def code_fingerprints(tasks: Sequence[Task]) -> dict[str, str]:
@@ -375,11 +382,17 @@ def code_fingerprints(tasks: Sequence[Task]) -> dict[str, str]:
     return out
 
 
-def _check_unchanged(run: Path, meta: RunMeta, tasks: Sequence[Task]) -> None:
-    """Refuse to resume a run whose code or library versions changed since it started:
-    its tables would mix results of two programs."""
+def _check_unchanged(run: Path, meta: RunMeta, tasks: Sequence[Task]) -> RunMeta:
+    """Refuse to resume a run whose code or library versions changed since it measured
+    some of its tasks: its tables would mix results of two programs. Code that changed
+    where nothing was measured yet (a reference fixed after it stopped the run) is
+    simply used, and recorded. Returns the meta with the fingerprints now in force."""
     now = code_fingerprints(tasks)
-    changed = [k for k, v in now.items() if meta.code.get(k, v) != v]
+    done = {(k[0], k[1]) for k in store.finished(run, [t.key for t in tasks])}
+    if not done:
+        return replace(meta, code=now, versions=versions())
+    measured = {f"{c}/{v}" for c, v in done} | {f"{c}/reference" for c, _ in done}
+    changed = [k for k, v in now.items() if meta.code.get(k, v) != v and k in measured]
     moved = [f"{k} {meta.versions.get(k)} -> {v}" for k, v in versions().items() if k in meta.versions and meta.versions[k] != v]
     if changed or moved:
         what = "; ".join(filter(None, [
@@ -390,6 +403,7 @@ def _check_unchanged(run: Path, meta: RunMeta, tasks: Sequence[Task]) -> None:
             f"run {run.name} cannot be resumed without mixing results ({what}); start a new run "
             "(rulelab sweep with the same plan), or restore the code it was started with"
         )
+    return replace(meta, code=now)
 
 
 @contextlib.contextmanager
