@@ -235,3 +235,66 @@ def test_the_size_estimate_bounds_every_sweep_of_the_quick_plan():
             with np.errstate(over="ignore"):
                 n = len(make_sweep(case, dtype, spec, plan.seed))
             assert n <= estimate_points(case, dtype, spec) <= 4 * n + 1000, (name, dtype)
+
+
+def _message(action) -> str:
+    """The message of what ``action`` raises (or returns, for a message builder)."""
+    try:
+        out = action()
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        return str(exc)
+    return str(out)
+
+
+def _battery_messages(tmp: Path) -> dict[str, str]:
+    """The messages of the battery, produced in process where that is cheap."""
+    import errno
+
+    import rulelab
+    from rulelab.cli import os_problem
+    from rulelab.plan import parse_plan
+    from rulelab.report.load import latest_runs
+    from rulelab.size import check_size
+    from test_report_synthetic import Spec, write_run
+
+    def passed_over() -> str:
+        told: list[str] = []
+        write_run(tmp / "acc" / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
+        write_run(tmp / "acc" / "b", [Spec("toy", "naive", "value")], started="2026-01-02", status="stopped")
+        latest_runs(tmp / "acc", warn=told.append)
+        return "; ".join(told)
+
+    broken = make_case("tmsg", "e^x", ("x",), REALS, lambda mp, x: mp.exp(x) if x < 2 else undefined_name, [Variant("naive", lambda x: x)])  # noqa: F821
+    return {
+        "the plan is empty": _message(lambda: parse_plan("", "empty.toml")),
+        "is too large": _message(lambda: check_size(parse_plan('cases = ["softplus"]\n[sweep]\nper_binade = 100000000\n', "big.toml"))),
+        "domain must be an Interval": _message(lambda: make_case("tmsg", "x", ("x",), None, lambda mp, x: x, [Variant("naive", lambda x: x)])),
+        "returned float": _message(lambda: rulelab.register(make_case("tmsg", "x", ("x",), REALS, lambda mp, x: float(x), [Variant("naive", lambda x: x)]))),
+        "NameError": _message(lambda: R.references(broken, 0, "", (np.array([3.0]),))),
+        "cannot use": os_problem(OSError(errno.ENOTDIR, "Not a directory", str(tmp / "a_file"))),
+        "is not a run id": _message(lambda: store.open_run(tmp, "../elsewhere")),
+        "is passed over": passed_over(),
+        "cannot be resumed without mixing results": _source_has("cannot be resumed without mixing results"),
+        "the finished tasks are kept": _source_has("the finished tasks are kept"),
+        "given to --compare is not whole": _source_has("given to --compare is not whole"),
+    }
+
+
+def _source_has(text: str) -> str:
+    """``text`` when a message template in the source writes it (for messages whose
+    scenario is too slow to replay here; their own tests above produce them)."""
+    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "src" / "rulelab").rglob("*.py"))
+    return text if text in source else ""
+
+
+def test_the_troubleshooting_table_quotes_messages_the_battery_produces(tmp_path):
+    """Each message the README's troubleshooting table quotes is one the code writes."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| symptom") and "---" not in r]
+    quoted = [q for r in rows for q in r.split("|")[2].split("`")[1::2] if q != "--resume"]
+    assert len(rows) >= 12 and len(quoted) >= 11
+    produced = _battery_messages(tmp_path)
+    for q in quoted:
+        assert q in produced, f"the README quotes {q!r}, which the battery does not produce here"
+        assert q in produced[q], f"{q!r} is not in the message: {produced[q]!r}"
