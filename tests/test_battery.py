@@ -298,3 +298,29 @@ def test_the_troubleshooting_table_quotes_messages_the_battery_produces(tmp_path
     for q in quoted:
         assert q in produced, f"the README quotes {q!r}, which the battery does not produce here"
         assert q in produced[q], f"{q!r} is not in the message: {produced[q]!r}"
+
+
+def test_a_full_disk_mid_run_is_one_line_and_the_run_stays_resumable(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from rulelab.cli import main
+
+    plan = tmp_path / "tiny.toml"
+    plan.write_text('cases = ["tneg"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
+    monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
+    real, written = store.write_part, []
+
+    def disk_fills(run, key, rows, info):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device", str(run / "parts"))
+        written.append(key)
+        return real(run, key, rows, info)
+
+    monkeypatch.setattr(store, "write_part", disk_fills)
+    assert main(["sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    (run,) = (tmp_path / "out" / "accuracy").glob("2*")
+    assert "No space left on device" in line and "free some space" in line and f"--resume {run.name}" in line
+    monkeypatch.setattr(store, "write_part", real)
+    assert main(["sweep", "--resume", run.name, "--out", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 0
+    assert store.read_meta(run).status == "complete"
