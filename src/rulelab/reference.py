@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import mpmath
-from mpmath.libmp import NoConvergence
 import numpy as np
+from mpmath.libmp import NoConvergence
 
 from rulelab.case import Case, get_case
 from rulelab.errors import UsageError
 from rulelab.fingerprint import fingerprint
-from rulelab.floats import FORMATS, float_parts, double_double, round_exact
+from rulelab.floats import FORMATS, double_double, float_parts, round_exact
 from rulelab.numdiff import derivative as numerical_derivative
 from rulelab.workers import worker_init
 

@@ -43,14 +43,14 @@ from rulelab import store
 from rulelab.case import Case, get_case
 from rulelab.errors import UsageError
 from rulelab.evaluate import Outcome, evaluate, first_line
+from rulelab.fingerprint import fingerprint
 from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep, make_sweep
 from rulelab.measure import task_rows
+from rulelab.metrics import FlushReference, flush_reference
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
-from rulelab.fingerprint import fingerprint
-from rulelab.metrics import FlushReference, flush_reference
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.size import MAX_POINTS, check_size
 from rulelab.store.vocabulary import RunMeta, Status

@@ -11,11 +11,9 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
-from rulelab.report.findings import Finding
 from rulelab.report.classes import CLASS_LABELS
+from rulelab.report.findings import Finding
 from rulelab.report.load import Accuracy, RunInfo
-from rulelab.report.verdict import verdict_table
-from rulelab.store.vocabulary import Bucket, Status, table_file
 from rulelab.report.tables import (
     DTYPE_ORDER,
     arg_label,
@@ -27,10 +25,12 @@ from rulelab.report.tables import (
     summary_groups,
     summary_table,
     support_matrix,
-    variant_order,
     unsettled_table,
+    variant_order,
     worst_table,
 )
+from rulelab.report.verdict import verdict_table
+from rulelab.store.vocabulary import Bucket, Status, table_file
 
 SWEEP_HINT = "run an accuracy sweep, e.g. <code>rulelab sweep quick</code> (or <code>rulelab study --quick</code> for sweep, benchmarks and report in one go), then <code>rulelab report</code>"
 ASV_HINT = (

@@ -48,7 +48,6 @@ import numpy as np
 import pandas as pd
 
 from rulelab.errors import UsageError
-
 from rulelab.store.vocabulary import (
     ACCURACY_DIR,
     BINNED,
@@ -58,13 +57,13 @@ from rulelab.store.vocabulary import (
     PARTS_DIR,
     POINT_INPUTS,
     SAMPLES,
-    RunMeta,
     SCHEMA_VERSION,
     SUMMARY,
     TABLES,
     TIMING_COLUMNS,
     TIMINGS_FILE,
     WORST,
+    RunMeta,
     table_file,
 )
 
