@@ -37,7 +37,7 @@ def test_duplicate_name_is_refused():
 @pytest.mark.parametrize("kw, message", [
     (dict(variants=[Variant("naive", lambda x, y: x)]), "variant 'naive' takes 2 .* the case has 1"),
     (dict(reference=3.0), "reference is not callable"),
-    (dict(domain=("positive",)), "domain must be an Interval or one Interval per argument, got \('positive',\); use rulelab.REALS"),
+    (dict(domain=("positive",)), r"domain must be an Interval or one Interval per argument, got \('positive',\); use rulelab.REALS"),
     (dict(args=("x", "y"), domain=(REALS,)), "2 argument.* but 1 domain"),
     (dict(reference=lambda mp: 0), r"reference must take \(mp, x\)"),
     (dict(derivatives={("z", 1): lambda mp, x: 1}), "derivative key"),
