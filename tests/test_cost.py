@@ -370,3 +370,20 @@ def test_build_gives_the_jaxpr_executable_and_time_of_one_compilation(toy):
     assert b.compile_ms > 0 and cost.hlo_op_count(b.executable) > 0
     x = cost.device_inputs(t)
     np.testing.assert_allclose(np.asarray(b.executable(*x)), jax.nn.sigmoid(np.asarray(x[0])), rtol=1e-5)
+
+
+def test_sweeps_study_and_benchmarks_measure_one_program():
+    """cost.jitted (study timings, asv) and evaluate (sweeps) build the same program: the
+    same jaxpr, and bit-identical results on the same inputs."""
+    import jax
+
+    from rulelab import cost
+    from rulelab.evaluate import evaluate, vectorised
+
+    t = cost.target("softplus", "custom_jvp", "grad2", dtype="float32", size=64)
+    xs = cost.device_inputs(t)
+    via_cost = np.asarray(cost.jitted(t)(*xs))
+    via_sweep = evaluate(t.case, t.variant, "grad2", t.case.args[t.argnum], "float32", tuple(np.asarray(x) for x in xs))
+    assert via_sweep.status == "ok" and np.array_equal(via_cost, via_sweep.values, equal_nan=True)
+    built = vectorised(t.variant.fn, "grad2", t.argnum, len(t.case.args), name="softplus_custom_jvp_grad2")
+    assert str(jax.make_jaxpr(cost.jitted(t))(*xs)) == str(jax.make_jaxpr(built)(*xs))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rulelab.case import TRANSFORMS, Case, CaseError, Interval, Variant, get_case
-from rulelab.evaluate import device_for, first_line, is_unsupported, scalar_transform
+from rulelab.evaluate import device_for, first_line, is_unsupported, vectorised
 from rulelab.floats import fmt
 
 DEFAULT_SIZE = 1024
@@ -166,23 +166,11 @@ def abstract_inputs(t: Target) -> tuple[Any, ...]:
 # -- the function measured -------------------------------------------------------------
 
 
-def scalar_fn(t: Target) -> Callable[..., Any]:
-    """The scalar function the target asks for (``evaluate.scalar_transform``)."""
-    return scalar_transform(t.variant.fn, t.transform, t.argnum, len(t.case.args))
-
-
 def jitted(t: Target) -> Callable[..., Any]:
-    """A fresh ``jax.jit(jax.vmap(...))`` of the target: a new closure every call, so its
-    first call or lowering traces and compiles from scratch (no cache hit)."""
-    import jax
-
-    scalar = scalar_fn(t)
-
-    def batched(*xs: Any) -> Any:
-        return jax.vmap(scalar)(*xs)
-
-    batched.__name__ = f"{t.case.name}_{t.variant.name}_{t.transform}"
-    return jax.jit(batched)
+    """The target's measured program, built by :func:`rulelab.evaluate.vectorised` as
+    sweeps build it: fresh every call, so its first call or lowering traces and
+    compiles from scratch (no cache hit)."""
+    return vectorised(t.variant.fn, t.transform, t.argnum, len(t.case.args), name=f"{t.case.name}_{t.variant.name}_{t.transform}")
 
 
 def compiled(t: Target) -> Any:
@@ -404,7 +392,7 @@ def support(case: Case | str, variant: Variant | str, transform: str, arg: str |
     t = target(case, variant, transform, arg=arg, dtype=dtype, size=2)
     try:
         args = tuple(jax.ShapeDtypeStruct((t.size,), fmt(t.dtype).dtype) for _ in t.case.args)
-        jax.jit(jax.vmap(scalar_fn(t))).lower(*args)
+        jitted(t).lower(*args)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is classified
         return Support("unsupported" if is_unsupported(exc) else "error", first_line(exc))
     return Support("ok")
