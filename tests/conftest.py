@@ -25,3 +25,9 @@ def registered():
     yield reg
     for n in made:
         rulelab.unregister(n)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment of command-line subprocess runs: one reference cache per test module."""
+    return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache")), "RULELAB_TEST_SLOW": "0.3"}

@@ -4,7 +4,6 @@ the exit code, one line, no traceback)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,16 +19,7 @@ from rulelab import store, sweep
 from rulelab.case import REALS, CaseError, Variant, make_case
 from rulelab.metrics import point_errors, summarize
 
-USER_CASES = str(Path(__file__).with_name("user_cases.py"))
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache"))}
-
-
-def rulelab(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rulelab", *args], capture_output=True, text=True, env=env, timeout=300)
+from test_cli import USER_CASES, rulelab
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:

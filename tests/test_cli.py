@@ -19,12 +19,6 @@ from rulelab.cli import main
 USER_CASES = str(Path(__file__).with_name("user_cases.py"))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Environment of subprocess runs: one reference cache for this module."""
-    return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache")), "RULELAB_TEST_SLOW": "0.3"}
-
-
 def rulelab(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rulelab", *args], capture_output=True, text=True, env=env, timeout=300)
 

@@ -372,13 +372,11 @@ def resume(
 def code_fingerprints(tasks: Sequence[Task]) -> dict[str, str]:
     """A fingerprint of each case's reference and of each variant a run measures."""
     out = {}
-    for name, variants in {t.case: {} for t in tasks}.items():
+    for name, variant in dict.fromkeys((t.case, t.variant) for t in tasks):
         case = get_case(name)
-        out[f"{name}/reference"] = fingerprint(case.reference, *case.derivatives.values(), *((c.note, c.where, c.value) for c in case.conventions))
-        for t in tasks:
-            if t.case == name and t.variant not in variants:
-                variants[t.variant] = None
-                out[f"{name}/{t.variant}"] = fingerprint(case.variants[t.variant].fn)
+        if f"{name}/reference" not in out:
+            out[f"{name}/reference"] = fingerprint(case.reference, *case.derivatives.values(), *((c.note, c.where, c.value) for c in case.conventions))
+        out[f"{name}/{variant}"] = fingerprint(case.variants[variant].fn)
     return out
 
 
@@ -388,7 +386,7 @@ def _check_unchanged(run: Path, meta: RunMeta, tasks: Sequence[Task]) -> RunMeta
     where nothing was measured yet (a reference fixed after it stopped the run) is
     simply used, and recorded. Returns the meta with the fingerprints now in force."""
     now = code_fingerprints(tasks)
-    done = {(k[0], k[1]) for k in store.finished(run, [t.key for t in tasks])}
+    done = {(k[0], k[1]) for k in store.written(run, [t.key for t in tasks])}
     if not done:
         return replace(meta, code=now, versions=versions())
     measured = {f"{c}/{v}" for c, v in done} | {f"{c}/reference" for c, _ in done}

@@ -85,7 +85,7 @@ def verdict_table(summary: pd.DataFrame, timings: pd.DataFrame | None = None) ->
                     continue
                 best = ranked[0]
                 best_rows = rows[rows["variant"] == best.variant].to_dict("records")
-                worst_class = max((row_class(r) for r in best_rows), key=lambda c: _severity(c), default=Bucket.EXACT.column)
+                worst_class = max((row_class(r) for r in best_rows), key=lambda c: SEVERITY.get(c, 0), default=Bucket.EXACT.column)
                 failing = [s for s in ranked if s.fails]
                 records.append({
                     "case": case,
@@ -108,6 +108,3 @@ def _why(s: Standing) -> str:
         reasons.append(f"{fmt_ulp(s.max_ulp)} ULP")
     return f"{s.variant} ({'; '.join(reasons)})"
 
-
-def _severity(cls: str) -> int:
-    return SEVERITY.get(cls, 0)

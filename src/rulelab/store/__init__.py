@@ -237,6 +237,11 @@ def read_part(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def written(run: Path, keys: Iterable[Sequence[str]]) -> list[tuple[str, ...]]:
+    """The keys whose part file exists (without reading the parts)."""
+    return [tuple(k) for k in keys if (run / PARTS_DIR / part_name(k)).exists()]
+
+
 def finished(run: Path, keys: Iterable[Sequence[str]]) -> dict[tuple[str, ...], dict[str, Any]]:
     """The parts of ``keys`` already written: {key: part}. Unreadable parts are moved
     aside (``.bad``) so that their tasks are recomputed."""
