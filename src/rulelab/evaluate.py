@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,13 @@ def scalar_transform(fn: Callable[..., Any], transform: str, argnum: int, nargs:
     return forward
 
 
+def _batched(fn: Callable[..., Any], transform: str, argnum: int, nargs: int) -> Callable[..., Any]:
+    """``scalar_transform`` mapped over 1-D arrays, one per argument."""
+    import jax
+
+    return jax.vmap(scalar_transform(fn, transform, argnum, nargs))
+
+
 def vectorised(fn: Callable[..., Any], transform: str, argnum: int, nargs: int, name: str = "") -> Callable[..., Any]:
     """The measured program: ``scalar_transform`` mapped over 1-D arrays (one per
     argument) and jit-compiled. The one builder that sweeps evaluate, ``study`` times and
@@ -74,13 +81,34 @@ def vectorised(fn: Callable[..., Any], transform: str, argnum: int, nargs: int, 
     compiles from scratch. ``name`` names it in jaxprs and profiles."""
     import jax
 
-    scalar = scalar_transform(fn, transform, argnum, nargs)
+    batched = _batched(fn, transform, argnum, nargs)
 
-    def batched(*xs: Any) -> Any:
-        return jax.vmap(scalar)(*xs)
+    def program(*xs: Any) -> Any:
+        return batched(*xs)
 
-    batched.__name__ = name or f"{getattr(fn, '__name__', 'variant')}_{transform}"
-    return jax.jit(batched)
+    program.__name__ = name or f"{getattr(fn, '__name__', 'variant')}_{transform}"
+    return jax.jit(program)
+
+
+def fused(fn: Callable[..., Any], jobs: Sequence[tuple[str, int]], nargs: int, name: str = "") -> Callable[..., Any]:
+    """Several :func:`vectorised` programs of one function as one jit-compiled program:
+    one compilation instead of ``len(jobs)``. ``jobs`` are (transform, argnum) pairs; the
+    program takes ``nargs`` arrays per job, each job its own copy, and returns one array
+    per job.
+
+    The copies are the point: given one set of inputs, XLA shares the subexpressions the
+    transforms have in common (the primal ``exp(x)`` of a value and its gradient) and
+    fuses them differently, which changes roundings, so results would no longer equal
+    the separate programs' bit for bit. With separate inputs nothing is shared."""
+    import jax
+
+    parts = [_batched(fn, transform, argnum, nargs) for transform, argnum in jobs]
+
+    def program(*xs: Any) -> tuple[Any, ...]:
+        return tuple(part(*xs[i * nargs : (i + 1) * nargs]) for i, part in enumerate(parts))
+
+    program.__name__ = name or f"{getattr(fn, '__name__', 'variant')}_fused"
+    return jax.jit(program)
 
 
 def is_unsupported(exc: BaseException) -> bool:
@@ -103,6 +131,41 @@ def device_for(backend: str | None) -> Any:
     return jax.devices(backend)[0] if backend else jax.devices()[0]
 
 
+def _where(case: Case, v: Variant, transform: str, arg: str | None, f: Any) -> str:
+    where = f"case {case.name!r}, variant {v.name!r}, transform {transform!r}"
+    where += f" in {arg!r}" if transform != "value" and arg else ""
+    return where + f", dtype {f.name}"
+
+
+def _prepare(case: Case, dtype: Any, inputs: tuple[np.ndarray, ...], backend: str | None) -> tuple[Any, ...] | str:
+    """The inputs on the backend's device in ``dtype``, or why they cannot be."""
+    import jax
+
+    f = fmt(dtype)
+    if f.name == "float64" and not jax.config.jax_enable_x64:
+        return "float64 needs jax_enable_x64 (rulelab enables it for float64 sweeps)"
+    if len(inputs) != len(case.args):
+        return f"{len(inputs)} input arrays for {len(case.args)} arguments"
+    try:
+        device = device_for(backend)
+    except RuntimeError as exc:
+        return f"backend {backend!r} is not available ({first_line(exc)})"
+    return tuple(jax.device_put(np.asarray(x).astype(f.dtype), device) for x in inputs)
+
+
+def _outcome(where: str, out: Any, f: Any, shape: tuple[int, ...], compile_s: float, run_s: float) -> Outcome:
+    """An ``ok`` outcome from a program's output, or ``error`` if it is not one scalar
+    per point."""
+    values = np.asarray(out)
+    if values.shape != shape:
+        return Outcome("error", f"{where}: returned shape {values.shape[1:]} per point, expected a scalar")
+    notes = ()
+    if values.dtype != f.dtype:
+        notes = (f"returned {values.dtype} for {f.name} inputs; cast to {f.name}",)
+        values = values.astype(f.dtype)
+    return Outcome("ok", "", values, compile_s=compile_s, run_s=run_s, notes=notes)
+
+
 def evaluate(
     case: Case,
     variant: Variant | str,
@@ -119,20 +182,11 @@ def evaluate(
 
     v = case.variants[variant] if isinstance(variant, str) else variant
     f = fmt(dtype)
+    where = _where(case, v, transform, arg, f)
+    xs = _prepare(case, dtype, inputs, backend)
+    if isinstance(xs, str):
+        return Outcome("error", f"{where}: {xs}")
     argnum = 0 if arg is None else case.args.index(arg)
-    where = f"case {case.name!r}, variant {v.name!r}, transform {transform!r}"
-    where += f" in {arg!r}" if transform != "value" and arg else ""
-    where += f", dtype {f.name}"
-    if f.name == "float64" and not jax.config.jax_enable_x64:
-        return Outcome("error", f"{where}: float64 needs jax_enable_x64 (rulelab enables it for float64 sweeps)")
-    if len(inputs) != len(case.args):
-        return Outcome("error", f"{where}: {len(inputs)} input arrays for {len(case.args)} arguments")
-    try:
-        device = device_for(backend)
-    except RuntimeError as exc:
-        return Outcome("error", f"{where}: backend {backend!r} is not available ({first_line(exc)})")
-    xs = tuple(jax.device_put(np.asarray(x).astype(f.dtype), device) for x in inputs)
-    notes: list[str] = []
     try:
         compiled_fn = vectorised(v.fn, transform, argnum, len(case.args))
         t0 = time.perf_counter()
@@ -143,13 +197,69 @@ def evaluate(
     except Exception as exc:  # noqa: BLE001 - any failure of user code is recorded
         status = "unsupported" if is_unsupported(exc) else "error"
         return Outcome(status, f"{where}: {first_line(exc)}")
-    values = np.asarray(out)
-    if values.shape != xs[0].shape:
-        return Outcome("error", f"{where}: returned shape {values.shape[1:]} per point, expected a scalar")
-    if values.dtype != f.dtype:
-        notes.append(f"returned {values.dtype} for {f.name} inputs; cast to {f.name}")
-        values = values.astype(f.dtype)
-    return Outcome("ok", "", values, compile_s=t1 - t0, run_s=t2 - t1, notes=tuple(notes))
+    return _outcome(where, out, f, xs[0].shape, t1 - t0, t2 - t1)
+
+
+def evaluate_many(
+    case: Case,
+    variant: Variant | str,
+    jobs: Sequence[tuple[str, str | None]],
+    dtype: Any,
+    inputs: tuple[np.ndarray, ...],
+    backend: str | None = None,
+) -> list[Outcome]:
+    """:func:`evaluate` for each (transform, arg) of ``jobs``, with one compilation
+    (:func:`fused`) for all that trace; the same results bit for bit. A job that does not
+    trace (a transform JAX refuses, a variant that raises) is evaluated alone, so it is
+    recorded exactly as :func:`evaluate` records it; if the fused program fails to
+    lower, compile or run, every job is evaluated alone. Compile and run seconds of the
+    fused program are shared equally among its jobs."""
+    import jax
+
+    v = case.variants[variant] if isinstance(variant, str) else variant
+
+    def alone(job: tuple[str, str | None]) -> Outcome:
+        return evaluate(case, v, job[0], job[1], dtype, inputs, backend)
+
+    xs = _prepare(case, dtype, inputs, backend)
+    if len(jobs) < 2 or isinstance(xs, str):
+        return [alone(j) for j in jobs]
+    nargs = len(case.args)
+    specs = [(transform, 0 if arg is None else case.args.index(arg)) for transform, arg in jobs]
+    try:
+        t0 = time.perf_counter()
+        try:
+            keep = list(range(len(jobs)))
+            lowered = fused(v.fn, specs, nargs).lower(*(xs * len(keep)))
+        except Exception:  # noqa: BLE001 - find the jobs that trace, fuse only those
+            keep = [i for i, s in enumerate(specs) if _traces(v.fn, s, nargs, xs)]
+            if len(keep) < 2:
+                return [alone(j) for j in jobs]
+            lowered = fused(v.fn, [specs[i] for i in keep], nargs).lower(*(xs * len(keep)))
+        compiled = lowered.compile()
+        t1 = time.perf_counter()
+        outs = jax.block_until_ready(compiled(*(xs * len(keep))))
+        t2 = time.perf_counter()
+    except Exception:  # noqa: BLE001 - the fused program failed: each job alone says why
+        return [alone(j) for j in jobs]
+    f = fmt(dtype)
+    share = len(keep)
+    done = {
+        i: _outcome(_where(case, v, *jobs[i], f), out, f, xs[0].shape, (t1 - t0) / share, (t2 - t1) / share)
+        for i, out in zip(keep, outs)
+    }
+    return [done[i] if i in done else alone(job) for i, job in enumerate(jobs)]
+
+
+def _traces(fn: Callable[..., Any], spec: tuple[str, int], nargs: int, xs: tuple[Any, ...]) -> bool:
+    """Whether one job's program traces (JAX accepts the transform, the variant runs)."""
+    import jax
+
+    try:
+        jax.jit(_batched(fn, *spec, nargs)).trace(*xs)
+    except Exception:  # noqa: BLE001 - evaluated alone, which records why
+        return False
+    return True
 
 
 def flushes_subnormals(dtype: Any, backend: str | None = None) -> bool:

@@ -9,8 +9,10 @@ computation serves every dtype.
 Each reference is also rounded once per dtype in that pool (exact integer arithmetic,
 shared by every variant and transform compared against it).
 
-Phase 2 evaluates each task (case x variant x transform x argument x dtype) on the
-backend, measures it against the reference and writes the task's part. On a CPU
+Phase 2 evaluates the tasks (case x variant x transform x argument x dtype) on the
+backend, one compiled program per case x variant x dtype (``evaluate.evaluate_many``:
+compilation, not evaluation, is what a sweep spends its time on), measures each task
+against its reference and writes the task's part. On a CPU
 backend the tasks are shared among forked worker processes (each starts its own
 backend); on an accelerator they run in this process. float64 tasks run with
 ``jax_enable_x64`` on only for them, so the narrow dtypes' results never depend on
@@ -42,7 +44,7 @@ from rulelab import backend as backends
 from rulelab import store
 from rulelab.case import Case, get_case
 from rulelab.errors import UsageError
-from rulelab.evaluate import Outcome, evaluate, first_line
+from rulelab.evaluate import Outcome, evaluate_many, first_line
 from rulelab.fingerprint import fingerprint
 from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep, make_sweep
@@ -54,7 +56,7 @@ from rulelab.provenance import git_commit, host, versions
 from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
 from rulelab.size import MAX_POINTS, check_size
 from rulelab.store.vocabulary import RunMeta, Status
-from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys
+from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys, task_groups
 from rulelab.workers import worker_init
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
@@ -194,35 +196,47 @@ class Work:
     backend: str | None
     tasks: Sequence[Task]
 
+    @property
+    def groups(self) -> list[tuple[Task, ...]]:
+        """The tasks as evaluated: one group per case x variant x dtype."""
+        return task_groups(self.tasks)
 
-def run_task(work: Work, t: Task, platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
-    """Evaluate and measure one task and write its part; any failure of the variant
-    (or of measuring it) becomes an error row; where the backend ``flushes`` the task's
-    dtype, points are also scored flush-aware. Returns seconds per step."""
+
+def run_group(work: Work, group: Sequence[Task], platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
+    """Evaluate one group of tasks (one case x variant x dtype, one compiled program:
+    ``evaluate_many``), measure each task and write its part; any failure of the variant
+    (or of measuring it) becomes an error row; where the backend ``flushes`` the dtype,
+    points are also scored flush-aware. Returns seconds per step."""
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    case = get_case(t.case)
-    inp = work.inputs[t.case]
-    sweep = inp.sweeps[t.dtype]
+    first = group[0]
+    case = get_case(first.case)
+    inp = work.inputs[first.case]
+    sweep = inp.sweeps[first.dtype]
     t0 = time.perf_counter()
     try:
-        with backends.x64(t.dtype == "float64"):
-            outcome = evaluate(case, t.variant, t.transform, t.arg or None, t.dtype, sweep.points, work.backend)
+        with backends.x64(first.dtype == "float64"):
+            outcomes = evaluate_many(case, first.variant, [(t.transform, t.arg or None) for t in group], first.dtype, sweep.points, work.backend)
+    except Exception as exc:  # noqa: BLE001 - a failure of the group is every task's error
+        where = f"case {first.case!r}, variant {first.variant!r}, dtype {first.dtype}"
+        outcomes = [Outcome("error", f"{where}: {first_line(exc)}")] * len(group)
+    secs["compile"] = sum(o.compile_s for o in outcomes)
+    secs["evaluate"] = time.perf_counter() - t0 - secs["compile"]
+    for t, outcome in zip(group, outcomes):
         t1 = time.perf_counter()
-        secs["compile"] = outcome.compile_s
-        secs["evaluate"] = t1 - t0 - outcome.compile_s
-        hi, lo = work.refs[(t.case, t.order, t.arg)]
-        idx = inp.index[t.dtype]
-        rounded, flush = work.rounded[(t.case, t.order, t.arg, t.dtype)]
-        plan = work.plan
-        rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded,
-                         flush=flush if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
-        secs["metrics"] = time.perf_counter() - t1
-    except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
-        where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
-        rows = task_rows(t, case, sweep, Outcome("error", f"{where}: {first_line(exc)}"), None, platform)
-    t2 = time.perf_counter()
-    store.write_part(work.run, t.key, rows, {"wall_s": t2 - t0})
-    secs["write"] = time.perf_counter() - t2
+        try:
+            hi, lo = work.refs[(t.case, t.order, t.arg)]
+            idx = inp.index[t.dtype]
+            rounded, flush = work.rounded[(t.case, t.order, t.arg, t.dtype)]
+            plan = work.plan
+            rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded,
+                             flush=flush if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
+            where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
+            rows = task_rows(t, case, sweep, Outcome("error", f"{where}: {first_line(exc)}"), None, platform)
+        t2 = time.perf_counter()
+        secs["metrics"] += t2 - t1
+        store.write_part(work.run, t.key, rows, {"wall_s": t2 - t1 + outcome.compile_s + outcome.run_s})
+        secs["write"] += time.perf_counter() - t2
     return secs
 
 
@@ -234,9 +248,9 @@ def _worker_facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any
     return backends.facts(backend, dtypes)
 
 
-def _worker_task(i: int, platform: str, flushes: Mapping[str, bool]) -> tuple[int, dict[str, float]]:
+def _worker_group(i: int, platform: str, flushes: Mapping[str, bool]) -> tuple[int, dict[str, float]]:
     assert _WORK is not None
-    return i, run_task(_WORK, _WORK.tasks[i], platform, flushes)
+    return i, run_group(_WORK, _WORK.groups[i], platform, flushes)
 
 
 def evaluation_workers(options: Options, n_tasks: int) -> int:
@@ -267,10 +281,10 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
         facts = backends.facts(work.backend, work.plan.dtypes)
         begin(facts)
         with _bar(len(work.tasks), "evaluate", "task", options) as bar:
-            for t in work.tasks:
-                bar.set_postfix_str(str(t), refresh=False)
-                add(run_task(work, t, facts["backend"], facts["flushes_subnormals"]))
-                bar.update(1)
+            for group in work.groups:
+                bar.set_postfix_str(str(group[0]), refresh=False)
+                add(run_group(work, group, facts["backend"], facts["flushes_subnormals"]))
+                bar.update(len(group))
         return secs, 1
 
     global _WORK
@@ -280,14 +294,15 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
         facts = ex.submit(_worker_facts, work.backend, work.plan.dtypes).result()
         begin(facts)
         with _bar(len(work.tasks), "evaluate", "task", options) as bar:
-            pending = {ex.submit(_worker_task, i, facts["backend"], facts["flushes_subnormals"]) for i in range(len(work.tasks))}
+            groups = work.groups
+            pending = {ex.submit(_worker_group, i, facts["backend"], facts["flushes_subnormals"]) for i in range(len(groups))}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     i, task_secs = fut.result()
                     add(task_secs)
-                    bar.set_postfix_str(str(work.tasks[i]), refresh=False)
-                    bar.update(1)
+                    bar.set_postfix_str(str(groups[i][0]), refresh=False)
+                    bar.update(len(groups[i]))
     except BrokenProcessPool:
         raise SweepError(
             f"an evaluation worker died (a variant may have crashed the process); the finished tasks are kept: "

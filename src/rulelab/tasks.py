@@ -1,5 +1,6 @@
 """Tasks: the units of a sweep. One task is one result, a case x variant x transform x
-differentiated argument x dtype, and writes one part of a run."""
+differentiated argument x dtype, and writes one part of a run. The tasks of one case x
+variant x dtype are evaluated together, by one compiled program (a group)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,15 @@ def execution_order(tasks: Sequence[Task]) -> list[Task]:
     """Tasks in the order they run: the table order, except that float64 comes last
     (it runs with ``jax_enable_x64`` on)."""
     return sorted(tasks, key=lambda t: t.dtype == "float64")
+
+
+def task_groups(tasks: Sequence[Task]) -> list[tuple[Task, ...]]:
+    """``tasks`` grouped by case, variant and dtype (one compiled program each), groups
+    in the order of their first task, tasks in their given order within a group."""
+    groups: dict[tuple[str, str, str], list[Task]] = {}
+    for t in tasks:
+        groups.setdefault((t.case, t.variant, t.dtype), []).append(t)
+    return [tuple(g) for g in groups.values()]
 
 
 def reference_keys(tasks: Sequence[Task]) -> dict[str, list[tuple[int, str]]]:
