@@ -1,4 +1,4 @@
-"""One compiled program per case x variant x dtype (``evaluate_many``) gives the same
+"""One compiled program per case x dtype (``evaluate_many``) gives the same
 results, bit for bit, as one program per transform (``evaluate``), and isolates the
 transforms that fail."""
 
@@ -15,8 +15,12 @@ from rulelab.inputs import SweepSpec, make_sweep
 from test_catalog_seed import SEED
 
 
-def jobs_of(case):
+def transforms_of(case):
     return [("value", None)] + [(t, a) for t in ("grad", "jvp", "grad2") for a in case.args]
+
+
+def jobs_of(case, variants=None):
+    return [(v, t, a) for v in variants or case.variants for t, a in transforms_of(case)]
 
 
 def same(a, b):
@@ -34,10 +38,9 @@ def test_fused_program_equals_separate_programs_bit_for_bit(name, dtype):
     case = rulelab.get_case(name)
     with np.errstate(over="ignore"):
         sw = make_sweep(case, dtype, SweepSpec(exhaustive16=False, per_binade=2, grid_per_binade=1, grid_stride=16), seed=0)
-    for v in case.variants:
-        together = evaluate_many(case, v, jobs_of(case), dtype, sw.points)
-        for (transform, arg), got in zip(jobs_of(case), together):
-            same(got, evaluate(case, v, transform, arg, dtype, sw.points))
+    jobs = jobs_of(case)
+    for job, got in zip(jobs, evaluate_many(case, jobs, dtype, sw.points), strict=True):
+        same(got, evaluate(case, *job, dtype, sw.points))
 
 
 @jax.custom_vjp
@@ -65,7 +68,7 @@ XS = (np.array([0.0, 0.5, 1.0, 2.0], np.float32),)
 
 
 def test_a_transform_jax_refuses_is_isolated_and_the_rest_still_computed():
-    out = dict(zip(["value", "grad", "jvp", "grad2"], evaluate_many(CASE, "custom_vjp", jobs_of(CASE), "float32", XS)))
+    out = dict(zip(["value", "grad", "jvp", "grad2"], evaluate_many(CASE, jobs_of(CASE, ["custom_vjp"]), "float32", XS)))
     assert out["jvp"].status == "unsupported"
     assert "custom_vjp" in out["jvp"].message and "'fused_sin'" in out["jvp"].message
     np.testing.assert_allclose(out["value"].values, np.sin(XS[0]), rtol=1e-6)
@@ -74,7 +77,11 @@ def test_a_transform_jax_refuses_is_isolated_and_the_rest_still_computed():
 
 
 def test_a_broken_rule_fails_only_the_transforms_that_use_it():
-    out = dict(zip(["value", "grad", "jvp", "grad2"], evaluate_many(CASE, "bad_jvp", jobs_of(CASE), "float32", XS)))
+    jobs = jobs_of(CASE)
+    out = {(v, t): o for (v, t, _), o in zip(jobs, evaluate_many(CASE, jobs, "float32", XS))}
+    assert out[("custom_vjp", "jvp")].status == "unsupported"
+    assert out[("custom_vjp", "grad2")].status == "ok"
+    out = {t: o for (v, t), o in out.items() if v == "bad_jvp"}
     np.testing.assert_allclose(out["value"].values, np.sin(XS[0]), rtol=1e-6)
     for t in ("grad", "jvp", "grad2"):
         assert out[t].status == "error", t

@@ -90,10 +90,11 @@ def vectorised(fn: Callable[..., Any], transform: str, argnum: int, nargs: int, 
     return jax.jit(program)
 
 
-def fused(fn: Callable[..., Any], jobs: Sequence[tuple[str, int]], nargs: int, name: str = "") -> Callable[..., Any]:
-    """Several :func:`vectorised` programs of one function as one jit-compiled program:
-    one compilation instead of ``len(jobs)``. ``jobs`` are (transform, argnum) pairs;
-    ``program(k, *xs)`` computes job ``k`` (a run-time index) at ``xs``.
+def fused(jobs: Sequence[tuple[Callable[..., Any], str, int]], nargs: int, name: str = "fused") -> Callable[..., Any]:
+    """Several :func:`vectorised` programs as one jit-compiled program: one compilation
+    instead of ``len(jobs)``. ``jobs`` are (function, transform, argnum) triples of
+    functions of ``nargs`` arguments; ``program(k, *xs)`` computes job ``k`` (a run-time
+    index) at ``xs``.
 
     Why a run-time choice and not one program returning every job: XLA compiles an
     expression differently depending on what else is in the program (fusion, contraction
@@ -103,12 +104,12 @@ def fused(fn: Callable[..., Any], jobs: Sequence[tuple[str, int]], nargs: int, n
     separate programs' results bit for bit."""
     import jax
 
-    branches = [_batched(fn, transform, argnum, nargs) for transform, argnum in jobs]
+    branches = [_batched(fn, transform, argnum, nargs) for fn, transform, argnum in jobs]
 
     def program(k: Any, *xs: Any) -> Any:
         return jax.lax.switch(k, branches, *xs)
 
-    program.__name__ = name or f"{getattr(fn, '__name__', 'variant')}_fused"
+    program.__name__ = name
     return jax.jit(program)
 
 
@@ -201,42 +202,45 @@ def evaluate(
     return _outcome(where, out, f, xs[0].shape, t1 - t0, t2 - t1)
 
 
+Job = tuple[str, str, str | None]
+"""What :func:`evaluate_many` evaluates: (variant, transform, argument or None)."""
+
+
 def evaluate_many(
     case: Case,
-    variant: Variant | str,
-    jobs: Sequence[tuple[str, str | None]],
+    jobs: Sequence[Job],
     dtype: Any,
     inputs: tuple[np.ndarray, ...],
     backend: str | None = None,
 ) -> list[Outcome]:
-    """:func:`evaluate` for each (transform, arg) of ``jobs``, with one compilation
-    (:func:`fused`) for all that trace; the same results bit for bit. A job that does not
-    trace (a transform JAX refuses, a variant that raises) is evaluated alone, so it is
-    recorded exactly as :func:`evaluate` records it; if the fused program fails to
-    lower, compile or run (branches that return different shapes or dtypes), every job
-    is evaluated alone. The compile seconds are shared equally among the jobs."""
+    """:func:`evaluate` for each (variant, transform, arg) of ``jobs``, with one
+    compilation (:func:`fused`) for all that trace; the same results bit for bit. A job
+    that does not trace (a transform JAX refuses, a variant that raises) is evaluated
+    alone, so it is recorded exactly as :func:`evaluate` records it; if the fused program
+    fails to lower, compile or run (a variant that returns another shape or dtype than
+    the others), every job is evaluated alone. The compile seconds are shared equally
+    among the jobs."""
     import jax
 
-    v = case.variants[variant] if isinstance(variant, str) else variant
-
-    def alone(job: tuple[str, str | None]) -> Outcome:
-        return evaluate(case, v, job[0], job[1], dtype, inputs, backend)
+    def alone(job: Job) -> Outcome:
+        return evaluate(case, *job, dtype, inputs, backend)
 
     xs = _prepare(case, dtype, inputs, backend)
     if len(jobs) < 2 or isinstance(xs, str):
         return [alone(j) for j in jobs]
     nargs = len(case.args)
-    specs = [(transform, 0 if arg is None else case.args.index(arg)) for transform, arg in jobs]
+    specs = [(case.variants[v].fn, transform, 0 if arg is None else case.args.index(arg)) for v, transform, arg in jobs]
+    name = f"{case.name}_fused"
     try:
         t0 = time.perf_counter()
         try:
             keep = list(range(len(jobs)))
-            lowered = fused(v.fn, specs, nargs).lower(np.int32(0), *xs)
+            lowered = fused(specs, nargs, name).lower(np.int32(0), *xs)
         except Exception:  # noqa: BLE001 - find the jobs that trace, fuse only those
-            keep = [i for i, s in enumerate(specs) if _traces(v.fn, s, nargs, xs)]
+            keep = [i for i, s in enumerate(specs) if _traces(s, nargs, xs)]
             if len(keep) < 2:
                 return [alone(j) for j in jobs]
-            lowered = fused(v.fn, [specs[i] for i in keep], nargs).lower(np.int32(0), *xs)
+            lowered = fused([specs[i] for i in keep], nargs, name).lower(np.int32(0), *xs)
         compiled = lowered.compile()
         compile_s = (time.perf_counter() - t0) / len(keep)
         outs, run_s = [], []
@@ -248,18 +252,18 @@ def evaluate_many(
         return [alone(j) for j in jobs]
     f = fmt(dtype)
     done = {
-        i: _outcome(_where(case, v, *jobs[i], f), out, f, xs[0].shape, compile_s, secs)
+        i: _outcome(_where(case, case.variants[jobs[i][0]], jobs[i][1], jobs[i][2], f), out, f, xs[0].shape, compile_s, secs)
         for i, out, secs in zip(keep, outs, run_s)
     }
     return [done[i] if i in done else alone(job) for i, job in enumerate(jobs)]
 
 
-def _traces(fn: Callable[..., Any], spec: tuple[str, int], nargs: int, xs: tuple[Any, ...]) -> bool:
+def _traces(spec: tuple[Callable[..., Any], str, int], nargs: int, xs: tuple[Any, ...]) -> bool:
     """Whether one job's program traces (JAX accepts the transform, the variant runs)."""
     import jax
 
     try:
-        jax.jit(_batched(fn, *spec, nargs)).trace(*xs)
+        jax.jit(_batched(spec[0], spec[1], spec[2], nargs)).trace(*xs)
     except Exception:  # noqa: BLE001 - evaluated alone, which records why
         return False
     return True

@@ -10,7 +10,7 @@ Each reference is also rounded once per dtype in that pool (exact integer arithm
 shared by every variant and transform compared against it).
 
 Phase 2 evaluates the tasks (case x variant x transform x argument x dtype) on the
-backend, one compiled program per case x variant x dtype (``evaluate.evaluate_many``:
+backend, one compiled program per case x dtype (``evaluate.evaluate_many``:
 compilation, not evaluation, is what a sweep spends its time on), measures each task
 against its reference and writes the task's part. On a CPU
 backend the tasks are shared among forked worker processes (each starts its own
@@ -198,12 +198,12 @@ class Work:
 
     @property
     def groups(self) -> list[tuple[Task, ...]]:
-        """The tasks as evaluated: one group per case x variant x dtype."""
+        """The tasks as evaluated: one group per case x dtype."""
         return task_groups(self.tasks)
 
 
 def run_group(work: Work, group: Sequence[Task], platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
-    """Evaluate one group of tasks (one case x variant x dtype, one compiled program:
+    """Evaluate one group of tasks (one case x dtype, one compiled program:
     ``evaluate_many``), measure each task and write its part; any failure of the variant
     (or of measuring it) becomes an error row; where the backend ``flushes`` the dtype,
     points are also scored flush-aware. Returns seconds per step."""
@@ -215,9 +215,9 @@ def run_group(work: Work, group: Sequence[Task], platform: str, flushes: Mapping
     t0 = time.perf_counter()
     try:
         with backends.x64(first.dtype == "float64"):
-            outcomes = evaluate_many(case, first.variant, [(t.transform, t.arg or None) for t in group], first.dtype, sweep.points, work.backend)
+            outcomes = evaluate_many(case, [(t.variant, t.transform, t.arg or None) for t in group], first.dtype, sweep.points, work.backend)
     except Exception as exc:  # noqa: BLE001 - a failure of the group is every task's error
-        where = f"case {first.case!r}, variant {first.variant!r}, dtype {first.dtype}"
+        where = f"case {first.case!r}, dtype {first.dtype}"
         outcomes = [Outcome("error", f"{where}: {first_line(exc)}")] * len(group)
     secs["compile"] = sum(o.compile_s for o in outcomes)
     secs["evaluate"] = time.perf_counter() - t0 - secs["compile"]

@@ -1,6 +1,6 @@
 """Tasks: the units of a sweep. One task is one result, a case x variant x transform x
 differentiated argument x dtype, and writes one part of a run. The tasks of one case x
-variant x dtype are evaluated together, by one compiled program (a group)."""
+dtype are evaluated together, by one compiled program (a group)."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ def execution_order(tasks: Sequence[Task]) -> list[Task]:
 
 
 def task_groups(tasks: Sequence[Task]) -> list[tuple[Task, ...]]:
-    """``tasks`` grouped by case, variant and dtype (one compiled program each), groups
-    in the order of their first task, tasks in their given order within a group."""
-    groups: dict[tuple[str, str, str], list[Task]] = {}
+    """``tasks`` grouped by case and dtype (one compiled program each), groups in the
+    order of their first task, tasks in their given order within a group."""
+    groups: dict[tuple[str, str], list[Task]] = {}
     for t in tasks:
-        groups.setdefault((t.case, t.variant, t.dtype), []).append(t)
+        groups.setdefault((t.case, t.dtype), []).append(t)
     return [tuple(g) for g in groups.values()]
 
 
