@@ -6,13 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_catalog_seed import SEED
 
 import rulelab
 from rulelab.case import REALS, Variant, make_case
 from rulelab.evaluate import evaluate, evaluate_many
 from rulelab.inputs import SweepSpec, make_sweep
-
-from test_catalog_seed import SEED
 
 
 def transforms_of(case):

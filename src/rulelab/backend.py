@@ -13,9 +13,9 @@ import multiprocessing
 from collections.abc import Iterator
 from typing import Any
 
+from rulelab.cachedir import cache_dir
 from rulelab.errors import UsageError
 from rulelab.evaluate import first_line
-from rulelab.reference import cache_dir
 
 BACKENDS = ("cpu", "gpu", "tpu")
 """Backends a sweep may be asked to run on (None: JAX's default)."""

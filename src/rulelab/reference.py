@@ -46,6 +46,7 @@ import mpmath
 import numpy as np
 from mpmath.libmp import NoConvergence
 
+from rulelab.cachedir import cache_dir
 from rulelab.case import Case, get_case
 from rulelab.errors import UsageError
 from rulelab.fingerprint import fingerprint
@@ -329,12 +330,6 @@ def _chunk(case: Case, order: int, arg: str, cap: int, pts: np.ndarray) -> tuple
 
 
 # --- cache ---------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where references are cached: $RULELAB_CACHE, else ~/.cache/rulelab."""
-    env = os.environ.get("RULELAB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "rulelab"
 
 
 def _library_versions() -> str:

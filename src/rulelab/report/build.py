@@ -15,7 +15,7 @@ import pandas as pd
 from rulelab import store
 from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
-from rulelab.report.findings import Finding, findings
+from rulelab.report.findings import Finding, findings, in_order
 from rulelab.report.load import Accuracy, load_accuracy, load_asv
 from rulelab.report.pages import Links, case_file, case_page, compare_page, index_page
 from rulelab.report.performance import bench_summary, performance_page
@@ -40,23 +40,29 @@ def _only(acc: Accuracy, case: str) -> Accuracy:
     return replace(acc, **{name: df[df["case"] == case] for name, df in pick.items()})
 
 
-def _case_job(job: tuple[Accuracy, str, CaseInfo, list[Finding], Links]) -> str:
-    return case_page(*job)
+def _case_job(job: tuple[Accuracy, str, CaseInfo, bool, Links]) -> tuple[list[Finding], str]:
+    acc, case, info, several_backends, links = job
+    found = findings(acc, several_backends)
+    return found, case_page(acc, case, info, found, links)
 
 
-def case_pages(acc: Accuracy, found: Sequence[Finding], links: Links, workers: int | None = None) -> Iterator[tuple[str, str]]:
-    """(case, page) for every case of ``acc``; drawn in ``workers`` processes (default:
-    one per core) when there are several cases. The catalog is read here, so workers
-    never import JAX."""
+def case_pages(acc: Accuracy, links: Links, workers: int | None = None) -> Iterator[tuple[str, list[Finding], str]]:
+    """(case, its findings, its page) for every case of ``acc``; found and drawn in
+    ``workers`` processes (default: one per core) when there are several cases. The
+    catalog is read here, so workers never import JAX."""
     cases = acc.cases()
-    jobs = [(_only(acc, c), c, case_info(c), [f for f in found if f.case == c], links) for c in cases]
+    several_backends = acc.summary["backend"].nunique() > 1
+    jobs = [(_only(acc, c), c, case_info(c), several_backends, links) for c in cases]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers < 2 or len(jobs) < PARALLEL_FROM:
         for job in jobs:
-            yield job[1], _case_job(job)
+            yield (job[1], *_case_job(job))
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from zip(cases, pool.map(_case_job, jobs))
+        # the largest cases first, so that the workers finish together
+        futures = {job[1]: pool.submit(_case_job, job) for job in sorted(jobs, key=lambda j: -len(j[0].binned))}
+        for case in cases:
+            yield (case, *futures[case].result())
 
 
 def study_timings(runs: Sequence[Path]) -> pd.DataFrame | None:
@@ -80,14 +86,15 @@ def build_report(runs: Sequence[Path], asv_dir: Path | None, out: Path, compare:
     acc = load_accuracy(runs)
     bench = load_asv(asv_dir, out / DASHBOARD.parent)
     links = Links(performance=True, compare=compare is not None, dashboard=DASHBOARD.as_posix() if bench.dashboard else "")
-    found = findings(acc)
     timings = study_timings(runs)
     bench_note = bench_summary(bench)
     if timings is not None:
         bench_note += f"<p>Quick in-process timings of every variant: {html.link('performance.html', 'performance page')}.</p>"
-    _write(out / "index.html", index_page(acc, found, links, bench_note, timings))
-    for case, text in case_pages(acc, found, links, workers):
+    found: list[Finding] = []
+    for case, case_found, text in case_pages(acc, links, workers):
+        found += case_found
         _write(out / case_file(case), text)
+    _write(out / "index.html", index_page(acc, in_order(found, acc.cases()), links, bench_note, timings))
     _write(out / "performance.html", performance_page(bench, links, case_pages=set(acc.cases()), timings=timings))
     if compare is not None:
         a, b = load_accuracy([Path(compare[0])]), load_accuracy([Path(compare[1])])

@@ -34,6 +34,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
+from rulelab.report.figcache import cached
+
 DPI = 80
 PANEL_W, PANEL_H = 4.2, 2.8
 MAX_W = 16.0
@@ -322,6 +324,7 @@ def _quiet(fn: Callable[..., bytes | None]) -> Callable[..., bytes | None]:
     return wrapper
 
 
+@cached
 @_quiet
 def accuracy_figure(binned: pd.DataFrame, samples: pd.DataFrame, variants: Sequence[str], panels: Sequence[tuple[str, str]], *, column: str, argument: str, title: str, line: bool = True) -> bytes | None:
     """One transform of one case, a column per (dtype, backend): above, the max dULP
@@ -365,6 +368,7 @@ def accuracy_figure(binned: pd.DataFrame, samples: pd.DataFrame, variants: Seque
     return _finish(fig, handles, title)
 
 
+@cached
 def bars(df: pd.DataFrame, *, group: str, bar: str, value: str, panel: str | None, ylabel: str, title: str, logy: bool = False, order: Sequence[str] = (), panel_labels: Mapping[object, str] | None = None) -> bytes | None:
     """Grouped bars: x groups by ``group``, a bar per ``bar`` value (coloured
     consistently), a panel per ``panel`` value."""
@@ -402,6 +406,7 @@ def bars(df: pd.DataFrame, *, group: str, bar: str, value: str, panel: str | Non
     return _finish(fig, handles, title)
 
 
+@cached
 def lines(df: pd.DataFrame, *, x: str, line: str, value: str, panel: str | None, xlabel: str, ylabel: str, title: str, logx: bool = False, logy: bool = False, xlabels: Sequence[str] | None = None, panel_labels: Mapping[object, str] | None = None) -> bytes | None:
     """A line per ``line`` value of ``value`` against ``x``, a panel per ``panel``
     value. ``xlabels`` names categorical x positions 0, 1, ... (commits)."""

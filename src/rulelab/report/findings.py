@@ -8,14 +8,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from rulelab.report.classes import NONFINITE_CLASSES, nonfinite_count, row_class
 from rulelab.report.load import Accuracy
+from rulelab.report.tables import (
+    DTYPE_ORDER,
+    TRANSFORM_ORDER,
+    arg_label,
+    fmt_ulp,
+    ordered,
+)
 from rulelab.store.vocabulary import Bucket
-from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, arg_label, fmt_ulp, ordered
 
 LARGE_ULP = 1024
 """Above this many ULP a result has lost most of its digits (the >2^10 bucket)."""
@@ -228,36 +235,50 @@ Key = tuple[str, ...]
 
 
 @dataclass(frozen=True)
+class _Points:
+    """A point table (worst or samples) grouped once by (group, variant) as row
+    positions; a group's rows become a narrow frame only when looked up."""
+
+    table: pd.DataFrame
+    rows: Mapping[tuple[Any, ...], np.ndarray]
+
+    @staticmethod
+    def of(df: pd.DataFrame, cols: list[str]) -> _Points:
+        narrow = df[[c for c in cols if c in df.columns]]
+        return _Points(narrow, df.groupby([*GROUP, "variant"], sort=False).indices if not df.empty else {})
+
+    def get(self, key: Key, variant: str) -> pd.DataFrame:
+        idx = self.rows.get((*key, variant))
+        return _NO_POINTS if idx is None else self.table.iloc[idx].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
 class _Grouped:
     """The point tables split once, narrow: ``binned[group][variant][argument]`` (rows
-    with points, by sign and binade), ``worst[group][variant]``,
-    ``samples[group][variant]``, where a group is (case, transform, arg, dtype,
-    backend). Findings look rows up instead of filtering whole tables."""
+    with points, by sign and binade), ``worst`` and ``samples`` by group and variant,
+    where a group is (case, transform, arg, dtype, backend). Findings look rows up
+    instead of filtering whole tables."""
 
     binned: dict[Key, dict[str, dict[str, pd.DataFrame]]]
-    worst: dict[Key, dict[str, pd.DataFrame]]
-    samples: dict[Key, dict[str, pd.DataFrame]]
+    worst: _Points
+    samples: _Points
 
     @staticmethod
     def of(acc: Accuracy) -> _Grouped:
         binned: dict[Key, dict[str, dict[str, pd.DataFrame]]] = {}
-        b = acc.binned[acc.binned["count"] > 0]
         cols = ["sign", "binade", "count", "max_ulp", "nonfinite"]
-        for k, g in b.groupby([*GROUP, "variant", "binade_of"], sort=False):
-            binned.setdefault(tuple(k[:5]), {}).setdefault(k[5], {})[k[6]] = g[cols].sort_values(["sign", "binade"]).reset_index(drop=True)
+        b = acc.binned[acc.binned["count"] > 0]
+        b = b.sort_values(["sign", "binade"], kind="stable")
+        for k, idx in b.groupby([*GROUP, "variant", "binade_of"], sort=False).indices.items():
+            binned.setdefault(tuple(k[:5]), {}).setdefault(k[5], {})[k[6]] = b[cols].iloc[idx].reset_index(drop=True)
 
-        def points(df: pd.DataFrame, cols: list[str]) -> dict[Key, dict[str, pd.DataFrame]]:
-            out: dict[Key, dict[str, pd.DataFrame]] = {}
-            cols = [c for c in cols if c in df.columns]
-            for k, g in df.groupby([*GROUP, "variant"], sort=False):
-                out.setdefault(tuple(k[:5]), {})[k[5]] = g[cols].reset_index(drop=True)
-            return out
+        def inputs(df: pd.DataFrame) -> list[str]:
+            return [c for c in df.columns if c.startswith("in") and c[2:].isdigit()]
 
-        inputs = [c for c in acc.worst.columns if c.startswith("in") and c[2:].isdigit()]
         return _Grouped(
             binned,
-            points(acc.worst, [*inputs, "computed", "dulp", "bucket"]),
-            points(acc.samples, [*[c for c in acc.samples.columns if c.startswith("in") and c[2:].isdigit()], "computed", "dulp"]),
+            _Points.of(acc.worst, [*inputs(acc.worst), "computed", "dulp", "bucket"]),
+            _Points.of(acc.samples, [*inputs(acc.samples), "computed", "dulp"]),
         )
 
 
@@ -292,8 +313,8 @@ def _region_for(tables: _Grouped, key: Key, variant: str, kind: str, arg_names: 
         return None, {}
     rows = group[variant][argument]
     idx = list(arg_names).index(argument) if argument in arg_names else 0
-    worst_v = tables.worst.get(key, {}).get(variant, _NO_POINTS)
-    samples_v = tables.samples.get(key, {}).get(variant, _NO_POINTS)
+    worst_v = tables.worst.get(key, variant)
+    samples_v = tables.samples.get(key, variant)
     points = np.concatenate([_bad_inputs(worst_v, idx, bad_w), _bad_inputs(samples_v, idx, bad_s)])
     reg = region(rows, bad_b(rows), points, argument)
     if reg is None:
@@ -322,16 +343,17 @@ def _arg_names(acc: Accuracy) -> dict[str, list[str]]:
     return out
 
 
-def findings(acc: Accuracy) -> list[Finding]:
-    """Every finding of ``acc``, most severe kind first, then in case order."""
+def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Finding]:
+    """Every finding of ``acc``, most severe kind first, then in case order.
+    ``several_backends``: whether findings name their backend (default: whether ``acc``
+    has more than one), so that findings of one case at a time read as those of all."""
     out: list[Finding] = []
     s = acc.summary
     if s.empty:
         return out
     tables = _Grouped.of(acc)
     names = _arg_names(acc)
-    case_rank = {c: i for i, c in enumerate(acc.cases())}
-    backends = s["backend"].nunique() > 1
+    backends = s["backend"].nunique() > 1 if several_backends is None else several_backends
     multi = {c for c, n in s[s["arg"] != ""].groupby("case")["arg"].nunique().items() if n > 1}
     several = {c for c, n in s.groupby("case")["variant"].nunique().items() if n > 1}
     for (case, variant, transform, arg, backend), g in s.groupby(["case", "variant", "transform", "arg", "backend"], sort=False):
@@ -346,7 +368,7 @@ def findings(acc: Accuracy) -> list[Finding]:
                 key = (case, transform, arg, r["dtype"], backend)
                 reg, fine = _region_for(tables, key, variant, kind, names.get(case) or [arg or "x"])
                 if kind == "nonfinite":
-                    what |= _nonfinite_kind(r, tables.worst.get(key, {}).get(variant, _NO_POINTS))
+                    what |= _nonfinite_kind(r, tables.worst.get(key, variant))
                     n = f"{nonfinite_count(r)} of {int(_num(r['n_points']))} points"
                 else:
                     n = f"up to {fmt_ulp(r['max_ulp'])} ULP"
@@ -373,9 +395,15 @@ def findings(acc: Accuracy) -> list[Finding]:
             verb = "raised an error" if status == "error" else "is unsupported"
             text = f"{case} {variant}: {label} {verb} in {dtypes}{where}" + (f": {message}" if message else "")
             out.append(Finding(status, case, variant, transform, text))
+    return in_order(out, acc.cases())
+
+
+def in_order(found: Sequence[Finding], cases: Sequence[str]) -> list[Finding]:
+    """``found`` most severe kind first, then in the order of ``cases``, then by
+    transform (stable: findings that tie keep their order)."""
+    case_rank = {c: i for i, c in enumerate(cases)}
     t_rank = {t: i for i, t in enumerate(TRANSFORM_ORDER)}
-    out.sort(key=lambda f: (KIND_ORDER.index(f.kind), case_rank.get(f.case, 0), t_rank.get(f.transform, 9)))
-    return out
+    return sorted(found, key=lambda f: (KIND_ORDER.index(f.kind), case_rank.get(f.case, 0), t_rank.get(f.transform, 9)))
 
 
 def _fine_text(fine: list[dict[str, float]]) -> list[str]:

@@ -75,7 +75,10 @@ def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
             df[c] = "" if c in TEXT_COLUMNS else np.nan
     for c in TEXT_COLUMNS:  # plain Python strings (object dtype): fast to compare and filter
         if c in df.columns:
-            df[c] = pd.Series([str(v) if isinstance(v, str) or not pd.isna(v) else "" for v in df[c]], index=df.index, dtype=object)
+            missing = df[c].isna().to_numpy()
+            text = df[c].astype(str).astype(object)
+            text[missing] = ""
+            df[c] = text
     for c in df.columns:  # numbers as float64 / int64 (NaN for missing), not nullable extension types
         if c not in TEXT_COLUMNS and c in TABLES[name]:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
