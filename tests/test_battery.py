@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import USER_CASES, rulelab
 
 from rulelab import reference as R
 from rulelab import store, sweep
 from rulelab.case import REALS, CaseError, Variant, make_case
 from rulelab.metrics import point_errors, summarize
+
+from test_cli import USER_CASES, rulelab
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -187,9 +188,8 @@ def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
 
 
 def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tmp_path, capsys):
-    from test_report_synthetic import Spec, write_run
-
     from rulelab.cli import main
+    from test_report_synthetic import Spec, write_run
 
     base = tmp_path / "results" / "accuracy"
     write_run(base / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
@@ -240,13 +240,12 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
     """The messages of the battery, produced in process where that is cheap."""
     import errno
 
-    from test_report_synthetic import Spec, write_run
-
     import rulelab
     from rulelab.cli import os_problem
     from rulelab.plan import parse_plan
     from rulelab.report.load import latest_runs
     from rulelab.size import check_size
+    from test_report_synthetic import Spec, write_run
 
     def passed_over() -> str:
         told: list[str] = []

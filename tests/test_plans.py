@@ -8,16 +8,7 @@ import pytest
 
 import rulelab
 from rulelab.inputs import SweepSpec
-from rulelab.plan import (
-    PACKAGED,
-    PlanError,
-    find_plan,
-    load_plan,
-    locate,
-    parse_plan,
-    plan_from_dict,
-    with_overrides,
-)
+from rulelab.plan import PACKAGED, PlanError, find_plan, load_plan, locate, parse_plan, plan_from_dict, with_overrides
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,7 @@ import pytest
 
 import rulelab
 from rulelab import reference as R
-from rulelab.case import (
-    NONNEGATIVE,
-    POSITIVE,
-    REALS,
-    CaseError,
-    Variant,
-    get_case,
-    make_case,
-)
+from rulelab.case import NONNEGATIVE, POSITIVE, REALS, CaseError, Variant, get_case, make_case
 from rulelab.floats import round_double_double, round_mpf, ulp_distance
 from rulelab.metrics import point_errors, summarize, worst
 from rulelab.store.vocabulary import Bucket

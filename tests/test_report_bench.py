@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_report_synthetic import write_asv
 
 from rulelab.report.bench import (
     chart_selection,
@@ -19,6 +18,7 @@ from rulelab.report.bench import (
     track_table,
 )
 from rulelab.report.load import load_asv
+from test_report_synthetic import write_asv
 
 OLD, NEW = ("a" * 40, 1_700_000_000_000), ("b" * 40, 1_700_100_000_000)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_synthetic import Spec, standard_specs, write_run
 
 from rulelab.report import html
 from rulelab.report.classes import row_class
@@ -22,6 +21,7 @@ from rulelab.report.tables import (
     support_matrix,
     worst_table,
 )
+from test_report_synthetic import Spec, standard_specs, write_run
 
 
 @pytest.fixture

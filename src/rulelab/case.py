@@ -277,10 +277,7 @@ def register(case: Case, *, replace: bool = False) -> Case:
     """Add ``case`` to the registry after validating it and probing its reference at a
     few points (a reference that raises or returns a Python float is refused here). A
     duplicate name is an error unless ``replace`` is true."""
-    from rulelab.reference import (  # (reference imports this module)
-        BrokenReference,
-        probe,
-    )
+    from rulelab.reference import BrokenReference, probe  # (reference imports this module)
 
     validate(case)
     try:

@@ -99,9 +99,9 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
-    from rulelab.backend import BACKENDS
     from rulelab.case import TRANSFORMS
     from rulelab.floats import DTYPES
+    from rulelab.backend import BACKENDS
 
     p = sub.add_parser(
         "sweep",

@@ -22,13 +22,7 @@ import mpmath
 from jax import lax
 
 from rulelab.case import POSITIVE, REALS, Variant, make_case, register
-from rulelab.catalog._stable import (
-    div2,
-    exact_square,
-    exp_neg_half_square,
-    exp_small,
-    is_zero,
-)
+from rulelab.catalog._stable import div2, exact_square, exp_neg_half_square, exp_small, is_zero
 
 Array = Any
 

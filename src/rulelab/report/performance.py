@@ -12,9 +12,9 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.bench import (
+    metric_label,
     chart_selection,
     commits,
-    metric_label,
     newest,
     param_columns,
     ratio_overview,

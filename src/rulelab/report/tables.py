@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
+from rulelab.store.vocabulary import KEYS, Bucket, Status
 from rulelab.reference import START_PRECISIONS
 from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
-from rulelab.store.vocabulary import KEYS, Bucket, Status
 
 TRANSFORM_ORDER = ("value", "grad", "jvp", "grad2")
 DTYPE_ORDER = ("float32", "float16", "bfloat16", "float64")
