@@ -95,7 +95,9 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     plan = tmp_path / "tiny.toml"
     plan.write_text('cases = ["tslow"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "out"),
-                             "--no-progress", "--workers", "1"], stderr=subprocess.PIPE, text=True, env={**env, "RULELAB_TEST_SLOW": "2.0"})  # each dtype's program traces for seconds: time to interrupt
+                             "--no-progress", "--workers", "1"], stderr=subprocess.PIPE, text=True, env={**env, "RULELAB_TEST_SLOW": "0.5"},
+                            # a shell that starts jobs in the background leaves them SIGINT ignored: take Ctrl-C as a terminal does
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "out" / "accuracy").glob("2*/parts/*.part")):
         time.sleep(0.2)
