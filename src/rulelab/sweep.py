@@ -26,6 +26,7 @@ runs only the rest and assembles the same tables as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import socket
@@ -196,7 +197,7 @@ class Work:
     backend: str | None
     tasks: Sequence[Task]
 
-    @property
+    @functools.cached_property
     def groups(self) -> list[tuple[Task, ...]]:
         """The tasks as evaluated: one group per case x dtype."""
         return task_groups(self.tasks)
