@@ -30,8 +30,42 @@ try:  # asv installs its runner in every environment it benchmarks in
 except ImportError:  # pragma: no cover - imported outside asv
     Skip = NotImplementedError
 
-BACKENDS = ["cpu", "gpu", "tpu"]
-"""Every backend, present or not: results stay comparable between machines."""
+ALL_BACKENDS = ("cpu", "gpu", "tpu")
+
+
+def installed_backends() -> list[str]:
+    """The backends this machine can have, found without starting one (a started backend
+    does not survive asv's fork): cpu always, gpu where a CUDA or ROCm plugin for JAX is
+    installed, tpu where libtpu is. ``RULELAB_BENCH_BACKENDS`` (comma-separated) says
+    otherwise. A backend installed but without a device is still skipped in ``setup``.
+
+    Why not every backend everywhere: asv runs each parameter combination in a process
+    of its own (about 50 ms even when it only skips), and two absent backends made two
+    thirds of a run's processes. asv matches results across commits and machines by
+    parameter values, not positions, so a machine's results line up with another's on
+    the backends both have."""
+    import importlib.metadata
+    import importlib.util
+    import os
+
+    named = os.environ.get("RULELAB_BENCH_BACKENDS", "").strip()
+    if named:
+        chosen = [b.strip() for b in named.split(",") if b.strip()]
+        unknown = sorted(set(chosen) - set(ALL_BACKENDS))
+        if unknown:
+            raise ValueError(f"RULELAB_BENCH_BACKENDS names {', '.join(unknown)}; known: {', '.join(ALL_BACKENDS)}")
+        return [b for b in ALL_BACKENDS if b in chosen]
+    plugins = " ".join(f"{ep.name} {ep.value}" for ep in importlib.metadata.entry_points(group="jax_plugins")).lower()
+    found = ["cpu"]
+    if "cuda" in plugins or "rocm" in plugins:
+        found.append("gpu")
+    if importlib.util.find_spec("libtpu") is not None or "tpu" in plugins:
+        found.append("tpu")
+    return found
+
+
+BACKENDS = installed_backends()
+"""The backend parameter of every suite (:func:`installed_backends`)."""
 
 SMALL, LARGE = 16, 2**16
 """Batch sizes: at SMALL dispatch dominates, at LARGE throughput does."""
@@ -131,12 +165,13 @@ def target(
 
 
 def compiled_call(t: cost.Target) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    """The target's jitted function and inputs, compiled and run once (so a timing loop
-    measures the steady state), or a skip if JAX refuses the transform."""
+    """The target's compiled program (:func:`rulelab.cost.compiled`, what ``rulelab
+    study`` times) and inputs, run once (so a timing loop measures the steady state), or
+    a skip if JAX refuses the transform."""
     import jax
 
     with unsupported_skips():
-        fn = cost.jitted(t)
+        fn = cost.compiled(t)
         args = cost.device_inputs(t)
         jax.block_until_ready(fn(*args))
     return fn, args
@@ -152,8 +187,7 @@ def per_case(
     """Add to ``namespace`` (a module's globals) one subclass of ``template`` per case,
     named after the case (plus ``suffix``), with ``case`` set to the case's name and asv
     ``params`` / ``param_names`` from ``params(case)``; return the classes. One class per
-    case keeps a case's results where they are when other cases come and go between
-    commits (asv identifies a parameter combination by its position in the product)."""
+    case gives each case its own variant list and its own line in asv's benchmark list."""
     module = namespace["__name__"]
     made = []
     for case in cases:

@@ -84,6 +84,16 @@ def test_every_catalog_case_has_a_time_and_a_track_class():
         assert getattr(bench_solvers, case.name).params[1] == common.STEPS
 
 
+def test_backend_parameter_is_what_is_installed_or_named(monkeypatch):
+    present = {d.platform for d in jax.devices()}
+    assert "cpu" in common.installed_backends() and present <= set(common.installed_backends())
+    monkeypatch.setenv("RULELAB_BENCH_BACKENDS", "tpu, cpu")
+    assert common.installed_backends() == ["cpu", "tpu"]  # in the fixed order, so params line up
+    monkeypatch.setenv("RULELAB_BENCH_BACKENDS", "cpu,npu")
+    with pytest.raises(ValueError, match="npu"):
+        common.installed_backends()
+
+
 def test_per_case_names_classes_after_cases_and_refuses_clashes(toy):
     namespace = {"__name__": "bench.fake"}
     made = common.per_case(namespace, bench_time._Time, [toy], bench_time._params)
@@ -118,14 +128,15 @@ def test_time_setup_compiles_and_the_body_runs(toy):
 def test_time_setup_skips_absent_backends_and_refused_transforms(toy):
     bench = _time_class(toy)
     present = {d.platform for d in jax.devices()}
-    for backend in set(common.BACKENDS) - present:
+    for backend in set(common.ALL_BACKENDS) - present:
         with pytest.raises(NotImplementedError, match="not present"):
             bench.setup("naive", "value", "float32", 16, backend)
     with pytest.raises(NotImplementedError, match="forward-mode"):
         bench.setup("custom_vjp", "jvp", "float32", 16, "cpu")
 
 
-def test_tracks_measure_once_and_skip_what_does_not_apply(toy):
+def test_tracks_measure_once_and_skip_what_does_not_apply(toy, monkeypatch):
+    monkeypatch.setattr(common, "BACKENDS", list(common.ALL_BACKENDS))  # as named by RULELAB_BENCH_BACKENDS
     namespace = {"__name__": "bench.fake"}
     family = common.per_case(namespace, bench_track._Track, [toy], bench_track._params)
     bench = family[0]()
@@ -133,7 +144,7 @@ def test_tracks_measure_once_and_skip_what_does_not_apply(toy):
     cache = bench.measure_family()
     assert len(cache) == math.prod(len(p) for p in bench.params)
     present = {d.platform for d in jax.devices()}
-    for backend in set(common.BACKENDS) - present:
+    for backend in set(common.ALL_BACKENDS) - present:
         assert "not present" in cache[("bench_toy", "naive", "value", "float32", backend)]
 
     bench.setup(cache, "naive", "grad", "float32", "cpu")

@@ -92,3 +92,29 @@ def test_plain_tick_labels() -> None:
     assert figures.power(2, -126) == "2\u207b\u00b9\u00b2\u2076"
     assert [figures._symlog_label(v) for v in (0, 10, -1000, 1e6, 3)] == ["0", "10", "-1000", "10\u2076", ""]
     assert [figures._log_label(v) for v in (2e-6, 5, 3, 1e9)] == ["2\u00d710\u207b\u2076", "5", "", "1\u00d710\u2079"]
+
+
+def test_hbar_rows_sort_groups_and_leave_no_empty_slots() -> None:
+    # Group "slow" has median 300, "fast" 2, "mid" 20: slowest first. "fast" lacks
+    # variant b, so it gets one row, not two; a non-finite value gets no row.
+    df = pd.DataFrame({
+        "case": ["fast", "mid", "mid", "slow", "slow", "fast"],
+        "variant": ["a", "b", "a", "a", "b", "b"],
+        "us": [2.0, 30.0, 10.0, 200.0, 400.0, math.nan],
+    })
+    rows = figures.hbar_rows(df, group="case", bar="variant", value="us", order=["a", "b"])
+    assert [(r.group, r.bar) for r in rows] == [("slow", "a"), ("slow", "b"), ("mid", "a"), ("mid", "b"), ("fast", "a")]
+    ys = [r.y for r in rows]
+    assert ys == sorted(ys) and len(set(ys)) == len(ys)
+    # Rows of one group are one apart; a new group starts half a row further.
+    assert np.diff(ys).tolist() == [1.0, 1.5, 1.0, 1.5]
+
+
+def test_hbars_height_grows_with_the_rows() -> None:
+    def height(n: int) -> int:
+        df = pd.DataFrame({"case": [f"c{i}" for i in range(n)], "variant": "naive", "us": np.arange(1.0, n + 1), "t": "value"})
+        return decode(figures.hbars(df, group="case", bar="variant", value="us", panel="t", xlabel="us", title="t", logx=True)).shape[0]
+
+    few, many = height(5), height(60)
+    # 55 more rows of HBAR_ROW_H inches plus half a row of gap each, at the figures' dpi.
+    assert many - few == pytest.approx(55 * 1.5 * figures.HBAR_ROW_H * figures.DPI, abs=4)

@@ -200,12 +200,6 @@ def build(t: Target) -> Build:
     return Build(traced_fn.jaxpr, executable, ms)
 
 
-def timed_compile(t: Target) -> tuple[Any, float]:
-    """The target compiled from a fresh trace, and the milliseconds that took."""
-    b = build(t)
-    return b.executable, b.compile_ms
-
-
 def compile_ms(t: Target) -> float:
     """Milliseconds from a fresh trace to an executable (see :func:`build`)."""
     return build(t).compile_ms
@@ -247,9 +241,11 @@ def time_call(fn: Callable[..., Any], *args: Any, repeat: int = 5, min_time: flo
     return Timing(min(samples), statistics.median(samples), number, len(samples))
 
 
-def time_per_call(t: Target, *, repeat: int = 5, min_time: float = 0.02) -> Timing:
-    """Steady-state time of the compiled target on its own inputs (see :func:`time_call`)."""
-    return time_call(jitted(t), *device_inputs(t), repeat=repeat, min_time=min_time)
+def time_per_call(t: Target, *, repeat: int = 5, min_time: float = 0.02, executable: Any = None) -> Timing:
+    """Steady-state time of the compiled target on its own inputs (see :func:`time_call`).
+    ``executable`` is the target's :func:`compiled` program when the caller already has
+    it (from :func:`build`): the same program, not compiled a second time."""
+    return time_call(executable or compiled(t), *device_inputs(t), repeat=repeat, min_time=min_time)
 
 
 # -- op counts -------------------------------------------------------------------------
@@ -414,7 +410,8 @@ class Cost:
 
 
 def measure(t: Target, *, timing: bool = True, repeat: int = 5, min_time: float = 0.02) -> Cost:
-    """Compile time, op counts, memory and (optionally) steady-state time of ``t``."""
+    """Compile time, op counts, memory and (optionally) steady-state time of ``t``, all
+    of one compiled program."""
     b = build(t)
-    run = time_per_call(t, repeat=repeat, min_time=min_time) if timing else None
+    run = time_per_call(t, repeat=repeat, min_time=min_time, executable=b.executable) if timing else None
     return Cost(t, b.compile_ms, count_eqns(b.jaxpr), hlo_op_count(b.executable), memory(b.executable), run)

@@ -75,10 +75,11 @@ def _log_label(y: float, _pos: int = 0) -> str:
     return f"{y:g}" if -3 <= e <= 4 else f"{m:g}\u00d7{power(10, e)}"
 
 
-def _plain_log(ax: Axes) -> None:
-    """Label a log y axis in plain text at 1, 2 and 5 times powers of ten."""
-    ax.yaxis.set_major_formatter(FuncFormatter(_log_label))
-    ax.yaxis.set_minor_formatter(FuncFormatter(_log_label))
+def _plain_log(ax: Axes, axis: str = "y") -> None:
+    """Label a log axis (``y`` or ``x``) in plain text at 1, 2 and 5 times powers of ten."""
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    a.set_major_formatter(FuncFormatter(_log_label))
+    a.set_minor_formatter(FuncFormatter(_log_label))
 
 
 def _plain_symlog(ax: Axes, quiet_below: float = 0.0) -> None:
@@ -130,9 +131,9 @@ def _panels(n: int) -> tuple[Figure, list[Axes]]:
     return fig, flat[:n]
 
 
-def _finish(fig: Figure, handles: list[Any], title: str) -> bytes:
-    """Legend below the panels, title above, then render."""
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+def _finish(fig: Figure, handles: list[Any], title: str, ncol: int = 8) -> bytes:
+    """Legend below the panels (at most ``ncol`` columns), title above, then render."""
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, fontsize=10)
     return png(fig)
 
@@ -404,6 +405,86 @@ def bars(df: pd.DataFrame, *, group: str, bar: str, value: str, panel: str | Non
             ax.set_title(panel_labels.get(key, str(key)) if panel_labels else str(key), fontsize=9)
     handles = [Patch(color=col[b], label=str(b)) for b in bars_]
     return _finish(fig, handles, title)
+
+
+@dataclass(frozen=True)
+class HBarRow:
+    """One bar of :func:`hbars`: its ``group`` and ``bar`` labels and its ``y`` position
+    (rows counted from the top, a gap of half a row between groups)."""
+
+    group: Any
+    bar: Any
+    y: float
+
+
+def hbar_rows(df: pd.DataFrame, *, group: str, bar: str, value: str, order: Sequence[str] = ()) -> list[HBarRow]:
+    """The rows of a horizontal grouped bar chart: groups sorted by their median
+    ``value``, largest first, each with a row for every ``bar`` value it has (in
+    ``order``, else first seen), so no group reserves space for bars it lacks."""
+    vals = pd.to_numeric(df[value], errors="coerce")
+    d = df[np.isfinite(vals)].assign(_v=vals)
+    names = list(order) or list(dict.fromkeys(d[bar]))
+    rank = {n: i for i, n in enumerate(names)}
+    medians = d.groupby(group, sort=False)["_v"].median().sort_values(ascending=False, kind="stable")
+    rows: list[HBarRow] = []
+    y = 0.0
+    for g in medians.index:
+        present = sorted(set(d.loc[d[group] == g, bar]), key=lambda b: rank.get(b, len(rank)))
+        for b in present:
+            rows.append(HBarRow(g, b, y))
+            y += 1.0
+        y += 0.5
+    return rows
+
+
+HBAR_ROW_H = 0.11
+"""Inches per bar row of :func:`hbars`: eight-point labels never overlap."""
+
+
+@cached
+def hbars(df: pd.DataFrame, *, group: str, bar: str, value: str, panel: str | None, xlabel: str, title: str, logx: bool = False, order: Sequence[str] = ()) -> bytes | None:
+    """Horizontal grouped bars, readable however many groups there are: a row per
+    ``group`` x ``bar`` (:func:`hbar_rows`, groups sorted by value), the group's label
+    beside its rows, a bar colour per ``bar`` value, a panel per ``panel`` value side
+    by side on the same rows."""
+    df = df[np.isfinite(pd.to_numeric(df[value], errors="coerce"))]
+    if df.empty:
+        return None
+    rows = hbar_rows(df, group=group, bar=bar, value=value, order=order)
+    names = list(dict.fromkeys(r.bar for r in rows))
+    col = colours([str(n) for n in names])
+    keys = list(dict.fromkeys(df[panel])) if panel else [None]
+    span = rows[-1].y + 1.0
+    width = min(1.6 + PANEL_W * len(keys), MAX_W)
+    height = span * HBAR_ROW_H + 1.0 + 0.2 * math.ceil(len(names) / max(1, int(width // 1.9)))
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(keys), squeeze=False, sharey=True)[0]
+    fig.subplots_adjust(left=1.5 / width, right=1 - 0.2 / width, bottom=(height - span * HBAR_ROW_H - 0.6) / height + 0.1 / height, top=1 - 0.6 / height, wspace=0.08)
+    centres = {}
+    for r in rows:
+        centres.setdefault(r.group, []).append(r.y)
+    for ax, key in zip(axes, keys):
+        d = df if key is None else df[df[panel] == key]
+        got = d.assign(_v=pd.to_numeric(d[value], errors="coerce")).groupby([group, bar], sort=False)["_v"].max()
+        shown = [(r, got.get((r.group, r.bar), np.nan)) for r in rows]
+        shown = [(r, v) for r, v in shown if np.isfinite(v) and (v > 0 or not logx)]
+        ax.barh([r.y for r, _ in shown], [v for _, v in shown], height=0.85, color=[col[str(r.bar)] for r, _ in shown])
+        if logx:
+            ax.set_xscale("log")
+            _plain_log(ax, axis="x")
+            if max(v for _, v in shown) > 1e3 * min(v for _, v in shown):  # minor labels would collide
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(span - 0.5, -1.0)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(True, axis="x", alpha=0.3)
+        if key is not None:
+            ax.set_title(str(key), fontsize=9)
+    axes[0].set_yticks([float(np.mean(ys)) for ys in centres.values()], [str(g) for g in centres], fontsize=8)
+    axes[0].tick_params(axis="y", length=0)
+    handles = [Patch(color=col[str(n)], label=str(n)) for n in names]
+    return _finish(fig, handles, title, ncol=max(1, int(width // 1.9)))
 
 
 @cached

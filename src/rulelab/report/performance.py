@@ -176,9 +176,9 @@ def timings_section(timings: pd.DataFrame) -> list[str]:
     cols = ["case", "variant", "transform", "status", "time_us", "compile_ms", "jaxpr_eqns", "hlo_ops", "temp_bytes", "message"]
     out.append(html.table(ratio.round(2), cls="facts", caption="time per call relative to the naive variant of the same case"))
     out.append(html.details("every timing", html.table(d[[c for c in cols if c in d]].round(3), index=False)))
-    image = figures.bars(ok, group="case", bar="variant", value="time_us", panel="transform", ylabel="µs per call", title="time per call", logy=True)
+    image = figures.hbars(ok, group="case", bar="variant", value="time_us", panel="transform", xlabel="µs per call", title="time per call", logx=True)
     if image:
-        out.append(html.img(image, "time per call per variant", caption="Time per call, log scale, one panel per transform."))
+        out.append(html.img(image, "time per call per variant", caption="Time per call, log scale, one panel per transform; cases sorted by their median time, slowest first."))
     return out
 
 
