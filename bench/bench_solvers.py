@@ -23,29 +23,38 @@ DTYPE = "float32"
 SIZE = common.LARGE
 
 
-class _Steps:
-    """Steady-state seconds per call against the iteration count."""
+class _Solvers(common._Measured):
+    """Every combination compiled once per commit and environment, in the one
+    ``setup_cache`` the time and memory classes share: the tracks read their numbers
+    from it, and the timings load its executables instead of compiling again."""
 
-    case: str
-    timeout = 120.0
-    rounds = 1  # one process per combination: its setup compiles, and compiling dominates
-    repeat = (1, 10, 5.0)
-    warmup_time = 0.05  # setup already ran the function once
+    keep = True
 
-    def setup(self, variant: str, steps: int, transform: str, backend: str) -> None:
-        t = common.target(self.case, variant, transform, DTYPE, SIZE, backend, steps=steps)
-        self.fn, self.args = common.compiled_call(t)
-
-    def time_call(self, variant: str, steps: int, transform: str, backend: str) -> None:
-        jax.block_until_ready(self.fn(*self.args))
-
-
-class _StepsMemory(common._Tracks):
     def setup_cache(self) -> dict:
         return self.measure_family()
 
     def _target(self, variant: str, steps: int, transform: str, backend: str) -> cost.Target:
         return common.target(self.case, variant, transform, DTYPE, SIZE, backend, steps=steps)
+
+
+class _Steps(_Solvers):
+    """Steady-state seconds per call against the iteration count."""
+
+    timeout = 1800.0
+    rounds = 1  # one process per combination
+    repeat = (1, 10, 5.0)
+    warmup_time = 0.05  # setup already ran the function once
+
+    def setup(self, cache: dict, variant: str, steps: int, transform: str, backend: str) -> None:
+        super().setup(cache, variant, steps, transform, backend)
+        self.fn, self.args = common.loaded_call(self.entry, self._target(variant, steps, transform, backend))
+
+    def time_call(self, cache: dict, variant: str, steps: int, transform: str, backend: str) -> None:
+        jax.block_until_ready(self.fn(*self.args))
+
+
+class _StepsMemory(_Solvers, common._Tracks):
+    pass
 
 
 def _params(case):
@@ -54,5 +63,5 @@ def _params(case):
 
 
 _iterative = common.iterative(common.catalog())
-common.per_case(globals(), _Steps, _iterative, _params)
-_StepsMemory.family = common.per_case(globals(), _StepsMemory, _iterative, _params, suffix="_memory")
+_Solvers.family = common.per_case(globals(), _Steps, _iterative, _params)
+common.per_case(globals(), _StepsMemory, _iterative, _params, suffix="_memory")

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rulelab
@@ -205,12 +207,16 @@ def per_case(
 # -- tracks ----------------------------------------------------------------------------
 
 
-def measure(t: cost.Target) -> dict[str, Any]:
+def measure(t: cost.Target, keep: bool = False) -> dict[str, Any]:
     """Every tracked number of ``t`` from one compilation; a string where a number does
-    not apply (it becomes the skip reason)."""
+    not apply (it becomes the skip reason). With ``keep``, the executable is also saved
+    in the current folder (asv's ``setup_cache`` folder, where its benchmarks run) under
+    ``executable``, for :func:`loaded_call`."""
     b = cost.build(t)
     mem = cost.memory(b.executable)
+    kept = {"executable": save_executable(b.executable)} if keep else {}
     return {
+        **kept,
         "compile_ms": b.compile_ms,
         "jaxpr_eqns": cost.count_eqns(b.jaxpr),
         "hlo_ops": cost.hlo_op_count(b.executable),
@@ -219,19 +225,54 @@ def measure(t: cost.Target) -> dict[str, Any]:
     }
 
 
-class _Tracks:
-    """Compile time, op counts and memory of the jit-compiled, vectorised transform.
+def cached(cache: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> Any:
+    """A combination's entry in a ``setup_cache``: a skip (NotImplementedError) where
+    the entry is a reason (a string), the error where it is one, else the entry."""
+    entry = cache.get(key, "not measured: the suite changed since the cache was made")
+    if isinstance(entry, str):
+        raise NotImplementedError(entry)
+    if isinstance(entry, Exception):
+        raise entry
+    return entry
 
-    asv keys a ``setup_cache`` by where its source is, so every class generated from one
-    template shares one cache: the template's ``setup_cache`` (one per module) calls
-    :meth:`measure_family`, which measures every combination of every case in
-    ``family`` once per commit and environment. Each track reads its number from that.
-    A subclass says which target a combination is (``_target``)."""
+
+def save_executable(executable: Any) -> str:
+    """Serialize a compiled program into a new file in the current folder; its name."""
+    import uuid
+
+    from jax.experimental.serialize_executable import serialize
+
+    name = f"executable-{uuid.uuid4().hex}.pkl"
+    Path(name).write_bytes(pickle.dumps(serialize(executable)))
+    return name
+
+
+def loaded_call(entry: dict[str, Any], t: cost.Target) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """:func:`compiled_call` of a program :func:`measure` kept: loaded, not compiled
+    again (a few ms instead of the compile)."""
+    import jax
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    fn = deserialize_and_load(*pickle.loads(Path(entry["executable"]).read_bytes()), backend=t.backend)
+    args = cost.device_inputs(t)
+    jax.block_until_ready(fn(*args))
+    return fn, args
+
+
+class _Measured:
+    """Combinations measured once per commit and environment, in a ``setup_cache``.
+
+    asv keys a ``setup_cache`` by where its source is, so every class that inherits one
+    ``setup_cache`` shares one cache: it calls :meth:`measure_family`, which measures
+    every combination of every case in ``family`` once. Each combination's ``setup``
+    reads its entry from that. A subclass says which target a combination is
+    (``_target``) and whether the executables are kept for timing (``keep``)."""
 
     case: str
     params: list[list[Any]]
     family: list[type] = []
     timeout = 1800.0
+    keep = False
 
     def _target(self, *params: Any) -> cost.Target:
         raise NotImplementedError
@@ -243,7 +284,7 @@ class _Tracks:
             for key in itertools.product(*cls.params):
                 try:
                     with unsupported_skips():
-                        found[(cls.case, *key)] = measure(bench._target(*key))
+                        found[(cls.case, *key)] = measure(bench._target(*key), keep=self.keep)
                 except NotImplementedError as exc:  # absent backend or refused transform
                     found[(cls.case, *key)] = str(exc)
                 except Exception as exc:  # noqa: BLE001 - kept, and raised by that combination's setup
@@ -251,12 +292,11 @@ class _Tracks:
         return found
 
     def setup(self, cache: dict[tuple[Any, ...], Any], *params: Any) -> None:
-        entry = cache.get((self.case, *params), "not measured: the suite changed since the cache was made")
-        if isinstance(entry, str):
-            raise NotImplementedError(entry)
-        if isinstance(entry, Exception):
-            raise entry
-        self.entry = entry
+        self.entry = cached(cache, (self.case, *params))
+
+
+class _Tracks(_Measured):
+    """Compile time, op counts and memory of the jit-compiled, vectorised transform."""
 
     def _metric(self, name: str) -> float:
         value = self.entry[name]

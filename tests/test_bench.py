@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rulelab
@@ -20,6 +21,7 @@ from rulelab.case import POSITIVE, REALS, make_case
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_accuracy, bench_solvers, bench_time, bench_track, common  # noqa: E402
+from rulelab.accuracy_probe import Probe, max_ulp  # noqa: E402
 
 
 @jax.custom_vjp
@@ -159,6 +161,27 @@ def test_tracks_measure_once_and_skip_what_does_not_apply(toy, monkeypatch):
         bench.setup(cache, "naive", "grad2", "float32", "cpu")
 
 
+def test_solver_timings_run_the_executables_the_tracks_measured(solver, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # asv runs setup_cache and the benchmarks in one folder
+    namespace = {"__name__": "bench.fake"}
+    family = common.per_case(namespace, bench_solvers._Steps, [solver], bench_solvers._params)
+    memory = common.per_case(namespace, bench_solvers._StepsMemory, [solver], bench_solvers._params, suffix="_memory")
+    # one setup_cache (asv keys it by its source location) serves both classes
+    assert family[0].setup_cache is memory[0].setup_cache
+    bench = family[0]()
+    bench.family = family
+    cache = bench.setup_cache()
+    assert len(list(tmp_path.glob("executable-*.pkl"))) == len(common.STEPS)  # naive grad at each step count
+    bench.setup(cache, "naive", 8, "grad", "cpu")
+    bench.time_call(cache, "naive", 8, "grad", "cpu")
+    # the loaded program computes what the variant's derivative is: d/da sqrt(a) = 1 / (2 sqrt(a))
+    a = np.asarray(bench.args[0], dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(bench.fn(*bench.args)), 0.5 / np.sqrt(a), rtol=1e-5)
+    track = memory[0]()
+    track.setup(cache, "naive", 8, "grad", "cpu")
+    assert track.track_compile_ms(cache) > 0
+
+
 def test_solver_tracks_grow_with_steps_when_unrolled(solver):
     namespace = {"__name__": "bench.fake"}
     family = common.per_case(namespace, bench_solvers._StepsMemory, [solver], bench_solvers._params, suffix="_memory")
@@ -180,27 +203,36 @@ def _accuracy_class(case):
 
 
 @pytest.mark.parametrize(
-    ("ulp", "outcome"),
-    [(3.0, 3.0), (math.inf, NotImplementedError), (math.nan, RuntimeError)],
+    ("probed", "outcome"),
+    [(Probe(3.0, "ok", ""), 3.0), (Probe(math.inf, "ok", ""), NotImplementedError),
+     (Probe(math.nan, "error", "boom"), RuntimeError), (Probe(math.nan, "unsupported", "refused"), NotImplementedError)],
 )
-def test_accuracy_reports_finite_ulps_and_skips_non_finite_classes(toy, monkeypatch, ulp, outcome):
-    monkeypatch.setattr(bench_accuracy, "max_ulp", lambda *a, **k: ulp)
+def test_accuracy_reports_finite_ulps_and_skips_non_finite_classes(toy, monkeypatch, probed, outcome):
+    monkeypatch.setattr(bench_accuracy, "probe", lambda case, jobs, dtype, backend: [probed] * len(jobs))
     monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: 100)
     bench = _accuracy_class(toy)
+    cache = bench_accuracy.measure_case(type(bench))
     if isinstance(outcome, float):
-        bench.setup("naive", "grad", "x", "float32", "cpu")
-        assert bench.track_max_ulp("naive", "grad", "x", "float32", "cpu") == outcome
+        bench.setup(cache, "naive", "grad", "x", "float32", "cpu")
+        assert bench.track_max_ulp(cache, "naive", "grad", "x", "float32", "cpu") == outcome
     else:
         with pytest.raises(outcome):
-            bench.setup("naive", "grad", "x", "float32", "cpu")
+            bench.setup(cache, "naive", "grad", "x", "float32", "cpu")
 
 
 def test_accuracy_skips_large_probes_and_refused_transforms(toy, monkeypatch):
-    monkeypatch.setattr(bench_accuracy, "max_ulp", lambda *a, **k: 1.0)
+    namespace = {"__name__": "bench.fake"}
+    names = ["variant", "transform", "arg", "dtype", "backend"]
+    common.per_case(namespace, bench_accuracy._Accuracy, [toy], lambda c: ([list(c.variants), ["value", "grad", "jvp"], ["x"], ["float32"], ["cpu"]], names))
+    bench = namespace[toy.name]()
     monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: bench_accuracy.MAX_POINTS + 1)
-    bench = _accuracy_class(toy)
+    cache = bench_accuracy.measure_case(type(bench))
     with pytest.raises(NotImplementedError, match="probe sweep"):
-        bench.setup("naive", "grad", "x", "float32", "cpu")
-    monkeypatch.setattr(bench_accuracy, "probe_size", lambda *a, **k: 10)
+        bench.setup(cache, "naive", "grad", "x", "float32", "cpu")
+    monkeypatch.undo()
+    cache = bench_accuracy.measure_case(type(bench))  # the real probe, one program for the case
     with pytest.raises(NotImplementedError, match="forward-mode"):
-        bench.setup("custom_vjp", "jvp", "x", "float32", "cpu")
+        bench.setup(cache, "custom_vjp", "jvp", "x", "float32", "cpu")
+    bench.setup(cache, "custom_vjp", "grad", "x", "float32", "cpu")
+    # one program for the whole case measures what one program per combination does
+    assert bench.ulp == max_ulp("bench_toy", "custom_vjp", "grad", "x", "float32", "cpu") and math.isfinite(bench.ulp)

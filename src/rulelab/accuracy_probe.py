@@ -4,12 +4,14 @@ over a coarse sweep, for benchmarks that track accuracy across commits."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rulelab.case import DERIVATIVE_ORDER, Case, get_case
-from rulelab.evaluate import evaluate, flushes_subnormals
+from rulelab.evaluate import evaluate_many, flushes_subnormals
 from rulelab.floats import round_double_double
 from rulelab.inputs import Sweep, SweepSpec, make_sweep
 from rulelab.metrics import flush_reference, point_errors
@@ -26,23 +28,45 @@ def max_ulp(case_name: str, variant: str, transform: str, arg: str | None, dtype
     """Max dULP over the probe sweep (the headline: flush-aware where the backend flushes
     the dtype's subnormals); inf if any point is in a non-finite class, NaN if the
     transform is unsupported or the variant fails."""
+    return probe(case_name, [(variant, transform, arg)], dtype, backend)[0].max_ulp
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One job's probe: ``max_ulp`` as :func:`max_ulp` says it, and the evaluation's
+    status (ok, unsupported, error) and message."""
+
+    max_ulp: float
+    status: str
+    message: str
+
+
+def probe(case_name: str, jobs: Sequence[tuple[str, str, str | None]], dtype: str, backend: str | None = None) -> list[Probe]:
+    """The :class:`Probe` of each (variant, transform, arg) of ``jobs``, evaluated with
+    one compiled program (``evaluate_many``: the same results as one program each)."""
     case = get_case(case_name)
-    arg = arg or case.args[0]
     sweep = probe_sweep(case, dtype)
-    order = DERIVATIVE_ORDER[transform]
-    hi, lo = references(case, order, arg, sweep.as_float64())
-    out = evaluate(case, variant, transform, arg, dtype, sweep.points, backend)
-    if out.status != "ok":
-        return math.nan
-    flush = None
-    if flushes_subnormals(dtype, backend):
-        f_hi, f_lo = references(case, order, arg, sweep.flushed())
-        flush = flush_reference(f_hi, f_lo, dtype, round_double_double(hi, lo, dtype))
-    errors = point_errors(out.values, hi, lo, dtype, flush=flush)
-    if np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)).any():
-        return math.inf
-    comparable = errors.bucket <= Bucket.ULP_GT_1024
-    return float(errors.dulp[comparable].max()) if comparable.any() else 0.0
+    jobs = [(v, t, a or case.args[0]) for v, t, a in jobs]
+    outcomes = evaluate_many(case, jobs, dtype, sweep.points, backend)
+    flushes = flushes_subnormals(dtype, backend)
+    out = [Probe(math.nan, o.status, o.message) for o in outcomes]
+    for i, ((_, transform, arg), outcome) in enumerate(zip(jobs, outcomes)):
+        if outcome.status != "ok":
+            continue
+        order = DERIVATIVE_ORDER[transform]
+        hi, lo = references(case, order, arg, sweep.as_float64())
+        flush = None
+        if flushes:
+            f_hi, f_lo = references(case, order, arg, sweep.flushed())
+            flush = flush_reference(f_hi, f_lo, dtype, round_double_double(hi, lo, dtype))
+        errors = point_errors(outcome.values, hi, lo, dtype, flush=flush)
+        comparable = errors.bucket <= Bucket.ULP_GT_1024
+        if np.isin(errors.bucket, (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)).any():
+            ulp = math.inf
+        else:
+            ulp = float(errors.dulp[comparable].max()) if comparable.any() else 0.0
+        out[i] = Probe(ulp, "ok", "")
+    return out
 
 
 def probe_sweep(case: Case, dtype: Any) -> Sweep:

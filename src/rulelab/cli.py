@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rulelab.case import CaseError
+from rulelab.cluster import scheduler_address
 from rulelab.errors import UsageError
 
 EXIT_USAGE = 2
@@ -41,6 +42,18 @@ def add_module_option(p: argparse.ArgumentParser) -> None:
         default=[],
         help="a .py file or importable module that registers your own cases with rulelab.register "
         "(repeatable); its cases are then listed and swept like the catalog's",
+    )
+
+
+def add_scheduler_option(p: argparse.ArgumentParser) -> None:
+    from rulelab.cluster import SCHEDULER_ENV
+
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="send references and tasks to a dask.distributed cluster: tcp://host:port of its scheduler, or local:N "
+        f"to start N worker processes here (default: ${SCHEDULER_ENV}, else this machine's process pools; needs "
+        "pip install -e '.[dask]'). Results are written here, as in a local run",
     )
 
 
@@ -138,6 +151,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_max_points_option(p)
+    add_scheduler_option(p)
     p.add_argument(
         "--no-compile-cache",
         action="store_true",
@@ -156,7 +170,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     options = sweep.Options(
         backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
-        max_points=args.max_points,
+        max_points=args.max_points, scheduler=scheduler_address(args.scheduler),
     )
 
     started: list[Path] = []
@@ -246,6 +260,7 @@ def add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_max_points_option(p)
     add_module_option(p)
+    add_scheduler_option(p)
     p.set_defaults(run=cmd_study)
 
 
@@ -253,7 +268,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from rulelab.study import run_study
 
     index = run_study(args.plan or "quick", args.results, args.out, args.module, args.backend, args.workers,
-                      timings=not args.no_timings, progress=not args.no_progress)
+                      timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
+                      scheduler=scheduler_address(args.scheduler))
     print(f"report: {index}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def run_study(
     workers: int | None = None,
     timings: bool = True,
     progress: bool = True,
+    max_points: int | None = None,
+    scheduler: str | None = None,
 ) -> Path:
-    """Sweep ``plan``, time every variant, write the report; returns ``index.html``."""
+    """Sweep ``plan`` (on the dask cluster at ``scheduler`` if given), time every
+    variant here, write the report; returns ``index.html``."""
     from rulelab import sweep
     from rulelab.digest import run_digest
     from rulelab.modules import load_modules
@@ -76,7 +80,9 @@ def run_study(
 
     load_modules(modules)
     p = load_plan(plan)
-    options = sweep.Options(backend=backend, workers=workers, progress=progress)
+    options = sweep.Options(backend=backend, workers=workers, progress=progress, scheduler=scheduler)
+    if max_points is not None:
+        options = replace(options, max_points=max_points)
     run = sweep.start(p, results, modules, options,
                       on_start=lambda r: print(f"study: sweeping plan {p.name!r} into {r}", file=sys.stderr))
     print(run_digest(run))

@@ -81,6 +81,9 @@ class Options:
     progress: bool = True
     compile_cache: bool = True
     max_points: int = MAX_POINTS
+    scheduler: str | None = None
+    """A dask.distributed scheduler (``tcp://host:port``, or ``local:N``) to send the
+    references and tasks to; None: this machine's process pools."""
     stream: TextIO | None = field(default=None, compare=False)
     """Where progress goes; None: sys.stderr as it is when the sweep runs."""
 
@@ -203,42 +206,81 @@ class Work:
         return task_groups(self.tasks)
 
 
-def run_group(work: Work, group: Sequence[Task], platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
-    """Evaluate one group of tasks (one case x dtype, one compiled program:
-    ``evaluate_many``), measure each task and write its part; any failure of the variant
-    (or of measuring it) becomes an error row; where the backend ``flushes`` the dtype,
-    points are also scored flush-aware. Returns seconds per step."""
-    secs = dict.fromkeys(TASK_SECONDS, 0.0)
+@dataclass(frozen=True)
+class GroupInput:
+    """Everything evaluating one group of tasks (one case x dtype) needs and nothing
+    more, so that it can travel to a cluster worker: the dtype's sweep, and per
+    (derivative order, argument) the reference at its points and its two roundings."""
+
+    tasks: tuple[Task, ...]
+    sweep: Sweep
+    refs: Mapping[tuple[int, str], tuple[np.ndarray, np.ndarray]]
+    rounded: Mapping[tuple[int, str], tuple[np.ndarray, FlushReference]]
+    backend: str | None
+    worst: int
+    samples: int
+
+
+def group_input(work: Work, group: Sequence[Task]) -> GroupInput:
+    """The :class:`GroupInput` of ``group`` cut from ``work``."""
     first = group[0]
-    case = get_case(first.case)
     inp = work.inputs[first.case]
-    sweep = inp.sweeps[first.dtype]
+    idx = inp.index[first.dtype]
+    keys = dict.fromkeys((t.order, t.arg) for t in group)
+    refs = {k: tuple(a[idx] for a in work.refs[(first.case, *k)]) for k in keys}
+    rounded = {k: work.rounded[(first.case, *k, first.dtype)] for k in keys}
+    return GroupInput(tuple(group), inp.sweeps[first.dtype], refs, rounded, work.backend, work.plan.worst, work.plan.samples)
+
+
+Measured = list[tuple[tuple[str, ...], dict[str, Any], dict[str, float]]]
+"""Per task of a group: its key, its rows of each table and its info (wall time)."""
+
+
+def measure_group(g: GroupInput, platform: str, flushes: Mapping[str, bool]) -> tuple[Measured, dict[str, float]]:
+    """Evaluate one group (one compiled program: ``evaluate_many``) and measure each
+    task against its reference; any failure of the variant (or of measuring it)
+    becomes an error row; where the backend ``flushes`` the dtype, points are also
+    scored flush-aware. Returns each task's rows and the seconds per step."""
+    secs = dict.fromkeys(TASK_SECONDS, 0.0)
+    first = g.tasks[0]
+    case = get_case(first.case)
     t0 = time.perf_counter()
     try:
         with backends.x64(first.dtype == "float64"):
-            outcomes = evaluate_many(case, [(t.variant, t.transform, t.arg or None) for t in group], first.dtype, sweep.points, work.backend)
+            outcomes = evaluate_many(case, [(t.variant, t.transform, t.arg or None) for t in g.tasks], first.dtype, g.sweep.points, g.backend)
     except Exception as exc:  # noqa: BLE001 - a failure of the group is every task's error
         where = f"case {first.case!r}, dtype {first.dtype}"
-        outcomes = [Outcome("error", f"{where}: {first_line(exc)}")] * len(group)
+        outcomes = [Outcome("error", f"{where}: {first_line(exc)}")] * len(g.tasks)
     secs["compile"] = sum(o.compile_s for o in outcomes)
     secs["evaluate"] = time.perf_counter() - t0 - secs["compile"]
-    for t, outcome in zip(group, outcomes):
+    out: Measured = []
+    for t, outcome in zip(g.tasks, outcomes):
         t1 = time.perf_counter()
         try:
-            hi, lo = work.refs[(t.case, t.order, t.arg)]
-            idx = inp.index[t.dtype]
-            rounded, flush = work.rounded[(t.case, t.order, t.arg, t.dtype)]
-            plan = work.plan
-            rows = task_rows(t, case, sweep, outcome, (hi[idx], lo[idx]), platform, rounded=rounded,
-                             flush=flush if flushes.get(t.dtype) else None, n_worst=plan.worst, n_samples=plan.samples)
+            rounded, flush = g.rounded[(t.order, t.arg)]
+            rows = task_rows(t, case, g.sweep, outcome, g.refs[(t.order, t.arg)], platform, rounded=rounded,
+                             flush=flush if flushes.get(t.dtype) else None, n_worst=g.worst, n_samples=g.samples)
         except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
             where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
-            rows = task_rows(t, case, sweep, Outcome("error", f"{where}: {first_line(exc)}"), None, platform)
+            rows = task_rows(t, case, g.sweep, Outcome("error", f"{where}: {first_line(exc)}"), None, platform)
         t2 = time.perf_counter()
         secs["metrics"] += t2 - t1
-        store.write_part(work.run, t.key, rows, {"wall_s": t2 - t1 + outcome.compile_s + outcome.run_s})
-        secs["write"] += time.perf_counter() - t2
-    return secs
+        out.append((t.key, rows, {"wall_s": t2 - t1 + outcome.compile_s + outcome.run_s}))
+    return out, secs
+
+
+def write_measured(run: Path, measured: Measured, secs: dict[str, float]) -> dict[str, float]:
+    """Write each task's part (atomic: a task is done once its part exists); ``secs``
+    with the writing time added."""
+    t0 = time.perf_counter()
+    for key, rows, info in measured:
+        store.write_part(run, key, rows, info)
+    return {**secs, "write": secs.get("write", 0.0) + time.perf_counter() - t0}
+
+
+def run_group(work: Work, group: Sequence[Task], platform: str, flushes: Mapping[str, bool]) -> dict[str, float]:
+    """Evaluate, measure and write one group of tasks; seconds per step."""
+    return write_measured(work.run, *measure_group(group_input(work, group), platform, flushes))
 
 
 _WORK: Work | None = None
@@ -268,15 +310,19 @@ def evaluation_workers(options: Options, n_tasks: int) -> int:
     return 1
 
 
-def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], None]) -> tuple[dict[str, float], int]:
+def run_tasks(work: Work, options: Options, begin: Callable[..., None], cluster: Any = None) -> tuple[dict[str, float], int]:
     """Phase 2: start the backend (``begin(facts)`` is called once its facts are known),
-    then run every task; returns seconds per step (summed) and the number of workers."""
+    then run every task (on ``cluster``'s workers when given); returns seconds per step
+    (summed) and the number of workers."""
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
 
     def add(task_secs: dict[str, float]) -> None:
         for k, v in task_secs.items():
             secs[k] += v
 
+    if cluster is not None:
+        _run_on_cluster(work, options, begin, cluster, add)
+        return secs, len(cluster.workers())
     n = evaluation_workers(options, len(work.tasks))
     if n == 1:
         facts = backends.facts(work.backend, work.plan.dtypes)
@@ -319,6 +365,35 @@ def run_tasks(work: Work, options: Options, begin: Callable[[dict[str, Any]], No
         _WORK = None
     ex.shutdown(wait=True)
     return secs, n
+
+
+def _run_on_cluster(work: Work, options: Options, begin: Callable[..., None], cluster: Any, add: Callable[[dict[str, float]], None]) -> None:
+    """Phase 2 on a dask cluster: one future per group; the rows come back and are
+    written here. Every result must come from a worker with the run's backend facts."""
+    from distributed import as_completed
+
+    from rulelab.cluster import same_facts
+
+    per_worker = cluster.facts(work.backend, work.plan.dtypes)
+    facts = same_facts(per_worker)
+    begin(facts, {"scheduler": cluster.address, "workers": per_worker})
+    groups = work.groups
+    with _bar(len(work.tasks), "evaluate", "task", options) as bar:
+        futures = {cluster.submit_group(group_input(work, g), work.plan.dtypes, options.compile_cache): i for i, g in enumerate(groups)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                got, (measured, task_secs) = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the cluster lost the group (a worker died too often)
+                raise SweepError(
+                    f"the cluster failed on {groups[i][0].case} ({groups[i][0].dtype}): {first_line(exc)}; the finished tasks are "
+                    f"kept: continue with rulelab sweep --resume {work.run.name} --scheduler {cluster.address}"
+                ) from None
+            if got != facts:
+                same_facts({"the run's workers": facts, "a worker that joined during the run": got})
+            add(write_measured(work.run, measured, task_secs))
+            bar.set_postfix_str(str(groups[i][0]), refresh=False)
+            bar.update(len(groups[i]))
 
 
 # --- runs ----------------------------------------------------------------------------------------------
@@ -449,6 +524,18 @@ def _execute(run: Path, meta: RunMeta, plan: Plan, tasks: list[Task], root: str 
         raise
 
 
+@contextlib.contextmanager
+def _cluster(options: Options, modules: Sequence[str], cases: Sequence[str]) -> Iterator[Any]:
+    """The dask cluster of ``options.scheduler`` (None without one: dask is not imported)."""
+    if not options.scheduler:
+        yield None
+        return
+    from rulelab.cluster import connect
+
+    with connect(options.scheduler, modules, cases) as cluster:
+        yield cluster
+
+
 @dataclass
 class _Record:
     """The run's meta as this session last wrote it (the one thing a session updates)."""
@@ -470,32 +557,34 @@ def _execute_session(run: Path, record: _Record, plan: Plan, tasks: list[Task], 
         for t in todo:
             dtypes_of.setdefault(t.case, {})[t.dtype] = None
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
-    with reference_pool(options.workers) as pool:
-        with _timed(phases, "references"):
-            refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision)
-        with _timed(phases, "rounding"):
-            rounded = round_references(inputs, refs, todo, pool)
-
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    if todo:
-        session["jax_compilation_cache"] = backends.use_compilation_cache(options.compile_cache)
-        work = Work(run, plan, inputs, refs, rounded, options.backend, execution_order(todo))
-        t_init = time.perf_counter()
+    with _cluster(options, record.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
+        with contextlib.nullcontext(cluster.executor) if cluster else reference_pool(options.workers) as pool:
+            with _timed(phases, "references"):
+                refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision)
+            with _timed(phases, "rounding"):
+                rounded = round_references(inputs, refs, todo, pool)
+        if todo:
+            session["jax_compilation_cache"] = backends.use_compilation_cache(options.compile_cache)
+            work = Work(run, plan, inputs, refs, rounded, options.backend, execution_order(todo))
+            t_init = time.perf_counter()
 
-        def begin(facts: dict[str, Any]) -> None:
-            phases["backend_init"] += time.perf_counter() - t_init
-            session["backend"] = facts
-            first = record.meta.backend or facts
-            if facts["backend"] != first["backend"]:
-                raise SweepError(f"run {run.name} ran on {first['backend']}; this session's backend is {facts['backend']}")
-            record.meta = replace(record.meta, backend=first, sessions=(*record.meta.sessions, session))
-            store.write_meta(run, record.meta)
+            def begin(facts: dict[str, Any], cluster_facts: dict[str, Any] | None = None) -> None:
+                phases["backend_init"] += time.perf_counter() - t_init
+                session["backend"] = facts
+                if cluster_facts:
+                    session["cluster"] = cluster_facts
+                first = record.meta.backend or facts
+                if facts["backend"] != first["backend"]:
+                    raise SweepError(f"run {run.name} ran on {first['backend']}; this session's backend is {facts['backend']}")
+                record.meta = replace(record.meta, backend=first, sessions=(*record.meta.sessions, session))
+                store.write_meta(run, record.meta)
 
-        t_tasks = time.perf_counter()
-        secs, session["workers"] = run_tasks(work, options, begin)
-        phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
-    else:
-        record.meta = replace(record.meta, sessions=(*record.meta.sessions, session))
+            t_tasks = time.perf_counter()
+            secs, session["workers"] = run_tasks(work, options, begin, cluster)
+            phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
+        else:
+            record.meta = replace(record.meta, sessions=(*record.meta.sessions, session))
 
     with _timed(phases, "assemble"):
         parts = store.finished(run, keys)
