@@ -112,7 +112,7 @@ def test_quick_plan_on_the_cluster_equals_the_local_run(tmp_path, env, cluster, 
     assert len(session["cluster"]["workers"]) == 2 and session["workers"] == 2
     for facts in session["cluster"]["workers"].values():
         assert facts == {k: meta.backend[k] for k in facts}
-    assert any((tmp_path / "cache" / "references").iterdir())  # the client kept the references
+    assert {p.name for p in (tmp_path / "cache" / "reference").iterdir()} == set(CASES)  # the client kept the references
 
 
 def test_environment_variable_names_the_scheduler(tmp_path, env, cluster):
@@ -145,13 +145,26 @@ def test_a_user_module_reaches_the_workers(tmp_path, env, cluster):
     assert (summary.loc["broken", "status"] == "error").all()
 
 
-def test_a_case_the_workers_cannot_find_is_refused_before_work_starts(tmp_path, env, cluster):
-    bad = tmp_path / "unimportable.py"
-    bad.write_text("import no_such_package_on_workers\n")
-    res = rulelab("sweep", "quick", "--cases", "softplus", "--module", str(bad), "--out", str(tmp_path / "r"), "--no-progress",
-                  "--scheduler", cluster.address, env=env)
+def test_a_module_the_workers_cannot_load_is_refused_before_work_starts(tmp_path, env, cluster):
+    bad = tmp_path / "client_only.py"
+    bad.write_text('import os\nif "ON_THE_CLIENT" not in os.environ:\n    raise ImportError("needs what only the client has")\n')
+    out = tmp_path / "r"
+    res = rulelab("sweep", "quick", "--cases", "softplus", "--module", str(bad), "--out", str(out), "--no-progress",
+                  "--scheduler", cluster.address, env={**env, "ON_THE_CLIENT": "1"})
     assert res.returncode == 2
-    assert "no_such_package_on_workers" in res.stderr and "Traceback" not in res.stderr
+    assert "a worker cannot load the user modules" in res.stderr and "needs what only the client has" in res.stderr
+    assert "Traceback" not in res.stderr
+    (run,) = out.glob("accuracy/2*")
+    assert store.read_meta(run).status == "stopped" and not list(run.glob("parts/*.part"))
+
+
+@pytest.mark.parametrize("address, words", [("tcp://127.0.0.1:1", "no dask scheduler answers there"), ("http://x", "give tcp://HOST:PORT"),
+                                            ("local:0", "local:N")])
+def test_a_scheduler_that_cannot_be_used_is_refused_before_a_run_exists(tmp_path, env, address, words):
+    out = tmp_path / "r"
+    res = rulelab("sweep", "quick", "--cases", "softplus", "--out", str(out), "--no-progress", "--scheduler", address, env=env)
+    assert res.returncode == 2 and words in res.stderr, res.stderr
+    assert not list(out.glob("accuracy/2*"))
 
 
 def test_killed_client_resumes_on_the_same_scheduler(tmp_path, env, cluster):
@@ -172,6 +185,28 @@ def test_killed_client_resumes_on_the_same_scheduler(tmp_path, env, cluster):
     assert whole.returncode == 0, whole.stderr
     (other,) = (tmp_path / "whole").glob("accuracy/2*")
     assert_same_tables(run, other)
+
+
+def test_ctrl_c_cancels_the_cluster_work_and_leaves_the_run_resumable(tmp_path, env, cluster):
+    plan = plan_file(tmp_path, '"tslow"')
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--out", str(out), "--no-progress", "--scheduler", cluster.address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert wait_for_parts(out, proc, 1), "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    (run,) = out.glob("accuracy/2*")
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].endswith(f"--resume {run.name} --out {out} --scheduler {cluster.address}")
+    assert store.read_meta(run).status == "stopped"
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30) as client:  # the scheduler let go of the run's tasks
+        deadline = time.monotonic() + 30
+        while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
 
 
 def wait_for_parts(out: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> list[Path]:
@@ -221,3 +256,13 @@ def test_local_cluster_runs_a_plan(tmp_path, env):
     (run,) = out.glob("accuracy/2*")
     session = store.read_meta(run).sessions[-1]
     assert session["cluster"]["scheduler"] == "local:2" and len(session["cluster"]["workers"]) == 2
+
+
+def test_workers_started_here_run_without_dask_s_profiler():
+    import dask
+
+    from rulelab.cluster import connect
+
+    with connect("local:1") as c:
+        got = c.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert list(got.values()) == [False]

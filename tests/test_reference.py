@@ -124,3 +124,10 @@ def test_pool_gives_the_same_as_serial(registered):
     ser = [R.reference_point(case, 2, "x", (float(x),)) for x in xs[0]]
     assert np.array_equal(par[0], np.array([s[0] for s in ser]))
     assert np.array_equal(par[1], np.array([s[1] for s in ser]))
+
+
+def test_task_size_is_about_four_tasks_per_worker_within_bounds():
+    assert R.chunk_size(100, 2) == R.CHUNK  # a short sweep: the smallest task
+    assert R.chunk_size(8000, 2) == 1000  # 8000 / (4 x 2)
+    assert R.chunk_size(10**7, 2) == R.MAX_CHUNK
+    assert R.chunk_size(8001, 2) * 8 >= 8001  # rounded up: never a ninth task for a remainder

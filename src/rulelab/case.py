@@ -108,6 +108,10 @@ class Case:
     notes: str = ""
     steps: Callable[[int], Mapping[str, Callable[..., Any]]] | None = None
     default_steps: int = 0
+    fast_reference: Mapping[tuple[str, int], Callable[..., Any]] = field(default_factory=dict)
+    """Optional vectorised float64 numpy functions of the value (``(arg, 0)``) and the
+    derivatives (``(arg, 1)``, ``(arg, 2)``), for sweeps of every float32 input
+    (``rulelab.fastref``: measured against mpmath before use, never trusted blindly)."""
 
     def with_steps(self, n: int) -> Mapping[str, Variant]:
         """For iterative cases: the variants rebuilt with ``n`` iterations/steps (only
@@ -152,6 +156,7 @@ def make_case(
     notes: str = "",
     steps: Callable[[int], Mapping[str, Callable[..., Any]]] | None = None,
     default_steps: int = 0,
+    fast_reference: Mapping[tuple[str, int], Callable[..., Any]] | None = None,
 ) -> Case:
     """Build a :class:`Case` from convenient forms: one interval for every argument,
     variants as a list or as ``{name: fn}``, special points as scalars for one argument.
@@ -189,6 +194,7 @@ def make_case(
         notes=notes,
         steps=steps,
         default_steps=default_steps,
+        fast_reference=MappingProxyType(dict(fast_reference or {})),
     )
     validate(case)
     return case
@@ -265,6 +271,11 @@ def validate(case: Case) -> None:
             raise bad(f"convention {c.note!r} names argument {c.arg!r} order {c.order}")
     if case.steps is not None and (not callable(case.steps) or case.default_steps < 1):
         raise bad("steps must be a callable n -> {variant: fn} and default_steps >= 1")
+    for key, fn in case.fast_reference.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] in case.args and key[1] in (0, 1, 2)):
+            raise bad(f"fast_reference key {key!r} must be (argument name, 0 for the value, 1 or 2)")
+        if not callable(fn) or not _accepts(fn, len(case.args)):
+            raise bad(f"fast_reference {key!r} must be callable as ({', '.join(case.args)}) on float64 arrays")
     for p in case.special_points:
         if len(p) != len(case.args):
             raise bad(f"special point {p} has {len(p)} coordinates, expected {len(case.args)}")

@@ -17,6 +17,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rulelab.case import CaseError
 from rulelab.cluster import scheduler_address
@@ -111,6 +112,36 @@ def cmd_cases(args: argparse.Namespace) -> int:
 # --- sweep --------------------------------------------------------------------------------------
 
 
+def _is_exhaustive(out: str, run_id: str) -> bool:
+    from rulelab import exhaustive, store
+
+    try:
+        return store.read_meta(store.open_run(out, run_id)).plan.get("name") == exhaustive.PLAN
+    except Exception:  # noqa: BLE001 - sweep.resume reports a missing or damaged run
+        return False
+
+
+def exhaustive_spec(args: argparse.Namespace) -> Any:
+    """The exhaustive sweep the options ask for: one case, its variants (or those
+    named), the transforms named (default: value and grad), the binades named."""
+    from rulelab import exhaustive
+    from rulelab.case import get_case
+
+    cases = _names(args.cases) or []
+    if len(cases) != 1:
+        raise UsageError(f"{exhaustive.PLAN} sweeps one case at a time: give --cases NAME (a case of one argument with a fast reference)")
+    case = get_case(cases[0])
+    variants = _names(args.variants) or list(case.variants)
+    unknown = [v for v in variants if v not in case.variants]
+    if unknown:
+        raise UsageError(f"case {case.name!r} has no variant {', '.join(map(repr, unknown))}; it has {', '.join(case.variants)}")
+    if args.dtypes and _names(args.dtypes) != ["float32"]:
+        raise UsageError(f"{exhaustive.PLAN} sweeps float32 only; drop --dtypes")
+    transforms = _names(args.transforms) or ["value", "grad"]
+    chunks = exhaustive.chunks_of_binades(*args.exponents) if args.exponents else ()
+    return exhaustive.Spec(case.name, tuple(variants), tuple(transforms), chunks=chunks)
+
+
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     from rulelab.case import TRANSFORMS
     from rulelab.floats import DTYPES
@@ -131,7 +162,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         default=None,
         metavar="PLAN",
-        help="a packaged plan (quick, default, exhaustive) or the path of a plan .toml file (default: default)",
+        help="a packaged plan (quick, default, exhaustive), the path of a plan .toml file (default: default), or "
+        "exhaustive32: every finite float32 input of one case of one argument (--cases NAME), chunked and resumable",
     )
     p.add_argument("--cases", nargs="+", action="extend", metavar="CASE", help="only these cases (space- or comma-separated)")
     p.add_argument("--variants", nargs="+", action="extend", metavar="VARIANT", help="only these variants of each case")
@@ -153,6 +185,14 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     add_max_points_option(p)
     add_scheduler_option(p)
     p.add_argument(
+        "--exponents",
+        nargs=2,
+        type=int,
+        metavar=("LO", "HI"),
+        help="exhaustive32 only: just the float32 inputs whose biased exponent field is in [LO, HI], both signs "
+        "(0: subnormals and zeros, 127: [1, 2), 254: the largest binade)",
+    )
+    p.add_argument(
         "--no-compile-cache",
         action="store_true",
         help="do not keep compiled XLA executables in the cache folder ($RULELAB_CACHE/jax) between runs",
@@ -161,7 +201,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rulelab import sweep
+    from rulelab import exhaustive, sweep
     from rulelab.digest import run_digest
     from rulelab.modules import load_modules
     from rulelab.plan import load_plan, with_overrides
@@ -186,7 +226,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if given:
                 raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
             load_modules(args.module)
-            run = sweep.resume(args.resume, args.out, options, on_start=announce)
+            if _is_exhaustive(args.out, args.resume):
+                run = exhaustive.run(None, args.out, args.workers, args.backend, not args.no_progress, args.resume, announce)
+            else:
+                run = sweep.resume(args.resume, args.out, options, on_start=announce)
+        elif args.plan == exhaustive.PLAN:
+            load_modules(args.module)
+            run = exhaustive.run(exhaustive_spec(args), args.out, args.workers, args.backend, not args.no_progress, on_start=announce)
         else:
             load_modules(args.module)
             plan = load_plan(args.plan or "default")
@@ -196,7 +242,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not started:
             raise
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else os_problem(exc)
-        print(f"rulelab sweep: {what}; the finished tasks are kept: continue with rulelab sweep --resume {started[0].name} --out {args.out}",
+        on = f" --scheduler {options.scheduler}" if options.scheduler else ""
+        print(f"rulelab sweep: {what}; the finished tasks are kept: continue with rulelab sweep --resume {started[0].name} --out {args.out}{on}",
               file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_USAGE
     print(run_digest(run))

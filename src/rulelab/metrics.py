@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rulelab.floats import binade, fmt, round_double_double, ulp, ulp_distance
+from rulelab.floats import binade, fmt, round_double_double, to_bits, ulp, ulp_distance
 from rulelab.reference import is_unsettled
 from rulelab.store.vocabulary import Bucket
 
@@ -102,12 +102,14 @@ def _badness(dulp: np.ndarray, bucket: np.ndarray) -> np.ndarray:
     return np.where(bucket <= Bucket.ULP_GT_1024, dulp, np.where(bucket == Bucket.BOTH_UNDEFINED, 0.0, np.inf))
 
 
-def flush_reference(hi: np.ndarray, lo: np.ndarray, dtype: Any, ieee: np.ndarray) -> FlushReference:
+def flush_reference(hi: np.ndarray, lo: np.ndarray, dtype: Any, ieee: np.ndarray, rounded_at_flushed: np.ndarray | None = None) -> FlushReference:
     """The flush-aware reference from the reference at the flushed inputs (hi, lo):
-    rounded to ``dtype``, subnormal results flushed to signed zeros, and the IEEE
-    rounding ``ieee`` kept where it never settled."""
+    rounded to ``dtype`` (``rounded_at_flushed`` when the caller has that rounding
+    already), subnormal results flushed to signed zeros, and the IEEE rounding ``ieee``
+    kept where it never settled."""
     f = fmt(dtype)
-    r64 = round_double_double(hi, lo, f).astype(np.float64)
+    r = round_double_double(hi, lo, f) if rounded_at_flushed is None else np.asarray(rounded_at_flushed).astype(f.dtype)
+    r64 = r.astype(np.float64)
     sub = np.isfinite(r64) & (r64 != 0) & (np.abs(r64) < f.smallest_normal)
     flushed = np.where(sub, np.copysign(0.0, r64), r64).astype(f.dtype)
     return FlushReference(np.where(is_unsettled(hi, lo), np.asarray(ieee).astype(f.dtype), flushed))
@@ -136,16 +138,20 @@ def point_errors(
     dulp, frac, bucket = _classify(computed, rounded, hi, lo, f, unsettled)
     flushed = np.zeros(dulp.shape, dtype=bool)
     if flush is not None:
+        # only where the two references differ can the flush-aware one be closer
         fr = np.asarray(flush.rounded).astype(f.dtype)
-        fr64 = fr.astype(np.float64)
-        f_dulp, f_frac, f_bucket = _classify(computed, fr, fr64, np.zeros_like(fr64), f, np.zeros_like(unsettled))
-        flushed = (_badness(f_dulp, f_bucket) < _badness(dulp, bucket)) & ~unsettled
+        idx = np.flatnonzero((to_bits(fr, f) != to_bits(rounded, f)) & ~unsettled)
+        if idx.size:
+            fr64 = fr[idx].astype(np.float64)
+            f_dulp, f_frac, f_bucket = _classify(computed[idx], fr[idx], fr64, np.zeros_like(fr64), f, np.zeros(idx.size, dtype=bool))
+            better = _badness(f_dulp, f_bucket) < _badness(dulp[idx], bucket[idx])
+            idx, f_dulp, f_frac, f_bucket = idx[better], f_dulp[better], f_frac[better], f_bucket[better]
+            flushed[idx] = True
     if not flushed.any():
         return PointErrors(dulp, frac, bucket, rounded, dulp, bucket, flushed)
-    return PointErrors(
-        np.where(flushed, f_dulp, dulp), np.where(flushed, f_frac, frac), np.where(flushed, f_bucket, bucket).astype(np.int8),
-        rounded, dulp, bucket, flushed,
-    )
+    h_dulp, h_frac, h_bucket = dulp.copy(), frac.copy(), bucket.copy()
+    h_dulp[idx], h_frac[idx], h_bucket[idx] = f_dulp, f_frac, f_bucket
+    return PointErrors(h_dulp, h_frac, h_bucket.astype(np.int8), rounded, dulp, bucket, flushed)
 
 
 def _scored_max(dulp: np.ndarray, bucket: np.ndarray) -> float:

@@ -68,7 +68,17 @@ within 2^-DD_BITS |hi|): the fractional error is computed from them."""
 DOMAIN_SIGNALS = (ZeroDivisionError, ValueError)
 """Exceptions by which mpmath (and a reference) says "undefined at this point"."""
 CHUNK = 512
-"""Points per parallel task."""
+"""Fewest points per parallel task (a short sweep still spreads over every worker)."""
+MAX_CHUNK = 8 * CHUNK
+"""Most points per parallel task: a long sweep goes in fewer, larger tasks, since each
+task costs a round trip (milliseconds on a dask cluster, where 512-point tasks cost a
+quarter of the time) and a killed run loses at most the tasks in flight."""
+
+
+def chunk_size(n: int, workers: int) -> int:
+    """Points per task for ``n`` points over ``workers``: about four tasks per worker,
+    between :data:`CHUNK` and :data:`MAX_CHUNK`."""
+    return int(min(MAX_CHUNK, max(CHUNK, -(-n // (4 * max(workers, 1))))))
 
 
 class ReferenceCacheWarning(UserWarning):
@@ -467,12 +477,14 @@ def references(
     pool: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     max_precision: int = MAX_PRECISION,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) arrays of the confirmed reference (value for ``order`` 0, else the
     ``order``-th derivative in ``arg``) at ``points`` (one array per argument), from the
     cache where present, the rest computed (in ``pool`` if given) and added to the
     cache as each chunk finishes. A cached unsettled point is tried again when
-    ``max_precision`` is above the precision it was tried to. ``progress(k)`` is called
+    ``max_precision`` is above the precision it was tried to; ``workers`` is how many
+    processes ``pool`` has (it sets the task size, :func:`chunk_size`). ``progress(k)`` is called
     as k more points are done. Raises :class:`BrokenReference` (after saving every
     finished chunk) when the reference is broken at some point."""
     key = reference_key(case, order, arg)
@@ -494,10 +506,11 @@ def references(
         return hi, lo
     miss = np.array(missing)
     pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
-    starts = range(0, len(pts), CHUNK)
+    size = chunk_size(len(pts), workers) if pool is not None else CHUNK
+    starts = range(0, len(pts), size)
 
     def store(start: int, h: np.ndarray, l: np.ndarray) -> None:
-        sl = miss[start : start + CHUNK]
+        sl = miss[start : start + size]
         hi[sl], lo[sl] = h, l
         save_cache(key, bits[sl], h, l)
         if progress:
@@ -505,7 +518,7 @@ def references(
 
     try:
         if pool is not None and get_case_safe(case.name) is case and len(starts) > 1:
-            futures = {pool.submit(_compute_chunk, (case.name, order, arg, max_precision, pts[s : s + CHUNK])): s for s in starts}
+            futures = {pool.submit(_compute_chunk, (case.name, order, arg, max_precision, pts[s : s + size])): s for s in starts}
             failure: BaseException | None = None
             while futures and failure is None:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -521,7 +534,7 @@ def references(
                 raise failure
         else:  # a case outside the registry cannot be found by name in a worker
             for s in starts:
-                store(s, *_chunk(case, order, arg, max_precision, pts[s : s + CHUNK]))
+                store(s, *_chunk(case, order, arg, max_precision, pts[s : s + size]))
     finally:
         compact_cache(key)
     return hi, lo

@@ -19,6 +19,10 @@ backend); on an accelerator they run in this process. float64 tasks run with
 whether the plan has a float64 control. A variant that fails is recorded as an error
 and the sweep goes on.
 
+With a scheduler (``Options.scheduler``), the reference chunks and the groups go to a
+dask.distributed cluster instead (``rulelab.cluster``); what they compute comes back,
+and this process alone writes the cache and the parts, as in a local run.
+
 A run stopped at any point (Ctrl-C, SIGKILL) keeps every part it finished; ``resume``
 runs only the rest and assembles the same tables as an uninterrupted run.
 """
@@ -142,9 +146,10 @@ def compute_references(
     pool: Executor | None,
     options: Options,
     max_precision: int = MAX_PRECISION,
+    workers: int = 1,
 ) -> References:
     """Every reference the tasks need (from the cache where present, else computed in
-    ``pool``), each confirmed up to ``max_precision`` bits."""
+    ``pool`` of ``workers`` processes), each confirmed up to ``max_precision`` bits."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     out = {}
     with _bar(total, "references", "pt", options) as bar:
@@ -152,7 +157,7 @@ def compute_references(
             case = get_case(name)
             for order, arg in ks:
                 bar.set_postfix_str(f"{name} {f'd{order}/d{arg}' if order else 'value'}", refresh=False)
-                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision)
+                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision, workers)
     return out
 
 
@@ -414,6 +419,7 @@ def start(
         raise SweepError(f"plan {plan.name!r} selects nothing to run: none of the chosen cases has one of its variants")
     size = check_size(plan, options.max_points)
     backends.check(options.backend)
+    _check_scheduler(options)
     if options.progress:
         print(f"plan {plan.name!r}: {size}", file=options.stream or sys.stderr)
     run = store.new_run(root)
@@ -455,6 +461,7 @@ def resume(
     meta = _check_unchanged(run, meta, tasks)
     options = replace(options, backend=requested)
     backends.check(options.backend)
+    _check_scheduler(options)
     if on_start:
         on_start(run)
     return _execute(run, meta, plan, tasks, run.parent.parent, options)
@@ -524,6 +531,13 @@ def _execute(run: Path, meta: RunMeta, plan: Plan, tasks: list[Task], root: str 
         raise
 
 
+def _check_scheduler(options: Options) -> None:
+    if options.scheduler:
+        from rulelab.cluster import check
+
+        check(options.scheduler)
+
+
 @contextlib.contextmanager
 def _cluster(options: Options, modules: Sequence[str], cases: Sequence[str]) -> Iterator[Any]:
     """The dask cluster of ``options.scheduler`` (None without one: dask is not imported)."""
@@ -561,7 +575,8 @@ def _execute_session(run: Path, record: _Record, plan: Plan, tasks: list[Task], 
     with _cluster(options, record.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
         with contextlib.nullcontext(cluster.executor) if cluster else reference_pool(options.workers) as pool:
             with _timed(phases, "references"):
-                refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision)
+                n = len(cluster.workers()) if cluster else options.workers or os.cpu_count() or 1
+                refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision, n)
             with _timed(phases, "rounding"):
                 rounded = round_references(inputs, refs, todo, pool)
         if todo:

@@ -1,0 +1,145 @@
+"""The fast reference tier and the sweep of every float32 input: validation refuses a
+wrong fast reference, points near a rounding boundary go to mpmath, a killed run
+resumes to identical tables, and the exhaustive scoring of a few binades classifies
+every sampled point as the sampled sweep does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rulelab
+from rulelab import exhaustive as E
+from rulelab import fastref, store
+from rulelab.case import get_case, make_case
+from rulelab.evaluate import evaluate, flushes_subnormals
+from rulelab.floats import round_double_double
+from rulelab.inputs import make_sweep
+from rulelab.metrics import flush_reference, point_errors
+from rulelab.plan import load_plan
+from rulelab.reference import references
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
+
+
+def exp_case(name, fast):
+    import jax.numpy as jnp
+
+    case = make_case(name, "e^x", ("x",), rulelab.Interval(-10.0, 10.0), lambda mp, x: mp.exp(x), {"naive": jnp.exp},
+                     derivatives={("x", 1): lambda mp, x: mp.exp(x)}, fast_reference={("x", 0): fast, ("x", 1): fast})
+    rulelab.register(case)
+    return case
+
+
+def test_validation_refuses_a_fast_reference_off_by_1e_6_in_one_binade():
+    def off(x):  # e^x, but 1e-6 too large for 8 <= |x| < 16 (float32 binade 3)
+        return np.exp(x) * np.where(np.floor(np.log2(np.abs(x))) == 3, 1 + 1e-6, 1.0)
+
+    good, bad = exp_case("fast_good", np.exp), exp_case("fast_bad", off)
+    try:
+        v = fastref.validate(good, "x", 0)
+        assert v.bound <= 8 * 2.0**-50 * 64 and v.n_points > 2 * 8 * 3  # every binade inside [-10, 10], both signs
+        with pytest.raises(fastref.FastReferenceError, match=r"off by 1e-06 relative .*binade 3"):
+            fastref.validate(bad, "x", 0)
+    finally:
+        rulelab.unregister(good.name)
+        rulelab.unregister(bad.name)
+
+
+def test_a_value_near_a_float32_rounding_boundary_is_left_to_mpmath():
+    v = fastref.Validation("c", "x", 0, 2.0**-45, 1, 0.0, 0.0, frozenset())
+    tie = 1.0 + 2.0**-24  # halfway between 1 and the next float32
+    near = tie * (1 + 2.0**-47)  # within the bound of the tie: either rounding is possible
+    far = 1.0 + 2.0**-22 + 2.0**-30  # far from any halfway point
+    ok = fastref.decided(np.array([tie, near, far, 0.0, np.inf, np.nan]), np.ones(6), v)
+    assert ok.tolist() == [False, False, True, False, False, False]
+    # a tiny value decides only in a binade where the validation saw tiny references
+    tiny = fastref.Validation("c", "x", 0, 2.0**-45, 1, 0.0, 0.0, frozenset(fastref.bin_key(np.array([-200.0])).tolist()))
+    assert fastref.decided(np.array([1e-300, 1e-300]), np.array([-200.0, 200.0]), tiny).tolist() == [True, False]
+
+
+def test_a_case_without_a_fast_reference_is_refused_with_what_it_needs():
+    with pytest.raises(E.ExhaustiveError, match="has no fast reference for derivative 1"):
+        E.check_case(get_case("log_ndtr"), ["grad"])
+    with pytest.raises(E.ExhaustiveError, match="cases of one argument"):
+        E.check_case(get_case("hypot"), ["value"])
+
+
+def test_exhaustive_scoring_classifies_every_sampled_point_as_the_sampled_sweep():
+    # The quick plan's softplus float32 points in the binades [1/2, 4) of each sign and
+    # among the subnormals: scored with mpmath references at each point (as a sweep
+    # does), and by the exhaustive machinery (fast tier, mpmath only where it cannot
+    # decide) over every float32 of the chunks that hold them.
+    case = get_case("softplus")
+    plan = load_plan("quick")
+    sweep = make_sweep(case, "float32", plan.spec("float32", 1), plan.seed)
+    x = sweep.points[0]
+    e = (x.view(np.uint32) >> 23) & 0xFF
+    pts = np.unique(x[np.isin(e, [0, 126, 127, 128]) & np.isfinite(x)])
+    assert pts.size > 20
+    spec = E.Spec("softplus", tuple(case.variants), ("value", "grad", "grad2"), chunk_bits=14)
+    setup = E.prepare(spec, None, flushes=flushes_subnormals("float32", None))
+    chunks = np.unique(pts.view(np.uint32) >> np.uint32(spec.chunk_bits))
+    got: dict[tuple[str, ...], dict[float, tuple[int, float]]] = {}
+    for i in chunks:
+        for sc in E.score_chunk(setup, int(i)):
+            idx = {float(v): j for j, v in enumerate(sc.x)}
+            for p in pts:
+                j = idx.get(float(p))
+                if j is not None:
+                    got.setdefault(sc.task.key, {})[float(p)] = (int(sc.errors.bucket[j]), float(sc.errors.dulp[j]))
+    flush = flushes_subnormals("float32", None)
+    for t in spec.tasks:
+        out = evaluate(case, t.variant, t.transform, t.arg or None, "float32", (pts,))
+        hi, lo = references(case, t.order, "x", (pts.astype(np.float64),))
+        fr = None
+        if flush:
+            flushed = np.where(np.abs(pts) < np.finfo(np.float32).smallest_normal, np.copysign(0.0, pts), pts).astype(np.float64)
+            f_hi, f_lo = references(case, t.order, "x", (flushed,))
+            fr = flush_reference(f_hi, f_lo, "float32", round_double_double(hi, lo, "float32"))
+        want = point_errors(out.values, hi, lo, "float32", flush=fr)
+        mine = got[t.key]
+        assert [mine[float(p)][0] for p in pts] == want.bucket.tolist(), t
+        assert np.array_equal([mine[float(p)][1] for p in pts], want.dulp, equal_nan=True), t
+
+
+def tables(run):
+    return {n: store.load_table(run, n).drop(columns=list(store.TIMING_COLUMNS), errors="ignore") for n in store.TABLES}
+
+
+def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    case = get_case("softplus")
+    spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=E.chunks_of_binades(127, 127, 18))
+    whole = E.run(spec, tmp_path / "whole", workers=1, progress=False)
+    real, written = store.write_bytes, []
+
+    def stop_after_three(path, data):
+        if E.CHUNKS_DIR in path.parts:
+            if len(written) == 3:
+                raise KeyboardInterrupt
+            written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(store, "write_bytes", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        E.run(spec, tmp_path / "cut", workers=1, progress=False)
+    monkeypatch.setattr(store, "write_bytes", real)
+    (run,) = (tmp_path / "cut" / "accuracy").glob("2*")
+    assert store.read_meta(run).status == "stopped" and len(E.done_chunks(run)) == 3
+    resumed = E.run(None, tmp_path / "cut", workers=1, progress=False, resume=run.name)
+    a, b = tables(resumed), tables(whole)
+    for name in store.TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    meta = store.read_meta(resumed)
+    assert meta.status == "complete" and meta.exhaustive["inputs"] == 2 * 2**23
+    s = a["summary"].set_index("variant")
+    assert (s["n_points"] == 2 * 2**23).all()
+    # the stable rule is correctly rounded or 1 ULP off on [1, 2) and (-2, -1]; its worst
+    # inputs carry mpmath references
+    assert s.loc["stable", "max_ulp"] <= 2 and not math.isnan(a["worst"]["ref_hi"].iloc[0])
