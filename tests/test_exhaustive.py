@@ -114,7 +114,6 @@ def tables(run):
 
 
 def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
-    case = get_case("softplus")
     spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=E.chunks_of_binades(127, 127, 18))
     whole = E.run(spec, tmp_path / "whole", workers=1, progress=False)
     real, written = store.write_bytes, []

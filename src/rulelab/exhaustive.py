@@ -38,8 +38,8 @@ from rulelab.case import DERIVATIVE_ORDER, Case, get_case
 from rulelab.errors import UsageError
 from rulelab.fastref import Validation, decided, evaluate_fast, validate
 from rulelab.floats import binade, round_double_double
-from rulelab.measure import input_columns, key_columns
-from rulelab.metrics import flush_reference, point_errors, worst
+from rulelab.measure import result_rows as rows_of
+from rulelab.metrics import binned_frame, flush_reference, point_errors, worst
 from rulelab.provenance import git_commit, host, versions
 from rulelab.reference import MAX_PRECISION, reference_point
 from rulelab.store.vocabulary import Bucket, RunMeta, Status
@@ -506,28 +506,15 @@ def result_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dict[s
         **{b.column: int(buckets[b]) for b in Bucket}, "wrong_nan": agg.wrong_nan, "wrong_inf": agg.wrong_inf,
         "compile_s": math.nan, "run_s": math.nan,
     }
-    w = confirm_worst(agg.worst, task, case)
-    arg = case.args[0]
-    return {
-        "summary": {**key_columns(task, platform, 1), **{k: [v] for k, v in row.items()}},
-        "binned": {
-            **key_columns(task, platform, len(bins)), "binade_of": [arg] * len(bins),
-            "sign": np.array([k[0] for k, _ in bins], dtype=np.int64), "binade": np.array([k[1] for k, _ in bins]),
-            "count": np.array([b["count"] for _, b in bins], dtype=np.int64),
-            "max_ulp": np.array([b["max_ulp"] for _, b in bins]), "median_ulp": np.array([_median(b["hist"]) for _, b in bins]),
-            "max_ulp_ieee": np.array([b["max_ulp_ieee"] for _, b in bins]),
-            "nonfinite": np.array([int(b["buckets"][Bucket.WRONG_NONFINITE] + b["buckets"][Bucket.UNEXPECTED_FINITE]) for _, b in bins], dtype=np.int64),
-            "flushed": np.array([b["flushed"] for _, b in bins], dtype=np.int64),
-            "unsettled": np.array([int(b["buckets"][Bucket.UNSETTLED]) for _, b in bins], dtype=np.int64),
-        },
-        "worst": {
-            **key_columns(task, platform, len(w)), "rank": np.arange(len(w)), **input_columns([w["in0"].to_numpy()]),
-            "args": [arg] * len(w), **{c: w[c].to_numpy() for c in ("computed", "ref_hi", "ref_lo", "dulp", "dulp_ieee", "flushed", "frac_ulp")},
-            "bucket": list(w["bucket"]),
-        },
-        "samples": {**key_columns(task, platform, len(agg.samples)), **input_columns([agg.samples["in0"].to_numpy()]),
-                    **{c: agg.samples[c].to_numpy() for c in ("computed", "ref_hi", "dulp")}},
-    }
+    b = binned_frame(
+        [k[0] for k, _ in bins], [k[1] for k, _ in bins], [v["count"] for _, v in bins], [v["max_ulp"] for _, v in bins],
+        [_median(v["hist"]) for _, v in bins], [v["max_ulp_ieee"] for _, v in bins],
+        [v["buckets"][Bucket.WRONG_NONFINITE] + v["buckets"][Bucket.UNEXPECTED_FINITE] for _, v in bins],
+        [v["flushed"] for _, v in bins], [v["buckets"][Bucket.UNSETTLED] for _, v in bins],
+    )
+    s = agg.samples
+    samples = {"points": [s["in0"].to_numpy()], "computed": s["computed"], "ref_hi": s["ref_hi"], "dulp": s["dulp"]}
+    return rows_of(task, case, platform, row, b, confirm_worst(agg.worst, task, case), samples)
 
 
 def confirm_worst(w: pd.DataFrame, task: Task, case: Case) -> pd.DataFrame:

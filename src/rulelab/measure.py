@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rulelab.case import Case
 from rulelab.evaluate import Outcome
@@ -88,9 +89,18 @@ def task_rows(
 
     pos = case.args.index(task.arg) if task.arg else 0
     x = sweep.points[pos].astype(np.float64)
-    b = binned(x, errors)
-    w = worst(sweep.points, values, hi, lo, errors, k=n_worst)
     idx = thin(x, n_samples)
+    samples = {"points": [p[idx] for p in sweep.points], "computed": values.astype(np.float64)[idx], "ref_hi": hi[idx], "dulp": errors.dulp[idx]}
+    return result_rows(task, case, backend, row, binned(x, errors), worst(sweep.points, values, hi, lo, errors, k=n_worst), samples)
+
+
+def result_rows(task: Task, case: Case, backend: str, row: dict[str, Any], b: pd.DataFrame, w: pd.DataFrame, samples: dict[str, Any]) -> Rows:
+    """The rows of one result in each table, from its summary ``row``, its per-binade
+    aggregates ``b`` (``metrics.binned``'s columns), its worst points ``w``
+    (``metrics.worst``'s) and its samples (input arrays under ``points``, and the
+    computed value, reference and dULP at them)."""
+    pos = case.args.index(task.arg) if task.arg else 0
+    n = len(samples["dulp"])
     return {
         "summary": {**key_columns(task, backend, 1), **{k: [v] for k, v in row.items()}},
         "binned": {
@@ -107,10 +117,8 @@ def task_rows(
             "bucket": list(w["bucket"]),
         },
         "samples": {
-            **key_columns(task, backend, len(idx)),
-            **input_columns(sweep.points, idx),
-            "computed": values.astype(np.float64)[idx],
-            "ref_hi": hi[idx],
-            "dulp": errors.dulp[idx],
+            **key_columns(task, backend, n),
+            **input_columns(samples["points"]),
+            **{c: np.asarray(samples[c]) for c in ("computed", "ref_hi", "dulp")},
         },
     }

@@ -22,7 +22,7 @@ import pandas as pd
 
 from rulelab.floats import binade, fmt, round_double_double, to_bits, ulp, ulp_distance
 from rulelab.reference import is_unsettled
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import BINNED, KEYS, Bucket
 
 NONFINITE_DULP = np.inf
 """dULP recorded for points in a non-finite class (so they sort as worst)."""
@@ -217,17 +217,19 @@ def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:
     top = np.where(has, comparable[starts + np.maximum(valid - 1, 0)], np.nan)
     with np.errstate(invalid="ignore"):
         top_ieee = np.fmax.reduceat(ieee, starts)
-    return pd.DataFrame(
-        {
-            "sign": sign[starts],
-            "binade": b[starts],
-            "count": count.astype(np.int64),
-            "max_ulp": top,
-            "median_ulp": median,
-            "max_ulp_ieee": top_ieee,
-            **{k: np.add.reduceat(v, starts).astype(np.int64) for k, v in counted.items()},
-        }
-    )
+    return binned_frame(sign[starts], b[starts], count, top, median, top_ieee, *(np.add.reduceat(v, starts) for v in counted.values()))
+
+
+def binned_frame(*columns: Any) -> pd.DataFrame:
+    """Per-binade aggregates as :func:`binned` returns them, one row per sign and binade,
+    from arrays computed elsewhere (a sweep of every input sums them over chunks), given
+    in the order of the binned table's own columns (``vocabulary.BINNED`` after the keys
+    and ``binade_of``: sign, binade, count, max and median dULP, IEEE max, non-finite,
+    flushed, unsettled)."""
+    own = [c for c in BINNED if c not in KEYS and c != "binade_of"]
+    if len(columns) != len(own):
+        raise ValueError(f"binned_frame takes {len(own)} columns ({', '.join(own)}), got {len(columns)}")
+    return pd.DataFrame({c: np.asarray(a).astype(BINNED[c][0]) for c, a in zip(own, columns)})
 
 
 def worst(inputs: tuple[np.ndarray, ...], computed: np.ndarray, ref_hi: np.ndarray, ref_lo: np.ndarray, errors: PointErrors, k: int = 10) -> pd.DataFrame:
