@@ -236,3 +236,19 @@ def test_accuracy_skips_large_probes_and_refused_transforms(toy, monkeypatch):
     bench.setup(cache, "custom_vjp", "grad", "x", "float32", "cpu")
     # one program for the whole case measures what one program per combination does
     assert bench.ulp == max_ulp("bench_toy", "custom_vjp", "grad", "x", "float32", "cpu") and math.isfinite(bench.ulp)
+
+
+def test_exhaustive_throughput_scores_its_slice_and_skips_absent_backends():
+    from bench import bench_exhaustive
+
+    bench = bench_exhaustive.ExhaustiveSoftplus()
+    for backend in set(common.ALL_BACKENDS) - {d.platform for d in jax.devices()}:
+        with pytest.raises(NotImplementedError, match="not present"):
+            bench.setup(backend)
+    bench.setup("cpu")
+    aggs, _ = bench.run_chunk(bench.setup_, bench_exhaustive.FIRST)
+    # the slice is the 2^18 float32 values from 1.0 up: one binade, every point counted once per variant
+    for agg in aggs.values():
+        assert list(agg.bins) == [(1, 0.0)] and agg.bins[(1, 0.0)]["count"] == 1 << bench_exhaustive.CHUNK_BITS
+    assert len(aggs) == len(rulelab.get_case("softplus").variants)
+    assert bench.track_points_per_second("cpu") > 0

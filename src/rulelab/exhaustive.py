@@ -41,7 +41,7 @@ from rulelab.floats import binade, round_double_double
 from rulelab.measure import result_rows as rows_of
 from rulelab.metrics import binned_frame, flush_reference, point_errors, worst
 from rulelab.provenance import git_commit, host, versions
-from rulelab.reference import MAX_PRECISION, reference_point
+from rulelab.reference import MAX_PRECISION, derivative_label, reference_point
 from rulelab.store.vocabulary import Bucket, RunMeta, Status
 from rulelab.tasks import Task
 from rulelab.workers import worker_init
@@ -250,12 +250,21 @@ def _program(case_name: str, jobs: tuple[tuple[str, str], ...]) -> Callable[...,
     return fused([(case.variants[v].fn, t, 0) for v, t in jobs], 1, f"{case_name}_exhaustive")
 
 
-def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+PHASES = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
+"""Where a chunk's time goes, summed over chunks into the run's meta.json."""
+
+
+def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray, secs: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(hi, lo, rounded to float32, points mpmath decided) at ``x``: the fast tier where
     its validated bound decides the rounding, mpmath elsewhere in the domain."""
     v = setup.validations[(order, arg)]
+    t = time.perf_counter()
     fast = evaluate_fast(case, arg, order, x)
+    secs["fast_reference"] += time.perf_counter() - t
+    t = time.perf_counter()
     ok = decided(fast, x, v)
+    secs["rounding_test"] += time.perf_counter() - t
+    t = time.perf_counter()
     inside = np.asarray(case.domain[0].contains(x), dtype=bool)
     hi = np.where(ok, fast, np.nan)
     lo = np.zeros_like(hi)
@@ -265,6 +274,7 @@ def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray) ->
         hi[j], lo[j] = reference_point(case, order, arg, (float(x[j]),), setup.max_precision)
     if todo.size:
         rounded[todo] = round_double_double(hi[todo], lo[todo], "float32")
+    secs["mpmath"] += time.perf_counter() - t
     return hi, lo, rounded, int(todo.size)
 
 
@@ -281,7 +291,7 @@ class Scored:
     mpmath_points: int
 
 
-def score_chunk(setup: Setup, i: int) -> Iterator[Scored]:
+def score_chunk(setup: Setup, i: int, secs: dict[str, float] | None = None) -> Iterator[Scored]:
     """Every task scored over chunk ``i``: one compiled program evaluates the chunk for
     each task, each (order, argument) reference is decided once (fast tier, else
     mpmath) and scored as every sweep scores (``metrics.point_errors``, flush-aware)."""
@@ -296,11 +306,14 @@ def score_chunk(setup: Setup, i: int) -> Iterator[Scored]:
     xd = jax.device_put(x32, device)
     x = x32[keep].astype(np.float64)
     refs: dict[tuple[int, str], Any] = {}
+    secs = dict.fromkeys(PHASES, 0.0) if secs is None else secs
     for k, t in enumerate(spec.tasks):
+        t0 = time.perf_counter()
         values = np.asarray(program(np.int32(k), xd))[keep]
+        secs["jax"] += time.perf_counter() - t0
         key = (t.order, t.arg or case.args[0])
         if key not in refs:
-            hi, lo, rounded, n_mp = _reference(setup, case, t.order, key[1], x)
+            hi, lo, rounded, n_mp = _reference(setup, case, t.order, key[1], x, secs)
             flush = None
             if setup.flushes:
                 sub = (x != 0) & (np.abs(x) < np.finfo(np.float32).smallest_normal)
@@ -313,17 +326,23 @@ def score_chunk(setup: Setup, i: int) -> Iterator[Scored]:
                 flush = flush_reference(f_hi, f_lo, "float32", rounded, rounded_at_flushed=f_rounded)
             refs[key] = (hi, lo, rounded, flush, n_mp)
         hi, lo, rounded, flush, n_mp = refs[key]
-        yield Scored(t, x, values, hi, lo, point_errors(values, hi, lo, "float32", rounded=rounded, flush=flush), n_mp)
+        t0 = time.perf_counter()
+        errors = point_errors(values, hi, lo, "float32", rounded=rounded, flush=flush)
+        secs["scoring"] += time.perf_counter() - t0
+        yield Scored(t, x, values, hi, lo, errors, n_mp)
 
 
-def run_chunk(setup: Setup, i: int) -> dict[tuple[str, ...], Aggregate]:
-    """Aggregates of every task over chunk ``i``."""
+def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], dict[str, float]]:
+    """Aggregates of every task over chunk ``i``, and the seconds per phase."""
     out: dict[tuple[str, ...], Aggregate] = {}
+    secs = dict.fromkeys(PHASES, 0.0)
     bins = None
-    for sc in score_chunk(setup, i):
+    for sc in score_chunk(setup, i, secs):
+        t0 = time.perf_counter()
         bins = bins or bins_of(sc.x)
         out[sc.task.key] = _aggregate(sc.x, bins, sc.values, sc.hi, sc.lo, sc.errors, sc.mpmath_points, K_WORST)
-    return out
+        secs["aggregation"] += time.perf_counter() - t0
+    return out, secs
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -457,12 +476,14 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
     exhaustive = {
         "inputs": n_inputs,
         "chunks": len(spec.chunk_list),
-        "validation": {f"{'value' if o == 0 else f'd{o}/d{a}'}": v.to_dict() for (o, a), v in validations.items()},
-        "mpmath_points": {"/".join(k): totals[k].mpmath_points for k in keys_},
+        "validation": {derivative_label(o, a): v.to_dict() for (o, a), v in validations.items()},
+        # per reference (every task against one reference shares its mpmath points)
+        "mpmath_points": {derivative_label(t.order, t.arg or case.args[0]): totals[t.key].mpmath_points for t in spec.tasks},
     }
     meta = store.read_meta(run_dir)
     session = {"started": meta.started, "pid": os.getpid(), "wall_s": time.perf_counter() - t0, "phases": phases, "workers": n}
     meta = replace(meta, backend=meta.backend or facts, sessions=(*meta.sessions, session), phases=phases, exhaustive=exhaustive,
+                   task_seconds=chunk_seconds(run_dir, spec),
                    counts={s.value: int((tables["summary"]["status"] == s.value).sum()) for s in (Status.OK, Status.UNSUPPORTED, Status.ERROR)},
                    status="complete", ended=store.now())
     store.write_meta(run_dir, meta)
@@ -475,9 +496,19 @@ def merged(run_dir: Path, spec: Spec) -> dict[tuple[str, ...], Aggregate]:
     """Every chunk's aggregates summed per task."""
     totals: dict[tuple[str, ...], Aggregate] = {}
     for i in spec.chunk_list:
-        for key, agg in pickle.loads(chunk_path(run_dir, i).read_bytes()).items():
+        aggs, _ = pickle.loads(chunk_path(run_dir, i).read_bytes())
+        for key, agg in aggs.items():
             totals[key] = totals[key].merge(agg, K_WORST) if key in totals else agg
     return totals
+
+
+def chunk_seconds(run_dir: Path, spec: Spec) -> dict[str, float]:
+    """Core-seconds per phase summed over the run's chunks."""
+    out = dict.fromkeys(PHASES, 0.0)
+    for i in spec.chunk_list:
+        for k, v in pickle.loads(chunk_path(run_dir, i).read_bytes())[1].items():
+            out[k] += v
+    return out
 
 
 def _median(hist: np.ndarray) -> float:

@@ -366,11 +366,28 @@ def facts_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
             "finished": str(m.get("finished") or m.get("ended") or ""),
             "wall time": _phases(m),
             "plan": _plan_name(m.get("plan")),
+            "inputs": _inputs(m),
             "folder": str(info.path),
         }
     df = pd.DataFrame(data)
     df.index.name = "run"
     return df.map(lambda v: Cell(str(v), "text"))
+
+
+def _inputs(m: Mapping[str, Any]) -> str:
+    """How a run chose its inputs: sampled by its plan, or every finite float32 input
+    (with each fast reference's validated bound and how many points mpmath decided)."""
+    ex = m.get("exhaustive")
+    if not isinstance(ex, Mapping):
+        return "sampled (the plan's sweeps)"
+    from rulelab.exhaustive import N_FINITE
+
+    n = int(ex.get("inputs", 0))
+    text = f"all {n:,} finite float32 inputs" if n == N_FINITE else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"
+    checks = [f"{k}: bound {v.get('bound', float('nan')):.2g} relative, validated at {v.get('n_points', 0):,} mpmath points"
+              for k, v in (ex.get("validation") or {}).items()]
+    decided = sum(int(v) for v in (ex.get("mpmath_points") or {}).values())
+    return "; ".join([text, "fast reference " + ", ".join(checks) if checks else "", f"{decided:,} points decided by mpmath"])
 
 
 def _plan_name(plan: Any) -> str:

@@ -1,0 +1,51 @@
+"""Throughput of the sweep of every float32 input (``rulelab sweep exhaustive32``).
+
+``bench_exhaustive.ExhaustiveSoftplus.track_points_per_second``: softplus, every
+variant, ``grad``, on a fixed slice: the 2^18 float32 inputs from 1.0 upward (one chunk
+of 2^18 bit patterns), scored as an exhaustive run scores a chunk (one compiled
+program, the fast reference tier, mpmath where it cannot decide, flush-aware scoring,
+aggregation). ``setup`` validates the fast reference and compiles; the track is the
+best of three chunks, in input points (each evaluated by every variant) per second.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import common
+
+CHUNK_BITS = 18
+FIRST = 0x3F800000 >> CHUNK_BITS  # the chunk starting at 1.0
+
+
+class ExhaustiveSoftplus:
+    """Input points per second of an exhaustive float32 sweep of softplus' gradient."""
+
+    params = [common.BACKENDS]
+    param_names = ["backend"]
+    timeout = 600.0
+
+    def setup(self, backend: str) -> None:
+        common.require_backend(backend)
+        try:
+            from rulelab import exhaustive
+        except ImportError as exc:  # an older rulelab
+            raise NotImplementedError(f"this rulelab has no exhaustive sweep ({exc})") from None
+        import rulelab
+        from rulelab.evaluate import flushes_subnormals
+
+        case = rulelab.get_case("softplus")
+        spec = exhaustive.Spec("softplus", tuple(case.variants), ("grad",), chunk_bits=CHUNK_BITS)
+        self.run_chunk = exhaustive.run_chunk
+        self.setup_ = exhaustive.prepare(spec, backend, flushes=flushes_subnormals("float32", backend))
+        self.run_chunk(self.setup_, FIRST)  # compiles the program
+
+    def track_points_per_second(self, backend: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            self.run_chunk(self.setup_, FIRST)
+            best = min(best, time.perf_counter() - start)
+        return (1 << CHUNK_BITS) / best
+
+    track_points_per_second.unit = "points/s"
