@@ -126,8 +126,8 @@ def test_pool_gives_the_same_as_serial(registered):
     assert np.array_equal(par[1], np.array([s[1] for s in ser]))
 
 
-def test_task_size_is_about_four_tasks_per_worker_within_bounds():
-    assert R.chunk_size(100, 2) == R.CHUNK  # a short sweep: the smallest task
-    assert R.chunk_size(8000, 2) == 1000  # 8000 / (4 x 2)
+def test_task_size_is_about_sixteen_tasks_per_worker_within_bounds():
+    assert R.chunk_size(8000, 2) == R.CHUNK  # a short sweep: the smallest task
+    assert R.chunk_size(64000, 2) == 2000  # 64000 / (16 x 2)
     assert R.chunk_size(10**7, 2) == R.MAX_CHUNK
-    assert R.chunk_size(8001, 2) * 8 >= 8001  # rounded up: never a ninth task for a remainder
+    assert R.chunk_size(64001, 2) * 32 >= 64001  # rounded up: never a 33rd task for a remainder
