@@ -142,3 +142,14 @@ def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(t
     # the stable rule is correctly rounded or 1 ULP off on [1, 2) and (-2, -1]; its worst
     # inputs carry mpmath references
     assert s.loc["stable", "max_ulp"] <= 2 and not math.isnan(a["worst"]["ref_hi"].iloc[0])
+
+
+def test_every_catalog_fast_reference_passes_its_validation():
+    checked = []
+    for case in rulelab.cases():
+        for (arg, order) in case.fast_reference:
+            v = fastref.validate(case, arg, order)
+            assert fastref.FLOOR <= v.bound <= fastref.MAX_BOUND and v.n_points > 1000, (case.name, order)
+            checked.append(case.name)
+    # the seed and pitfall cases the exhaustive sweep covers
+    assert {"softplus", "stable_sqrt", "x_over_1p_sqrt", "newton_sqrt", "sigmoid", "log_sigmoid", "log1mexp", "cbrt_bisection"} <= set(checked)

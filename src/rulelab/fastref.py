@@ -127,7 +127,8 @@ def validate(case: Case, arg: str, order: int, pool: Executor | None = None, wor
     ref = hi + lo
     with np.errstate(all="ignore"):
         tiny_ref, tiny_fast = np.abs(ref) < TINY, np.abs(fast) < TINY
-        scored = settled & np.isfinite(ref) & ~(tiny_ref & tiny_fast)
+        # a non-finite fast value never decides a point (mpmath does), so it is not scored
+        scored = settled & np.isfinite(ref) & np.isfinite(fast) & ~(tiny_ref & tiny_fast)
         rel = np.where(scored, np.abs(fast - ref) / np.maximum(np.abs(ref), TINY), 0.0)
     rel = np.where(np.isnan(rel), np.inf, rel)
     i = int(np.argmax(rel)) if rel.size else 0

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rulelab.case import REALS, Interval, Variant, make_case, register
+from rulelab.catalog import _fast
 from rulelab.catalog._stable import sigmoid as stable_sigmoid
 from rulelab.catalog._stable import sigmoid_minus
 from rulelab.catalog._stable import softplus as stable_softplus
@@ -54,6 +55,7 @@ register(
             ("x", 1): lambda mp, x: _msig(mp, x) * _msig(mp, -x),
             ("x", 2): lambda mp, x: -_msig(mp, x) * _msig(mp, -x) * mp.tanh(x / 2),
         },
+        fast_reference={("x", 0): _fast.sigmoid, ("x", 1): _fast.sigmoid_d1, ("x", 2): _fast.sigmoid_d2},
         variants=[
             Variant("naive", naive_sigmoid, "1 / (1 + exp(-x)), plain autodiff"),
             Variant("custom_jvp", custom_sigmoid, "custom_jvp: s(x) * s(-x), each from exp(-|x|)"),
@@ -104,6 +106,7 @@ register(
             ("x", 1): lambda mp, x: _msig(mp, -x),
             ("x", 2): lambda mp, x: -_msig(mp, x) * _msig(mp, -x),
         },
+        fast_reference={("x", 0): _fast.log_sigmoid, ("x", 1): _fast.sigmoid_of_minus, ("x", 2): _fast.neg_sigmoid_d1},
         variants=[
             Variant("naive", naive_log_sigmoid, "-log(1 + exp(-x)), plain autodiff"),
             Variant("custom_jvp", custom_log_sigmoid, "custom_jvp: -softplus(-x), rule sigmoid(-x)"),

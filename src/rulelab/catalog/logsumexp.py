@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rulelab.case import Convention, Interval, Variant, make_case, register
+from rulelab.catalog import _fast
 from rulelab.catalog._stable import (
     is_zero,
     logsumexp,
@@ -331,6 +332,7 @@ register(
             ("x", 1): lambda mp, x: 1 / mp.expm1(x),
             ("x", 2): lambda mp, x: -mp.exp(x) / mp.expm1(x) ** 2,
         },
+        fast_reference={("x", 0): _fast.log1mexp, ("x", 1): _fast.log1mexp_d1, ("x", 2): _fast.log1mexp_d2},
         variants=[
             Variant("naive", naive_log1mexp, "log(1 - exp(-x)), plain autodiff"),
             Variant("custom_jvp", custom_log1mexp, "custom_jvp: two-branch value, rule 1/expm1(x) with its own rule"),

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rulelab.case import POSITIVE, Variant, make_case, register
+from rulelab.catalog import _fast
 
 DEFAULT_STEPS = 6
 """From the start below (at most 6.1% above sqrt r) the iterates stop changing after
@@ -160,6 +161,7 @@ CASE = register(
             ("a", 1): lambda mp, a: 1 / (2 * mp.sqrt(a)),
             ("a", 2): lambda mp, a: -1 / (4 * a * mp.sqrt(a)),
         },
+        fast_reference={("a", 0): _fast.sqrt, ("a", 1): _fast.sqrt_d1, ("a", 2): _fast.sqrt_d2},
         special_points=(
             # Edges of the reduced range: the start is exact at r = 1 and 6.1% high at
             # r = 0.5 and as r approaches 2.

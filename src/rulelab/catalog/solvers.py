@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rulelab.case import REALS, Interval, Variant, make_case, register
+from rulelab.catalog import _fast
 
 Array = Any
 
@@ -93,6 +94,7 @@ register(
         domain=REALS,
         reference=_m_cbrt,
         derivatives={("t", 1): _m_dcbrt, ("t", 2): _m_d2cbrt},
+        fast_reference={("t", 0): _fast.cbrt, ("t", 1): _fast.cbrt_d1, ("t", 2): _fast.cbrt_d2},
         variants=[
             Variant("naive", make_naive_cbrt(CBRT_STEPS), "bisection in a fori_loop, plain autodiff (gradient 0)"),
             Variant("custom_root", make_root_cbrt(CBRT_STEPS), "lax.custom_root around the bisection (implicit 1/(3x^2))"),

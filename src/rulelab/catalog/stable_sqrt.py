@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rulelab.case import NONNEGATIVE, Convention, Variant, make_case, register
+from rulelab.catalog import _fast
 
 
 def naive(x: Any) -> Any:
@@ -79,6 +80,7 @@ CASE = register(
             ("x", 1): lambda mp, x: 1 / (2 * mp.sqrt(x)),
             ("x", 2): lambda mp, x: -1 / (4 * x * mp.sqrt(x)),
         },
+        fast_reference={("x", 0): _fast.sqrt, ("x", 1): _fast.sqrt_d1, ("x", 2): _fast.sqrt_d2},
         conventions=(
             Convention(
                 arg="x",

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from rulelab.case import NONNEGATIVE, Variant, make_case, register
+from rulelab.catalog import _fast
 
 
 def naive(x: Any) -> Any:
@@ -67,6 +68,7 @@ CASE = register(
             # one-sided limit: mpmath would raise ZeroDivisionError, read as undefined).
             ("x", 2): lambda mp, x: mp.ninf if x == 0 else -(mp.sqrt(x) + 3) / (4 * mp.sqrt(x) * (mp.sqrt(x) + 1) ** 3),
         },
+        fast_reference={("x", 0): _fast.x_over_1p_sqrt, ("x", 1): _fast.x_over_1p_sqrt_d1, ("x", 2): _fast.x_over_1p_sqrt_d2},
         special_points=(0.0,),
         notes="The derivative at 0 is 1 (one-sided), but autodiff of the formula computes "
         "1/(1 + sqrt x) - x sqrt'(x)/(1 + sqrt x)^2 with 0 * inf = NaN at 0.",
