@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rulelab.case import CaseError
-from rulelab.cluster import scheduler_address
+from rulelab.cluster import SCHEDULER_ENV, scheduler_address
 from rulelab.errors import UsageError
 
 EXIT_USAGE = 2
@@ -47,8 +47,6 @@ def add_module_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_scheduler_option(p: argparse.ArgumentParser) -> None:
-    from rulelab.cluster import SCHEDULER_ENV
-
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -231,6 +229,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             else:
                 run = sweep.resume(args.resume, args.out, options, on_start=announce)
         elif args.plan == exhaustive.PLAN:
+            if options.scheduler:
+                raise UsageError(f"{exhaustive.PLAN} runs on this machine's processes only; drop --scheduler (and {SCHEDULER_ENV})")
             load_modules(args.module)
             run = exhaustive.run(exhaustive_spec(args), args.out, args.workers, args.backend, not args.no_progress, on_start=announce)
         else:
