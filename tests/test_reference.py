@@ -126,8 +126,8 @@ def test_pool_gives_the_same_as_serial(registered):
     assert np.array_equal(par[1], np.array([s[1] for s in ser]))
 
 
-def test_task_size_is_about_sixteen_tasks_per_worker_within_bounds():
-    assert R.chunk_size(8000, 2) == R.CHUNK  # a short sweep: the smallest task
-    assert R.chunk_size(64000, 2) == 2000  # 64000 / (16 x 2)
-    assert R.chunk_size(10**7, 2) == R.MAX_CHUNK
-    assert R.chunk_size(64001, 2) * 32 >= 64001  # rounded up: never a 33rd task for a remainder
+def test_task_size_splits_into_the_tasks_asked_within_bounds():
+    assert R.chunk_size(8000, 32) == R.CHUNK  # a short reference: the smallest task
+    assert R.chunk_size(64000, 32) == 2000
+    assert R.chunk_size(10**7, 8) == R.MAX_CHUNK
+    assert R.chunk_size(64001, 32) * 32 >= 64001  # rounded up: never a 33rd task for a remainder

@@ -113,7 +113,7 @@ def chunk_inputs(i: int, chunk_bits: int) -> np.ndarray:
 # --- one chunk -------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Aggregate:
     """One result's aggregates over some chunks. Per (sign, binade): point count,
     counts per bucket, largest headline and IEEE dULP, a dULP histogram, and the
@@ -300,7 +300,8 @@ def score_chunk(setup: Setup, i: int, secs: dict[str, float] | None = None) -> I
     spec = setup.spec
     case = get_case(spec.case)
     x32 = chunk_inputs(i, spec.chunk_bits)
-    keep = np.isfinite(x32) & np.asarray(case.domain[0].contains(x32.astype(np.float64)), dtype=bool)
+    # every value but NaN that the domain holds: the finite inputs, and ±inf where the domain includes them
+    keep = ~np.isnan(x32) & np.asarray(case.domain[0].contains(x32.astype(np.float64)), dtype=bool)
     program = _program(spec.case, tuple((t.variant, t.transform) for t in spec.tasks))
     device = jax.devices(setup.backend)[0] if setup.backend else jax.devices()[0]
     xd = jax.device_put(x32, device)

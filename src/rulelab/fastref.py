@@ -110,7 +110,7 @@ class Validation:
                 "tiny_binades": [(1 if k > 0 else -1, k - (1000 if k > 0 else -1000)) for k in sorted(self.tiny_binades)]}
 
 
-def validate(case: Case, arg: str, order: int, pool: Executor | None = None, workers: int = 1,
+def validate(case: Case, arg: str, order: int, pool: Executor | None = None, tasks: int = 1,
              extra: Sequence[float] = ()) -> Validation:
     """Measure the case's fast reference against confirmed mpmath references (computed
     in ``pool`` where missing from the cache) at :func:`validation_points`, ``extra``
@@ -121,7 +121,7 @@ def validate(case: Case, arg: str, order: int, pool: Executor | None = None, wor
     x = np.unique(np.concatenate([validation_points(case), np.asarray(extra, dtype=np.float64),
                                   cached_x[np.isfinite(cached_x) & (np.abs(cached_x) <= np.finfo(np.float32).max)]]))
     x = x[np.asarray(case.domain[0].contains(x), dtype=bool)]
-    hi, lo = references(case, order, arg, (x,), pool, workers=workers)
+    hi, lo = references(case, order, arg, (x,), pool, tasks=tasks)
     fast = evaluate_fast(case, arg, order, x)
     settled = ~is_unsettled(hi, lo) & ~np.isnan(hi)
     ref = hi + lo

@@ -75,11 +75,12 @@ task costs a round trip (milliseconds on a dask cluster, where 512-point tasks c
 quarter of the time) and a killed run loses at most the tasks in flight."""
 
 
-def chunk_size(n: int, workers: int) -> int:
-    """Points per task for ``n`` points over ``workers``: about sixteen tasks per worker
-    (a point's cost varies with its magnitude, so fewer tasks leave workers idle at the
-    end of each reference), between :data:`CHUNK` and :data:`MAX_CHUNK`."""
-    return int(min(MAX_CHUNK, max(CHUNK, -(-n // (16 * max(workers, 1))))))
+def chunk_size(n: int, tasks: int) -> int:
+    """Points per task to split ``n`` points into about ``tasks`` tasks, between
+    :data:`CHUNK` and :data:`MAX_CHUNK`. Many tasks keep a pool's workers busy to the
+    end of each reference (a point's cost varies with its magnitude); on a cluster each
+    task costs a round trip, so fewer are better there."""
+    return int(min(MAX_CHUNK, max(CHUNK, -(-n // max(tasks, 1)))))
 
 
 class ReferenceCacheWarning(UserWarning):
@@ -478,14 +479,14 @@ def references(
     pool: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     max_precision: int = MAX_PRECISION,
-    workers: int = 1,
+    tasks: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) arrays of the confirmed reference (value for ``order`` 0, else the
     ``order``-th derivative in ``arg``) at ``points`` (one array per argument), from the
     cache where present, the rest computed (in ``pool`` if given) and added to the
     cache as each chunk finishes. A cached unsettled point is tried again when
-    ``max_precision`` is above the precision it was tried to; ``workers`` is how many
-    processes ``pool`` has (it sets the task size, :func:`chunk_size`). ``progress(k)`` is called
+    ``max_precision`` is above the precision it was tried to; the missing points are
+    split into about ``tasks`` tasks for ``pool`` (:func:`chunk_size`). ``progress(k)`` is called
     as k more points are done. Raises :class:`BrokenReference` (after saving every
     finished chunk) when the reference is broken at some point."""
     key = reference_key(case, order, arg)
@@ -507,7 +508,7 @@ def references(
         return hi, lo
     miss = np.array(missing)
     pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
-    size = chunk_size(len(pts), workers) if pool is not None else CHUNK
+    size = chunk_size(len(pts), tasks) if pool is not None else CHUNK
     starts = range(0, len(pts), size)
 
     def store(start: int, h: np.ndarray, l: np.ndarray) -> None:

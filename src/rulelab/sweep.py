@@ -146,10 +146,11 @@ def compute_references(
     pool: Executor | None,
     options: Options,
     max_precision: int = MAX_PRECISION,
-    workers: int = 1,
+    tasks: int = 1,
 ) -> References:
     """Every reference the tasks need (from the cache where present, else computed in
-    ``pool`` of ``workers`` processes), each confirmed up to ``max_precision`` bits."""
+    ``pool``, each split into about ``tasks`` tasks), each confirmed up to
+    ``max_precision`` bits."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     out = {}
     with _bar(total, "references", "pt", options) as bar:
@@ -157,7 +158,7 @@ def compute_references(
             case = get_case(name)
             for order, arg in ks:
                 bar.set_postfix_str(f"{name} {f'd{order}/d{arg}' if order else 'value'}", refresh=False)
-                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision, workers)
+                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision, tasks)
     return out
 
 
@@ -575,7 +576,8 @@ def _execute_session(run: Path, record: _Record, plan: Plan, tasks: list[Task], 
     with _cluster(options, record.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
         with contextlib.nullcontext(cluster.executor) if cluster else reference_pool(options.workers) as pool:
             with _timed(phases, "references"):
-                n = len(cluster.workers()) if cluster else options.workers or os.cpu_count() or 1
+                # a pool: 16 tasks per worker, for balance; a cluster: 4, as each is a round trip
+                n = 4 * len(cluster.workers()) if cluster else 16 * (options.workers or os.cpu_count() or 1)
                 refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision, n)
             with _timed(phases, "rounding"):
                 rounded = round_references(inputs, refs, todo, pool)
