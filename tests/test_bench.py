@@ -182,7 +182,8 @@ def test_solver_timings_run_the_executables_the_tracks_measured(solver, tmp_path
     assert track.track_compile_ms(cache) > 0
 
 
-def test_solver_tracks_grow_with_steps_when_unrolled(solver):
+def test_solver_tracks_grow_with_steps_when_unrolled(solver, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the executables kept for the timings land in the current folder
     namespace = {"__name__": "bench.fake"}
     family = common.per_case(namespace, bench_solvers._StepsMemory, [solver], bench_solvers._params, suffix="_memory")
     bench = family[0]()

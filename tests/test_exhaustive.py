@@ -131,6 +131,11 @@ def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(t
     monkeypatch.setattr(store, "write_bytes", real)
     (run,) = (tmp_path / "cut" / "accuracy").glob("2*")
     assert store.read_meta(run).status == "stopped" and len(E.done_chunks(run)) == 3
+    real_versions = E.versions
+    monkeypatch.setattr(E, "versions", lambda: {**real_versions(), "jax": "9.9.9"})
+    with pytest.raises(E.ExhaustiveError, match="jax changed since it started"):
+        E.run(None, tmp_path / "cut", workers=1, progress=False, resume=run.name)
+    monkeypatch.setattr(E, "versions", real_versions)
     resumed = E.run(None, tmp_path / "cut", workers=1, progress=False, resume=run.name)
     a, b = tables(resumed), tables(whole)
     for name in store.TABLES:

@@ -43,6 +43,7 @@ from rulelab.metrics import binned_frame, flush_reference, point_errors, worst
 from rulelab.provenance import git_commit, host, versions
 from rulelab.reference import MAX_PRECISION, derivative_label, reference_point
 from rulelab.store.vocabulary import Bucket, RunMeta, Status
+from rulelab.sweep import code_fingerprints
 from rulelab.tasks import Task
 from rulelab.workers import worker_init
 
@@ -400,9 +401,15 @@ def run(spec: Spec | None, root: str | Path = "results", workers: int | None = N
     assert spec is not None
     case = get_case(spec.case)
     check_case(case, spec.transforms)
-    if not resume:
+    code = code_fingerprints(spec.tasks)
+    if resume:
+        changed = [k for k, v in code.items() if meta.code.get(k) != v] + [k for k, v in versions().items() if meta.versions.get(k) != v]
+        if changed and done_chunks(run_dir):
+            raise ExhaustiveError(f"run {run_dir.name} cannot be resumed without mixing results: {', '.join(changed)} changed since it "
+                                  f"started; start a new {PLAN} run, or restore the code and versions it was started with")
+    else:
         run_dir = store.new_run(root)
-        meta = RunMeta(run_id=run_dir.name, plan=spec.to_dict(), started=store.now(), backend_requested=backend,
+        meta = RunMeta(run_id=run_dir.name, plan=spec.to_dict(), started=store.now(), backend_requested=backend, code=code,
                        n_tasks=len(spec.tasks), versions=versions(), git=git_commit(), host=host())
         store.write_meta(run_dir, meta)
     if on_start:
@@ -465,11 +472,8 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
     phases["chunks"] = time.perf_counter() - t
     t = time.perf_counter()
     totals = merged(run_dir, spec)
-    parts = {}
     for task in spec.tasks:
-        rows = result_rows(task, case, totals[task.key], facts["backend"])
-        store.write_part(run_dir, task.key, rows, {"wall_s": None})
-        parts[task.key] = rows
+        store.write_part(run_dir, task.key, result_rows(task, case, totals[task.key], facts["backend"]), {"wall_s": None})
     keys_ = [task.key for task in spec.tasks]
     tables = store.assemble(run_dir, keys_, store.finished(run_dir, keys_))
     phases["aggregate"] = time.perf_counter() - t
