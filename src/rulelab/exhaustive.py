@@ -45,7 +45,7 @@ from rulelab.reference import MAX_PRECISION, derivative_label, reference_point
 from rulelab.store.vocabulary import Bucket, RunMeta, Status
 from rulelab.sweep import code_fingerprints
 from rulelab.tasks import Task
-from rulelab.workers import worker_init
+from rulelab.workers import kill_pool, worker_init
 
 PLAN = "exhaustive32"
 """The plan name that asks for this sweep."""
@@ -462,9 +462,7 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
                         store.write_bytes(chunk_path(run_dir, i), data)
                         bar.update(1)
             except BaseException:
-                for p in list(getattr(ex, "_processes", {}).values()):
-                    p.kill()
-                ex.shutdown(wait=False, cancel_futures=True)
+                kill_pool(ex)
                 raise
             finally:
                 _SETUP = None

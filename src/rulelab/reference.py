@@ -37,8 +37,9 @@ import math
 import multiprocessing
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -482,18 +483,42 @@ def references(
     tasks: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) arrays of the confirmed reference (value for ``order`` 0, else the
-    ``order``-th derivative in ``arg``) at ``points`` (one array per argument), from the
-    cache where present, the rest computed (in ``pool`` if given) and added to the
-    cache as each chunk finishes. A cached unsettled point is tried again when
-    ``max_precision`` is above the precision it was tried to; the missing points are
-    split into about ``tasks`` tasks for ``pool`` (:func:`chunk_size`). ``progress(k)`` is called
-    as k more points are done. Raises :class:`BrokenReference` (after saving every
-    finished chunk) when the reference is broken at some point."""
+    ``order``-th derivative in ``arg``) at ``points`` (one array per argument): see
+    :func:`references_many`."""
+    return references_many([(case, order, arg, points)], pool, progress, max_precision, tasks)[0]
+
+
+@dataclass
+class _Pending:
+    """One reference being computed: where its points' values go, and its missing points."""
+
+    case: Case
+    order: int
+    arg: str
+    key: str
+    bits: np.ndarray
+    hi: np.ndarray
+    lo: np.ndarray
+    miss: np.ndarray
+    pts: np.ndarray
+    size: int
+
+    def store(self, start: int, h: np.ndarray, l: np.ndarray, progress: Callable[[int], None] | None) -> None:
+        sl = self.miss[start : start + self.size]
+        self.hi[sl], self.lo[sl] = h, l
+        save_cache(self.key, self.bits[sl], h, l)
+        if progress:
+            progress(len(sl))
+
+
+def _pending(case: Case, order: int, arg: str, points: tuple[np.ndarray, ...], max_precision: int, size: Callable[[int], int],
+             progress: Callable[[int], None] | None) -> _Pending:
+    """The reference with its cached points filled in (a cached unsettled point is
+    missing again when ``max_precision`` is above the precision it was tried to)."""
     key = reference_key(case, order, arg)
     bits = _point_bits(points)
     n = len(bits)
-    hi = np.full(n, np.nan)
-    lo = np.zeros(n)
+    hi, lo = np.full(n, np.nan), np.zeros(n)
     cached = load_cache(key)
     missing = []
     for j in range(n):
@@ -504,42 +529,54 @@ def references(
             hi[j], lo[j] = hit
     if progress and n - len(missing):
         progress(n - len(missing))
-    if not missing:
-        return hi, lo
-    miss = np.array(missing)
+    miss = np.array(missing, dtype=np.int64)
     pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
-    size = chunk_size(len(pts), tasks) if pool is not None else CHUNK
-    starts = range(0, len(pts), size)
+    return _Pending(case, order, arg, key, bits, hi, lo, miss, pts, size(len(miss)))
 
-    def store(start: int, h: np.ndarray, l: np.ndarray) -> None:
-        sl = miss[start : start + size]
-        hi[sl], lo[sl] = h, l
-        save_cache(key, bits[sl], h, l)
-        if progress:
-            progress(len(sl))
 
+def references_many(
+    jobs: Sequence[tuple[Case, int, str, tuple[np.ndarray, ...]]],
+    pool: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_precision: int = MAX_PRECISION,
+    tasks: int = 1,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The confirmed reference of each (case, order, arg, points) job, from the cache
+    where present, the rest computed (in ``pool`` if given, every job's tasks submitted
+    at once, so no worker waits for one reference's last task before the next starts)
+    and added to the cache as each task finishes. Each job's missing points are split
+    into about ``tasks`` tasks (:func:`chunk_size`). ``progress(k)`` is called as k more
+    points are done. Raises :class:`BrokenReference` (after saving every finished task)
+    when a reference is broken at some point."""
+    size = (lambda n: chunk_size(n, tasks)) if pool is not None else (lambda n: CHUNK)
+    pending = [_pending(c, o, a, pts, max_precision, size, progress) for c, o, a, pts in jobs]
     try:
-        if pool is not None and get_case_safe(case.name) is case and len(starts) > 1:
-            futures = {pool.submit(_compute_chunk, (case.name, order, arg, max_precision, pts[s : s + size])): s for s in starts}
-            failure: BaseException | None = None
-            while futures and failure is None:
-                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    start = futures.pop(fut)
-                    if fut.exception() is not None:
-                        failure = failure or fut.exception()
-                    else:
-                        store(start, *fut.result())
-            for fut in futures:
-                fut.cancel()
-            if failure is not None:
-                raise failure
-        else:  # a case outside the registry cannot be found by name in a worker
-            for s in starts:
-                store(s, *_chunk(case, order, arg, max_precision, pts[s : s + size]))
+        futures: dict[Any, tuple[_Pending, int]] = {}
+        for p in pending:
+            starts = range(0, len(p.pts), p.size)
+            if pool is not None and get_case_safe(p.case.name) is p.case and len(starts) > 1:
+                for s in starts:
+                    futures[pool.submit(_compute_chunk, (p.case.name, p.order, p.arg, max_precision, p.pts[s : s + p.size]))] = (p, s)
+            else:  # a case outside the registry cannot be found by name in a worker
+                for s in starts:
+                    p.store(s, *_chunk(p.case, p.order, p.arg, max_precision, p.pts[s : s + p.size]), progress)
+        failure: BaseException | None = None
+        while futures and failure is None:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                p, start = futures.pop(fut)
+                if fut.exception() is not None:
+                    failure = failure or fut.exception()
+                else:
+                    p.store(start, *fut.result(), progress)
+        for fut in futures:
+            fut.cancel()
+        if failure is not None:
+            raise failure
     finally:
-        compact_cache(key)
-    return hi, lo
+        for p in pending:
+            compact_cache(p.key)
+    return [(p.hi, p.lo) for p in pending]
 
 
 def get_case_safe(name: str) -> Case | None:

@@ -58,11 +58,16 @@ from rulelab.metrics import FlushReference, flush_reference
 from rulelab.modules import load_modules, module_key
 from rulelab.plan import Plan, plan_from_dict
 from rulelab.provenance import git_commit, host, versions
-from rulelab.reference import MAX_PRECISION, BrokenReference, reference_pool, references
+from rulelab.reference import (
+    MAX_PRECISION,
+    BrokenReference,
+    reference_pool,
+    references_many,
+)
 from rulelab.size import MAX_POINTS, check_size
 from rulelab.store.vocabulary import RunMeta, Status
 from rulelab.tasks import Task, execution_order, plan_tasks, reference_keys, task_groups
-from rulelab.workers import worker_init
+from rulelab.workers import kill_pool, worker_init
 
 PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
 """Wall-clock phases of a session, recorded in meta.json."""
@@ -152,14 +157,12 @@ def compute_references(
     ``pool``, each split into about ``tasks`` tasks), each confirmed up to
     ``max_precision`` bits."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
-    out = {}
+    jobs = [(name, order, arg) for name, ks in keys.items() for order, arg in ks]
     with _bar(total, "references", "pt", options) as bar:
-        for name, ks in keys.items():
-            case = get_case(name)
-            for order, arg in ks:
-                bar.set_postfix_str(f"{name} {f'd{order}/d{arg}' if order else 'value'}", refresh=False)
-                out[(name, order, arg)] = references(case, order, arg or case.args[0], inputs[name].union, pool, bar.update, max_precision, tasks)
-    return out
+        bar.set_postfix_str(f"{len(jobs)} references of {len(keys)} cases", refresh=False)
+        values = references_many([(get_case(n), o, a or get_case(n).args[0], inputs[n].union) for n, o, a in jobs], pool, bar.update,
+                                 max_precision, tasks)
+    return dict(zip(jobs, values))
 
 
 Rounded = Mapping[tuple[str, int, str, str], tuple[np.ndarray, FlushReference]]
@@ -362,10 +365,7 @@ def run_tasks(work: Work, options: Options, begin: Callable[..., None], cluster:
             f"continue with rulelab sweep --resume {work.run.name}, or with --workers 1 to run in one process"
         ) from None
     except BaseException:
-        for p in list(getattr(ex, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                p.kill()
-        ex.shutdown(wait=False, cancel_futures=True)
+        kill_pool(ex)
         raise
     finally:
         _WORK = None

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from typing import Any
 
 
 def worker_init(parent: int) -> None:
@@ -25,3 +26,12 @@ def worker_init(parent: int) -> None:
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
+
+
+def kill_pool(ex: Any) -> None:
+    """Stop a ProcessPoolExecutor at once: kill its workers (a task in flight is not
+    waited for) and drop what is queued."""
+    for p in list(getattr(ex, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            p.kill()
+    ex.shutdown(wait=False, cancel_futures=True)
