@@ -41,8 +41,8 @@ WORKER_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.sched
 Dask's statistical profiler samples each worker's stack every 10 ms (mpmath's stacks
 are deep and pure Python), and by default a worker is sent its next task only once it
 reports the last one finished. Measured on two cores, with both left on the reference
-phase took a third longer than the local process pool (72 s against 54 s); with both
-off, 7% longer."""
+phase took a third longer than the local process pool; with both off (and every
+reference's tasks submitted at once), as long, within the machine's noise."""
 LOCAL = "local:"
 """Prefix of ``local:N``: start a LocalCluster of N worker processes here."""
 CONNECT_TIMEOUT_S = 30
