@@ -14,7 +14,7 @@ binade where the validation did not see the reference tiny too) mpmath decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -110,16 +110,14 @@ class Validation:
                 "tiny_binades": [(1 if k > 0 else -1, k - (1000 if k > 0 else -1000)) for k in sorted(self.tiny_binades)]}
 
 
-def validate(case: Case, arg: str, order: int, pool: Executor | None = None, tasks: int = 1,
-             extra: Sequence[float] = ()) -> Validation:
+def validate(case: Case, arg: str, order: int, pool: Executor | None = None, tasks: int = 1) -> Validation:
     """Measure the case's fast reference against confirmed mpmath references (computed
-    in ``pool`` where missing from the cache) at :func:`validation_points`, ``extra``
-    and every cached point; FastReferenceError when its bound exceeds ``MAX_BOUND``."""
+    in ``pool`` where missing from the cache) at :func:`validation_points` and every
+    cached point; FastReferenceError when its bound exceeds ``MAX_BOUND``."""
     key = reference_key(case, order, arg)
     cached = load_cache(key)
     cached_x = np.array([np.frombuffer(b, dtype=np.uint64)[0] for b in cached], dtype=np.uint64).view(np.float64) if cached else np.zeros(0)
-    x = np.unique(np.concatenate([validation_points(case), np.asarray(extra, dtype=np.float64),
-                                  cached_x[np.isfinite(cached_x) & (np.abs(cached_x) <= np.finfo(np.float32).max)]]))
+    x = np.unique(np.concatenate([validation_points(case), cached_x[np.isfinite(cached_x) & (np.abs(cached_x) <= np.finfo(np.float32).max)]]))
     x = x[np.asarray(case.domain[0].contains(x), dtype=bool)]
     hi, lo = references(case, order, arg, (x,), pool, tasks=tasks)
     fast = evaluate_fast(case, arg, order, x)
