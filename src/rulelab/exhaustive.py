@@ -369,9 +369,24 @@ def done_chunks(run: Path) -> set[int]:
 _SETUP: Setup | None = None
 
 
-def _worker_chunk(i: int) -> tuple[int, bytes]:
+def _with_facts(setup: Setup) -> tuple[Setup, dict[str, Any]]:
+    """``setup`` with this process's backend facts (its backend starts here) filled in."""
+    facts = backends.facts(setup.backend, ("float32",))
+    return replace(setup, flushes=bool(facts["flushes_subnormals"].get("float32"))), facts
+
+
+_IN_WORKER: tuple[Setup, dict[str, Any]] | None = None
+"""In a forked worker: the inherited ``_SETUP`` with the worker's facts, made once."""
+
+
+def _worker_chunk(i: int) -> tuple[int, bytes, dict[str, Any]]:
+    """In a forked worker: chunk ``i`` of the inherited ``_SETUP``, and the facts it ran under."""
+    global _IN_WORKER
     assert _SETUP is not None
-    return i, pickle.dumps(run_chunk(_SETUP, i), protocol=pickle.HIGHEST_PROTOCOL)
+    if _IN_WORKER is None:
+        _IN_WORKER = _with_facts(_SETUP)
+    setup, facts = _IN_WORKER
+    return i, pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL), facts
 
 
 def check_case(case: Case, transforms: Sequence[str]) -> None:
@@ -442,23 +457,22 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
     with tqdm(total=len(spec.chunk_list), initial=len(spec.chunk_list) - len(todo), desc=f"{PLAN} {spec.case}", unit="chunk",
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         if n == 1 or backends.started():
-            facts = backends.facts(backend, ("float32",))
-            setup = replace(base, flushes=bool(facts["flushes_subnormals"].get("float32")))
+            setup, facts = _with_facts(base)
             for i in todo:
                 store.write_bytes(chunk_path(run_dir, i), pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL))
                 bar.update(1)
         else:
+            _SETUP = base  # the workers fork with it and add their backend's facts
             ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
             try:
                 facts = ex.submit(backends.facts, backend, ("float32",)).result()
-                _SETUP = replace(base, flushes=bool(facts["flushes_subnormals"].get("float32")))
-                ex.shutdown(wait=True)
-                ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
                 pending = {ex.submit(_worker_chunk, i) for i in todo}
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        i, data = fut.result()
+                        i, data, got = fut.result()
+                        if got != facts:
+                            raise ExhaustiveError(f"the workers' backends differ: {got} against {facts}")
                         store.write_bytes(chunk_path(run_dir, i), data)
                         bar.update(1)
             except BaseException:
