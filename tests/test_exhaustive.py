@@ -18,7 +18,7 @@ from rulelab.case import get_case, make_case
 from rulelab.evaluate import evaluate, flushes_subnormals
 from rulelab.floats import round_double_double
 from rulelab.inputs import make_sweep
-from rulelab.metrics import flush_reference, point_errors
+from rulelab.metrics import flush_reference, point_errors, worst
 from rulelab.plan import load_plan
 from rulelab.reference import references
 
@@ -93,7 +93,8 @@ def test_exhaustive_scoring_classifies_every_sampled_point_as_the_sampled_sweep(
             for p in pts:
                 j = idx.get(float(p))
                 if j is not None:
-                    got.setdefault(sc.task.key, {})[float(p)] = (int(sc.errors.bucket[j]), float(sc.errors.dulp[j]))
+                    bucket, dulp = sc.at(np.array([j]))
+                    got.setdefault(sc.task.key, {})[float(p)] = (int(bucket[0]), float(dulp[0]))
     flush = flushes_subnormals("float32", None)
     for t in spec.tasks:
         out = evaluate(case, t.variant, t.transform, t.arg or None, "float32", (pts,))
@@ -107,6 +108,43 @@ def test_exhaustive_scoring_classifies_every_sampled_point_as_the_sampled_sweep(
         mine = got[t.key]
         assert [mine[float(p)][0] for p in pts] == want.bucket.tolist(), t
         assert np.array_equal([mine[float(p)][1] for p in pts], want.dulp, equal_nan=True), t
+
+
+def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate():
+    # Chunks of 2^16 inputs where softplus's results and references take every path:
+    # subnormal inputs, a subnormal gradient (x near -100, flushed on CPU), NaN from the
+    # naive gradient (x near 100), +inf and the NaNs beside it, exact zeros (x near -1e30),
+    # the custom_jvp rule's cancellation (x near -6), and [1, 2). Each is scored by the
+    # exhaustive sweep's subtraction and, at every point, by metrics.point_errors.
+    case = get_case("softplus")
+    spec = E.Spec("softplus", tuple(case.variants), ("value", "grad", "grad2"), chunk_bits=16)
+    setup = E.prepare(spec, None, flushes=flushes_subnormals("float32", None))
+    at = [np.float32(v).view(np.uint32) >> 16 for v in (1e-40, -100.0, 100.0, np.inf, -1e30, -6.0, 1.5)]
+    seen_general = seen_flushed = 0
+    for i in at:
+        for sc in E.score_chunk(setup, int(i)):
+            ref = sc.ref
+            if not sc.x.size:  # +inf is outside softplus's domain: the chunk holds nothing to score
+                assert E._aggregate_scored(sc, E.bins_of(sc.x), E.K_WORST).bins == {}
+                continue
+            want = point_errors(sc.values, ref.hi, ref.lo, "float32", rounded=ref.rounded, flush=ref.flush)
+            bucket, dulp = sc.at(np.arange(sc.x.size))
+            assert bucket.tolist() == want.bucket.tolist(), (i, sc.task)
+            assert np.array_equal(dulp, want.dulp, equal_nan=True), (i, sc.task)
+            got = E._aggregate_scored(sc, E.bins_of(sc.x), E.K_WORST)
+            full = E._aggregate(sc.x, E.bins_of(sc.x), sc.values, ref.hi, ref.lo, want, E.K_WORST)
+            assert got.bins.keys() == full.bins.keys()
+            for key, b in full.bins.items():
+                for name, v in b.items():
+                    assert np.array_equal(got.bins[key][name], v, equal_nan=True), (i, sc.task, key, name)
+            assert (got.wrong_nan, got.wrong_inf) == (full.wrong_nan, full.wrong_inf)
+            assert got.max_frac == full.max_frac or (math.isnan(got.max_frac) and math.isnan(full.max_frac))
+            ranked = worst((sc.x,), sc.values, ref.hi, ref.lo, want, E.K_WORST)  # every point ranked
+            for col in ("dulp", "frac_ulp", "bucket"):
+                assert np.array_equal(got.worst[col].to_numpy(), ranked[col].to_numpy(), equal_nan=col != "bucket"), (i, sc.task, col)
+            seen_general += sc.general.size
+            seen_flushed += int(want.flushed.sum())
+    assert seen_general and (seen_flushed or not setup.flushes)
 
 
 def tables(run):

@@ -226,3 +226,28 @@ def test_ulp_distance_counts_values_between(a, b):
     expect = int(((uniq > lo) & (uniq <= hi)).sum())
     got = F.ulp_distance(np.array([a], np.float16), np.array([b], np.float16), "float16")[0]
     assert got == expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(width=16, allow_nan=False), st.floats(width=16, allow_nan=False))
+def test_ordered_difference_counts_the_values_between(a, b):
+    """|ordered(a) - ordered(b)| is the number of float16 values in (min, max], counted by
+    enumeration (infinities one step past the largest finite value)."""
+    allv = np.r_[np.unique(F.all_finite("float16").astype(np.float64)), -np.inf, np.inf]
+    lo, hi = min(a, b), max(a, b)
+    expect = int(((allv > lo) & (allv <= hi)).sum())
+    o = F.ordered(np.array([a, b], np.float16), "float16").astype(np.int64)
+    assert abs(o[0] - o[1]) == expect
+
+
+@settings(max_examples=300, deadline=None)
+@given(floats32, floats32)
+def test_ordered_difference_is_the_float32_ulp_distance(a, b):
+    A, B = np.array([a], np.float32), np.array([b], np.float32)
+    d = np.subtract(F.ordered(A, "float32"), F.ordered(B, "float32"), dtype=np.int64)
+    assert abs(int(d[0])) == int(F.ulp_distance(A, B, "float32")[0])
+
+
+def test_ordered_refuses_float64():
+    with pytest.raises(ValueError, match="at most 32 bits"):
+        F.ordered(np.array([1.0]), "float64")

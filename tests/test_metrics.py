@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rulelab import floats as F
-from rulelab.metrics import binned, point_errors, summarize, worst, worst_bucket
+from rulelab.metrics import binned, bucket_counts, point_errors, summarize, worst, worst_bucket
 from rulelab.store.vocabulary import Bucket
 
 BUCKETS = [b.column for b in Bucket]
@@ -85,3 +85,16 @@ def test_binned_and_worst():
     assert b.loc[(1, -math.inf), "count"] == 1
     w = worst((x,), comp, ref, np.zeros(5), e, k=2)
     assert w["in0"].tolist()[0] == 1.5 and w["bucket"].tolist() == ["wrong_nonfinite", "ulp_1"]
+
+
+def test_bucket_counts_of_a_histogram_follow_the_bucket_edges():
+    # dULPs 0, 1, 1, 2, 4, 5, 1024, 1025 and 10^6 (the open last bin holds the last two)
+    d = np.array([0, 1, 1, 2, 4, 5, 1024, 1025, 10**6])
+    hist = np.bincount(np.minimum(d, 1025), minlength=1026)
+    counts = bucket_counts(hist)
+    assert counts.tolist() == [1, 2, 2, 2, 2, 0, 0, 0, 0]
+    assert np.bincount(Bucket.of_ulp(d), minlength=len(Bucket)).tolist() == counts.tolist()
+    assert [Bucket.of_ulp(v) for v in (0, 1, 4, 5, 1024, 1025)] == [
+        Bucket.EXACT, Bucket.ULP_1, Bucket.ULP_2_4, Bucket.ULP_5_1024, Bucket.ULP_5_1024, Bucket.ULP_GT_1024]
+    with pytest.raises(ValueError, match="1026 bins"):
+        bucket_counts(hist[:-1])

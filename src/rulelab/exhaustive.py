@@ -37,12 +37,25 @@ from rulelab import store
 from rulelab.case import DERIVATIVE_ORDER, Case, get_case
 from rulelab.errors import UsageError
 from rulelab.fastref import Validation, decided, evaluate_fast, validate
-from rulelab.floats import binade, round_double_double
+from rulelab.floats import binade, ordered, round_double_double, ulp
 from rulelab.measure import result_rows as rows_of
-from rulelab.metrics import binned_frame, flush_reference, point_errors, worst
+from rulelab.metrics import (
+    FlushReference,
+    PointErrors,
+    binned_frame,
+    bucket_counts,
+    flush_reference,
+    point_errors,
+    worst,
+)
 from rulelab.provenance import git_commit, host, versions
-from rulelab.reference import MAX_PRECISION, derivative_label, reference_point
-from rulelab.store.vocabulary import Bucket, RunMeta, Status
+from rulelab.reference import (
+    MAX_PRECISION,
+    derivative_label,
+    is_unsettled,
+    reference_point,
+)
+from rulelab.store.vocabulary import ULP_UPPER, Bucket, RunMeta, Status
 from rulelab.sweep import code_fingerprints
 from rulelab.tasks import Task
 from rulelab.workers import kill_pool, worker_init
@@ -53,7 +66,7 @@ N_FINITE = 2**32 - 2**24
 """Finite float32 values: every bit pattern but the 2^24 with an all-ones exponent."""
 CHUNK_BITS = 22
 """log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
-HIST = 1026
+HIST = ULP_UPPER[-1] + 2
 """dULP histogram bins per binade: 0 to 1024 exactly, and one for everything above."""
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -173,6 +186,15 @@ class Bins:
 
 
 def bins_of(x: np.ndarray) -> Bins:
+    """``x`` (float64, non-empty, in bit order: a chunk's inputs or some of them) grouped
+    by sign and binade."""
+    if not x.size:
+        return Bins([], [], np.array([], dtype=np.int64))
+    ends = x[[0, -1]]
+    if np.signbit(ends[0]) == np.signbit(ends[1]) and np.all(np.isfinite(ends)) and np.all(ends != 0):
+        b = binade(ends)
+        if b[0] == b[1]:  # |x| is monotone between the ends: one group
+            return Bins([(-1 if np.signbit(ends[0]) else 1, float(b[0]))], [np.arange(x.size)], np.array([0]))
     sign = np.where(np.signbit(x), -1, 1)
     b = binade(x)
     code = sign * 1000.0 + np.nan_to_num(b, neginf=-999.0)  # sign and binade in one sortable number
@@ -183,12 +205,9 @@ def bins_of(x: np.ndarray) -> Bins:
     return Bins(keys, members, np.array([m[0] for m in members], dtype=np.int64))
 
 
-def _subset(errors: Any, idx: np.ndarray) -> Any:
-    return type(errors)(*(getattr(errors, f)[idx] for f in errors.__dataclass_fields__))
-
-
-def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo: np.ndarray, errors: Any, mpmath_points: int, k: int) -> Aggregate:
-    """The aggregates of one result over one chunk's points."""
+def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo: np.ndarray, errors: PointErrors, k: int) -> Aggregate:
+    """The aggregates of one result at points scored by ``metrics.point_errors`` (those
+    :func:`score_chunk` leaves to it: non-finite or unsettled, or flushed differently)."""
     comparable = errors.bucket <= Bucket.ULP_GT_1024
     ieee_ok = errors.bucket_ieee <= Bucket.ULP_GT_1024
     out = {}
@@ -208,12 +227,14 @@ def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo
     frac = errors.frac[~np.isnan(errors.frac)]
     # candidates for the worst: the k largest by class and distance, and k unsettled (metrics.worst orders them)
     rank = np.where(errors.bucket >= Bucket.BOTH_UNDEFINED, -1.0, np.where(errors.bucket >= Bucket.WRONG_NONFINITE, np.inf, errors.dulp))
-    cand = np.argpartition(-rank, min(4 * k, rank.size - 1))[: 4 * k] if rank.size > 4 * k else np.arange(rank.size)
+    cand = np.argpartition(-rank, 4 * k)[: 4 * k] if rank.size > 4 * k else np.arange(rank.size)
     cand = np.union1d(cand, np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k])
     w = worst((x[cand],), values[cand], hi[cand], lo[cand], _subset(errors, cand), k=k)
-    f = bins.first
-    samples = pd.DataFrame({"in0": x[f], "computed": values.astype(np.float64)[f], "ref_hi": hi[f], "dulp": errors.dulp[f]})
-    return Aggregate(out, nan, int(wrong.sum()) - nan, float(frac.max()) if frac.size else math.nan, w, samples, mpmath_points)
+    return Aggregate(out, nan, int(wrong.sum()) - nan, float(frac.max()) if frac.size else math.nan, w)
+
+
+def _subset(errors: PointErrors, idx: np.ndarray) -> PointErrors:
+    return PointErrors(*(getattr(errors, f)[idx] for f in PointErrors.__dataclass_fields__))
 
 
 @dataclass(frozen=True)
@@ -255,9 +276,29 @@ PHASES = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggreg
 """Where a chunk's time goes, summed over chunks into the run's meta.json."""
 
 
-def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray, secs: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(hi, lo, rounded to float32, points mpmath decided) at ``x``: the fast tier where
-    its validated bound decides the rounding, mpmath elsewhere in the domain."""
+@dataclass(frozen=True)
+class ChunkReference:
+    """One (order, argument) reference over a chunk's points, prepared once for every
+    result scored against it: hi + lo, ``rounded`` to float32, the flush-aware
+    reference where the backend flushes, and how many points mpmath decided; then
+    ``ordered`` (the rounded values counted from zero, ``floats.ordered``: a dULP is one
+    subtraction), ``inv_ulp`` (1 / the float32 spacing at hi, a power of two) and
+    ``general``: where :func:`metrics.point_errors` scores instead (a reference not
+    finite or unsettled, or one a flushing backend reads otherwise)."""
+
+    hi: np.ndarray
+    lo: np.ndarray
+    rounded: np.ndarray
+    flush: FlushReference | None
+    mpmath_points: int
+    ordered: np.ndarray
+    inv_ulp: np.ndarray
+    general: np.ndarray
+
+
+def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray, secs: dict[str, float]) -> ChunkReference:
+    """The reference at ``x``: the fast tier where its validated bound decides the
+    rounding, mpmath elsewhere in the domain."""
     v = setup.validations[(order, arg)]
     t = time.perf_counter()
     fast = evaluate_fast(case, arg, order, x)
@@ -276,38 +317,78 @@ def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray, se
     if todo.size:
         rounded[todo] = round_double_double(hi[todo], lo[todo], "float32")
     secs["mpmath"] += time.perf_counter() - t
-    return hi, lo, rounded, int(todo.size)
+    t = time.perf_counter()
+    flush = None
+    general = ~np.isfinite(rounded) | is_unsettled(hi, lo)
+    if setup.flushes:
+        sub = (x != 0) & (np.abs(x) < np.finfo(np.float32).smallest_normal)
+        z_hi, z_lo = setup.at_zero[(order, arg)]
+        f_hi = np.where(sub, np.where(np.signbit(x), z_hi[1], z_hi[0]), hi)
+        f_lo = np.where(sub, np.where(np.signbit(x), z_lo[1], z_lo[0]), lo)
+        z = round_double_double(z_hi, z_lo, "float32")  # (the references at +0 and -0)
+        f_rounded = np.where(sub, np.where(np.signbit(x), z[1], z[0]), rounded)
+        flush = flush_reference(f_hi, f_lo, "float32", rounded, rounded_at_flushed=f_rounded)
+        general |= flush.rounded.view(np.uint32) != rounded.view(np.uint32)
+    inv_ulp = 1.0 / ulp(np.where(general, 1.0, hi), "float32")
+    out = ChunkReference(hi, lo, rounded, flush, int(todo.size), ordered(rounded, "float32"), inv_ulp, general)
+    secs["scoring"] += time.perf_counter() - t
+    return out
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One result over one chunk, point by point (in-domain finite inputs ``x``)."""
+    """One result over one chunk's in-domain inputs ``x``: ``dulp`` at every point outside
+    ``general`` (int64, one subtraction), and :func:`metrics.point_errors` at the points
+    of ``general`` (indices: a non-finite result or reference, an unsettled one, or a
+    flushed reading), in ``errors``."""
 
     task: Task
     x: np.ndarray
     values: np.ndarray
-    hi: np.ndarray
-    lo: np.ndarray
-    errors: Any
-    mpmath_points: int
+    ref: ChunkReference
+    dulp: np.ndarray
+    general: np.ndarray
+    errors: PointErrors
+
+    def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bucket codes, headline dULP) at the points ``idx`` (sorted), as
+        ``metrics.point_errors`` gives them."""
+        idx = np.asarray(idx, dtype=np.int64)
+        bucket, dulp = Bucket.of_ulp(self.dulp[idx]), self.dulp[idx].astype(np.float64)
+        g = np.minimum(np.searchsorted(self.general, idx), max(self.general.size - 1, 0))
+        hit = (self.general[g] == idx) if self.general.size else np.zeros(idx.size, dtype=bool)
+        bucket[hit], dulp[hit] = self.errors.bucket[g[hit]], self.errors.dulp[g[hit]]
+        return bucket, dulp
+
+
+def _score(task: Task, x: np.ndarray, values: np.ndarray, ref: ChunkReference) -> Scored:
+    general = ref.general | ~np.isfinite(values)
+    dulp = np.subtract(ordered(values, "float32"), ref.ordered, dtype=np.int64)  # (meaningless at the general points)
+    np.abs(dulp, out=dulp)
+    g = np.flatnonzero(general)
+    flush = FlushReference(ref.flush.rounded[g]) if ref.flush is not None else None
+    errors = point_errors(values[g], ref.hi[g], ref.lo[g], "float32", rounded=ref.rounded[g], flush=flush)
+    return Scored(task, x, values, ref, dulp, g, errors)
 
 
 def score_chunk(setup: Setup, i: int, secs: dict[str, float] | None = None) -> Iterator[Scored]:
     """Every task scored over chunk ``i``: one compiled program evaluates the chunk for
     each task, each (order, argument) reference is decided once (fast tier, else
-    mpmath) and scored as every sweep scores (``metrics.point_errors``, flush-aware)."""
+    mpmath) and every point scored as every sweep scores it (``metrics.point_errors``,
+    flush-aware), by a subtraction where result and reference are finite and read alike."""
     import jax
 
     spec = setup.spec
     case = get_case(spec.case)
     x32 = chunk_inputs(i, spec.chunk_bits)
     # every value but NaN that the domain holds: the finite inputs, and ±inf where the domain includes them
-    keep = ~np.isnan(x32) & np.asarray(case.domain[0].contains(x32.astype(np.float64)), dtype=bool)
+    with np.errstate(invalid="ignore"):  # (signalling NaNs, cast)
+        keep = ~np.isnan(x32) & np.asarray(case.domain[0].contains(x32.astype(np.float64)), dtype=bool)
     program = _program(spec.case, tuple((t.variant, t.transform) for t in spec.tasks))
     device = jax.devices(setup.backend)[0] if setup.backend else jax.devices()[0]
     xd = jax.device_put(x32, device)
     x = x32[keep].astype(np.float64)
-    refs: dict[tuple[int, str], Any] = {}
+    refs: dict[tuple[int, str], ChunkReference] = {}
     secs = dict.fromkeys(PHASES, 0.0) if secs is None else secs
     for k, t in enumerate(spec.tasks):
         t0 = time.perf_counter()
@@ -315,23 +396,77 @@ def score_chunk(setup: Setup, i: int, secs: dict[str, float] | None = None) -> I
         secs["jax"] += time.perf_counter() - t0
         key = (t.order, t.arg or case.args[0])
         if key not in refs:
-            hi, lo, rounded, n_mp = _reference(setup, case, t.order, key[1], x, secs)
-            flush = None
-            if setup.flushes:
-                sub = (x != 0) & (np.abs(x) < np.finfo(np.float32).smallest_normal)
-                z_hi, z_lo = setup.at_zero[key]
-                f_hi = np.where(sub, np.where(np.signbit(x), z_hi[1], z_hi[0]), hi)
-                f_lo = np.where(sub, np.where(np.signbit(x), z_lo[1], z_lo[0]), lo)
-                f_rounded = rounded.copy()
-                if sub.any():
-                    f_rounded[sub] = round_double_double(f_hi[sub], f_lo[sub], "float32")
-                flush = flush_reference(f_hi, f_lo, "float32", rounded, rounded_at_flushed=f_rounded)
-            refs[key] = (hi, lo, rounded, flush, n_mp)
-        hi, lo, rounded, flush, n_mp = refs[key]
+            refs[key] = _reference(setup, case, t.order, key[1], x, secs)
         t0 = time.perf_counter()
-        errors = point_errors(values, hi, lo, "float32", rounded=rounded, flush=flush)
+        scored = _score(t, x, values, refs[key])
         secs["scoring"] += time.perf_counter() - t0
-        yield Scored(t, x, values, hi, lo, errors, n_mp)
+        yield scored
+
+
+def _aggregate_scored(sc: Scored, bins: Bins, k: int) -> Aggregate:
+    """The aggregates of one result over one chunk: counts, histogram and maxima straight
+    from the subtracted dULPs, the general points through :func:`_aggregate`."""
+    if not sc.x.size:  # (a chunk of NaNs and infinities outside the domain)
+        return Aggregate({})
+    ok = np.ones(sc.x.size, dtype=bool)
+    ok[sc.general] = False
+    d = np.where(ok, sc.dulp, -1)  # -1: left to the general scorer
+    with np.errstate(over="ignore", invalid="ignore"):
+        frac = sc.values.astype(np.float64)
+        frac -= sc.ref.hi
+        frac -= sc.ref.lo
+        np.abs(frac, out=frac)
+        frac *= sc.ref.inv_ulp
+    out = {}
+    total = np.zeros(HIST, dtype=np.int64)
+    for key, m in zip(bins.keys, bins.members):
+        dm = d if len(bins.keys) == 1 else d[m]
+        hist = np.bincount(np.minimum(dm, HIST - 1) + 1, minlength=HIST + 1)[1:]
+        total += hist
+        top_ = float(dm.max())
+        n = int(hist.sum())
+        if n:
+            out[key] = {"count": n, "buckets": bucket_counts(hist), "hist": hist, "max_ulp": top_, "max_ulp_ieee": top_, "flushed": 0}
+    agg = Aggregate(out, max_frac=float(np.max(frac, where=ok, initial=-np.inf)) if ok.any() else math.nan,
+                    worst=_worst_subtracted(sc, d, total, frac, k), samples=_samples(sc, bins), mpmath_points=sc.ref.mpmath_points)
+    if not sc.general.size:
+        return agg
+    g = sc.general
+    return agg.merge(_aggregate(sc.x[g], bins_of(sc.x[g]), sc.values[g], sc.ref.hi[g], sc.ref.lo[g], sc.errors, k), k)
+
+
+def _worst_subtracted(sc: Scored, d: np.ndarray, hist: np.ndarray, frac: np.ndarray, k: int) -> pd.DataFrame | None:
+    """The ``k`` worst of the subtracted points (``d`` their dULP, -1 elsewhere; ``hist``
+    their histogram), by dULP and then fractional error, as ``metrics.worst`` orders
+    them; the threshold read from the histogram, not from sorting the chunk."""
+    above_hist = np.cumsum(hist[::-1])[::-1]  # points at or above each dULP 0 ... 1024, 1025+
+    if not above_hist[0]:
+        return None
+    if above_hist[0] <= k:
+        cand = np.flatnonzero(d >= 0)
+    else:
+        if above_hist[-1] >= k:  # the k-th largest dULP is above 1024: select among those only
+            big = d[d >= HIST - 1]
+            t = np.partition(big, big.size - k)[big.size - k]
+        else:
+            t = int(np.flatnonzero(above_hist >= k)[-1])  # the k-th largest dULP
+        above = np.flatnonzero(d > t)
+        at = np.flatnonzero(d == t)
+        r = k - above.size
+        if at.size > r:
+            at = at[np.argpartition(-frac[at], r - 1)[:r]]
+        cand = np.concatenate([above, at])
+    dulp = sc.dulp[cand].astype(np.float64)
+    bucket = Bucket.of_ulp(sc.dulp[cand])
+    errors = PointErrors(dulp, frac[cand], bucket, sc.ref.rounded[cand], dulp, bucket, np.zeros(cand.size, dtype=bool))
+    return worst((sc.x[cand],), sc.values[cand], sc.ref.hi[cand], sc.ref.lo[cand], errors, k=k)
+
+
+def _samples(sc: Scored, bins: Bins) -> pd.DataFrame:
+    """One point per binade (its first): input, result, reference and dULP."""
+    f = bins.first
+    return pd.DataFrame({"in0": sc.x[f], "computed": sc.values.astype(np.float64)[f], "ref_hi": sc.ref.hi[f],
+                         "dulp": sc.at(f)[1]})
 
 
 def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], dict[str, float]]:
@@ -342,7 +477,7 @@ def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], d
     for sc in score_chunk(setup, i, secs):
         t0 = time.perf_counter()
         bins = bins or bins_of(sc.x)
-        out[sc.task.key] = _aggregate(sc.x, bins, sc.values, sc.hi, sc.lo, sc.errors, sc.mpmath_points, K_WORST)
+        out[sc.task.key] = _aggregate_scored(sc, bins, K_WORST)
         secs["aggregation"] += time.perf_counter() - t0
     return out, secs
 

@@ -107,6 +107,20 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: Any) -> np.ndarray:
     return np.where(same, np.maximum(ma, mb) - np.minimum(ma, mb), ma + mb)
 
 
+def ordered(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """Values of a format of at most 32 bits as counts of representable values from zero
+    (negative below it; +0 and -0 both 0), in the format's signed integer type, so
+    that their difference taken in int64 is ``ulp_distance``: prepared once for a
+    reference, it scores many evaluations against it by one subtraction each. Inputs
+    must not be NaN."""
+    f = fmt(dtype)
+    if f.bits > 32:
+        raise ValueError(f"ordered counts formats of at most 32 bits, not {f.name}")
+    b = to_bits(x, f).view(f.int)
+    mag = b & f.int((1 << (f.bits - 1)) - 1)
+    return np.where(b < 0, -mag, mag)
+
+
 def ulp(x: np.ndarray, dtype: Any) -> np.ndarray:
     """The spacing of ``dtype`` at magnitude |x| (float64): 2^(max(e, emin) - p + 1) with
     e = floor(log2|x|); at 0 the subnormal spacing. For |x| beyond the largest finite

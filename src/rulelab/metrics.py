@@ -22,7 +22,7 @@ import pandas as pd
 
 from rulelab.floats import binade, fmt, round_double_double, to_bits, ulp, ulp_distance
 from rulelab.reference import is_unsettled
-from rulelab.store.vocabulary import BINNED, KEYS, Bucket
+from rulelab.store.vocabulary import BINNED, KEYS, ULP_UPPER, Bucket
 
 NONFINITE_DULP = np.inf
 """dULP recorded for points in a non-finite class (so they sort as worst)."""
@@ -83,17 +83,24 @@ def _classify(computed: np.ndarray, rounded: np.ndarray, hi: np.ndarray, lo: np.
     frac[same_infinity] = 0.0
 
     bucket = np.full(c64.shape, -1, dtype=np.int8)
-    d = dulp
-    bucket[comparable & (d == 0)] = Bucket.EXACT
-    bucket[comparable & (d == 1)] = Bucket.ULP_1
-    bucket[comparable & (d >= 2) & (d <= 4)] = Bucket.ULP_2_4
-    bucket[comparable & (d >= 5) & (d <= 1024)] = Bucket.ULP_5_1024
-    bucket[comparable & (d > 1024)] = Bucket.ULP_GT_1024
+    bucket[comparable] = Bucket.of_ulp(dulp[comparable])
     bucket[wrong_nonfinite] = Bucket.WRONG_NONFINITE
     bucket[unexpected_finite] = Bucket.UNEXPECTED_FINITE
     bucket[both_undefined] = Bucket.BOTH_UNDEFINED
     bucket[unsettled] = Bucket.UNSETTLED
     return dulp, frac, bucket
+
+
+def bucket_counts(hist: np.ndarray) -> np.ndarray:
+    """Points per :class:`Bucket` (indexed by code) from a histogram of dULP 0, 1, ...,
+    1024 whose last bin holds everything above: the scored buckets' counts, zero for
+    the rest."""
+    hist = np.asarray(hist, dtype=np.int64)
+    if hist.size != ULP_UPPER[-1] + 2:
+        raise ValueError(f"a dULP histogram has {ULP_UPPER[-1] + 2} bins (0 to {ULP_UPPER[-1]}, and one above), not {hist.size}")
+    out = np.zeros(len(Bucket), dtype=np.int64)
+    out[: len(ULP_UPPER) + 1] = np.add.reduceat(hist, [0, *(u + 1 for u in ULP_UPPER)])
+    return out
 
 
 def _badness(dulp: np.ndarray, bucket: np.ndarray) -> np.ndarray:

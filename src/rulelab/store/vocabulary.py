@@ -16,8 +16,15 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 SCHEMA_VERSION = 3
 """Version of the layout and columns below; raised whenever either changes."""
+
+
+ULP_UPPER = (0, 1, 4, 1024)
+"""The largest dULP of each scored bucket but the last (exact, 1, 2-4, 5-1024); above
+1024 is the last. ``Bucket.of_ulp`` and every count by dULP follow these edges."""
 
 
 class Bucket(enum.IntEnum):
@@ -63,13 +70,10 @@ class Bucket(enum.IntEnum):
         return self in (Bucket.WRONG_NONFINITE, Bucket.UNEXPECTED_FINITE)
 
     @classmethod
-    def of_ulp(cls, dulp: float) -> Bucket:
-        """The scored bucket of a dULP count."""
-        if dulp == 0:
-            return cls.EXACT
-        if dulp == 1:
-            return cls.ULP_1
-        return cls.ULP_2_4 if dulp <= 4 else cls.ULP_5_1024 if dulp <= 1024 else cls.ULP_GT_1024
+    def of_ulp(cls, dulp: Any) -> Any:
+        """The scored bucket of a dULP count (elementwise on an array: the codes)."""
+        codes = np.searchsorted(ULP_UPPER, dulp, side="left")
+        return codes.astype(np.int8) if np.ndim(codes) else cls(int(codes))
 
 
 class Status(enum.Enum):
