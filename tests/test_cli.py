@@ -80,7 +80,6 @@ def bad_module(tmp_path: Path, body: str) -> str:
         (["sweep", "exhaustive32", "--cases", "hypot", "--out", "{tmp}"], ["cases of one argument; 'hypot' has 2"]),
         (["sweep", "exhaustive32", "--cases", "log_ndtr", "--transforms", "grad", "--out", "{tmp}"], ["'log_ndtr' has no fast reference"]),
         (["sweep", "exhaustive32", "--cases", "softplus", "--dtypes", "float16"], ["float32 only"]),
-        (["sweep", "exhaustive32", "--cases", "softplus", "--scheduler", "local:2"], ["processes only; drop --scheduler"]),
         (["sweep", "--module", "no_such_module_xyz"], ["--module no_such_module_xyz: no file or importable module"]),
         (["cases", "--module", "{tmp}/missing.py"], ["missing.py: no such file"]),
         (["cases", "--module", "{bad}:import rulelab\n\nraise ValueError('no good')\n"], ["failed to import at", "line 3", "ValueError: no good"]),

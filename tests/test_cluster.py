@@ -266,3 +266,18 @@ def test_workers_started_here_run_without_dask_s_profiler():
     with connect("local:1") as c:
         got = c.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
     assert list(got.values()) == [False]
+
+
+def test_an_exhaustive_run_on_the_cluster_equals_a_local_one(tmp_path, env, cluster):
+    # every float32 in [1, 2) of both signs, 4 chunks of 2^22 inputs, on the workers and here
+    args = ["sweep", "exhaustive32", "--cases", "softplus", "--variants", "naive", "stable", "--transforms", "grad",
+            "--exponents", "127", "127", "--no-progress"]
+    here = rulelab(*args, "--out", str(tmp_path / "here"), "--workers", "1", env=env)
+    assert here.returncode == 0, here.stderr
+    there = rulelab(*args, "--out", str(tmp_path / "there"), "--scheduler", cluster.address, env=env)
+    assert there.returncode == 0, there.stderr
+    (a,), (b,) = (tmp_path / "here").glob("accuracy/2*"), (tmp_path / "there").glob("accuracy/2*")
+    assert_same_tables(a, b)
+    meta = store.read_meta(b)
+    assert meta.exhaustive["inputs"] == 2 * 2**23 and meta.sessions[-1]["cluster"]["scheduler"] == cluster.address
+    assert len(meta.sessions[-1]["cluster"]["workers"]) == 2

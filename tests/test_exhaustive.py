@@ -71,43 +71,31 @@ def test_a_case_without_a_fast_reference_is_refused_with_what_it_needs():
         E.check_case(get_case("hypot"), ["value"])
 
 
-def test_exhaustive_scoring_classifies_every_sampled_point_as_the_sampled_sweep():
-    # The quick plan's softplus float32 points in the binades [1/2, 4) of each sign and
-    # among the subnormals: scored with mpmath references at each point (as a sweep
-    # does), and by the exhaustive machinery (fast tier, mpmath only where it cannot
-    # decide) over every float32 of the chunks that hold them.
+@pytest.mark.parametrize("plan_name, transforms", [("quick", ("value", "grad", "grad2")), ("default", ("value", "grad"))])
+def test_exhaustive_scoring_classifies_every_plan_point_as_the_sampled_sweep(plan_name, transforms):
+    # Every softplus float32 point of the plan, scored as a sampled sweep scores it
+    # (mpmath references at each point, metrics.point_errors) and by the exhaustive
+    # sweep's scoring (fast tier, mpmath only where it cannot decide, subtraction).
     case = get_case("softplus")
-    plan = load_plan("quick")
-    sweep = make_sweep(case, "float32", plan.spec("float32", 1), plan.seed)
-    x = sweep.points[0]
-    e = (x.view(np.uint32) >> 23) & 0xFF
-    pts = np.unique(x[np.isin(e, [0, 126, 127, 128]) & np.isfinite(x)])
-    assert pts.size > 20
-    spec = E.Spec("softplus", tuple(case.variants), ("value", "grad", "grad2"), chunk_bits=14)
-    setup = E.prepare(spec, None, flushes=flushes_subnormals("float32", None))
-    chunks = np.unique(pts.view(np.uint32) >> np.uint32(spec.chunk_bits))
-    got: dict[tuple[str, ...], dict[float, tuple[int, float]]] = {}
-    for i in chunks:
-        for sc in E.score_chunk(setup, int(i)):
-            idx = {float(v): j for j, v in enumerate(sc.x)}
-            for p in pts:
-                j = idx.get(float(p))
-                if j is not None:
-                    bucket, dulp = sc.at(np.array([j]))
-                    got.setdefault(sc.task.key, {})[float(p)] = (int(bucket[0]), float(dulp[0]))
+    plan = load_plan(plan_name)
+    x = make_sweep(case, "float32", plan.spec("float32", 1), plan.seed).points[0]
+    pts = np.unique(x[np.isfinite(x)])
+    assert pts.size > (2000 if plan_name == "quick" else 100_000)
     flush = flushes_subnormals("float32", None)
+    spec = E.Spec("softplus", tuple(case.variants), transforms)
+    scored = {sc.task.key: sc for sc in E.score_points(E.prepare(spec, None, flushes=flush), pts)}
+    x64 = pts.astype(np.float64)
+    flushed = np.where(np.abs(pts) < np.finfo(np.float32).smallest_normal, np.copysign(0.0, pts), pts).astype(np.float64)
     for t in spec.tasks:
         out = evaluate(case, t.variant, t.transform, t.arg or None, "float32", (pts,))
-        hi, lo = references(case, t.order, "x", (pts.astype(np.float64),))
-        fr = None
-        if flush:
-            flushed = np.where(np.abs(pts) < np.finfo(np.float32).smallest_normal, np.copysign(0.0, pts), pts).astype(np.float64)
-            f_hi, f_lo = references(case, t.order, "x", (flushed,))
-            fr = flush_reference(f_hi, f_lo, "float32", round_double_double(hi, lo, "float32"))
+        hi, lo = references(case, t.order, "x", (x64,))
+        fr = flush_reference(*references(case, t.order, "x", (flushed,)), "float32", round_double_double(hi, lo, "float32")) if flush else None
         want = point_errors(out.values, hi, lo, "float32", flush=fr)
-        mine = got[t.key]
-        assert [mine[float(p)][0] for p in pts] == want.bucket.tolist(), t
-        assert np.array_equal([mine[float(p)][1] for p in pts], want.dulp, equal_nan=True), t
+        sc = scored[t.key]
+        assert np.array_equal(sc.x, x64)
+        bucket, dulp = sc.at(np.arange(pts.size))
+        assert bucket.tolist() == want.bucket.tolist(), t
+        assert np.array_equal(dulp, want.dulp, equal_nan=True), t
 
 
 def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate():
@@ -195,4 +183,5 @@ def test_every_catalog_fast_reference_passes_its_validation():
             assert fastref.FLOOR <= v.bound <= fastref.MAX_BOUND and v.n_points > 1000, (case.name, order)
             checked.append(case.name)
     # the seed and pitfall cases the exhaustive sweep covers
-    assert {"softplus", "stable_sqrt", "x_over_1p_sqrt", "newton_sqrt", "sigmoid", "log_sigmoid", "log1mexp", "cbrt_bisection"} <= set(checked)
+    assert {"softplus", "stable_sqrt", "x_over_1p_sqrt", "newton_sqrt", "sigmoid", "log_sigmoid", "log1mexp", "cbrt_bisection",
+            "clip_sin"} <= set(checked)

@@ -50,7 +50,7 @@ def add_scheduler_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="send references and tasks to a dask.distributed cluster: tcp://host:port of its scheduler, or local:N "
+        help="send references and tasks (or exhaustive32's chunks) to a dask.distributed cluster: tcp://host:port of its scheduler, or local:N "
         f"to start N worker processes here (default: ${SCHEDULER_ENV}, else this machine's process pools; needs "
         "pip install -e '.[dask]'). Results are written here, as in a local run",
     )
@@ -225,14 +225,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
             load_modules(args.module)
             if _is_exhaustive(args.out, args.resume):
-                run = exhaustive.run(None, args.out, args.workers, args.backend, not args.no_progress, args.resume, announce)
+                run = exhaustive.run(None, args.out, args.workers, args.backend, not args.no_progress, args.resume, announce,
+                                     options.scheduler, args.module)
             else:
                 run = sweep.resume(args.resume, args.out, options, on_start=announce)
         elif args.plan == exhaustive.PLAN:
-            if options.scheduler:
-                raise UsageError(f"{exhaustive.PLAN} runs on this machine's processes only; drop --scheduler (and {SCHEDULER_ENV})")
             load_modules(args.module)
-            run = exhaustive.run(exhaustive_spec(args), args.out, args.workers, args.backend, not args.no_progress, on_start=announce)
+            run = exhaustive.run(exhaustive_spec(args), args.out, args.workers, args.backend, not args.no_progress, on_start=announce,
+                                 scheduler=options.scheduler, modules=args.module)
         else:
             load_modules(args.module)
             plan = load_plan(args.plan or "default")

@@ -242,6 +242,10 @@ class Cluster:
                 raise ClusterError(f"worker {addr} runs other versions than this process ({'; '.join(moved)}); install the same versions on every worker")
         return {addr: f["backend"] for addr, f in per_worker.items()}
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A future of ``fn(*args)`` on a worker (through :func:`on_worker`)."""
+        return self.client.submit(on_worker, self.modules, fn, *args, pure=False)
+
     def submit_group(self, g: Any, dtypes: Sequence[str], compile_cache: bool) -> Any:
         return self.client.submit(group_on_worker, self.modules, g, tuple(dtypes), compile_cache, pure=False)
 

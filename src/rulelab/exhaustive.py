@@ -35,7 +35,10 @@ import pandas as pd
 from rulelab import backend as backends
 from rulelab import store
 from rulelab.case import DERIVATIVE_ORDER, Case, get_case
+from rulelab.cluster import check as check_scheduler
+from rulelab.cluster import connect
 from rulelab.errors import UsageError
+from rulelab.evaluate import first_line
 from rulelab.fastref import Validation, decided, evaluate_fast, validate
 from rulelab.floats import binade, ordered, round_double_double, ulp
 from rulelab.measure import result_rows as rows_of
@@ -372,16 +375,21 @@ def _score(task: Task, x: np.ndarray, values: np.ndarray, ref: ChunkReference) -
 
 
 def score_chunk(setup: Setup, i: int, secs: dict[str, float] | None = None) -> Iterator[Scored]:
-    """Every task scored over chunk ``i``: one compiled program evaluates the chunk for
-    each task, each (order, argument) reference is decided once (fast tier, else
-    mpmath) and every point scored as every sweep scores it (``metrics.point_errors``,
-    flush-aware), by a subtraction where result and reference are finite and read alike."""
+    """Every task scored over chunk ``i`` (:func:`score_points` of its inputs)."""
+    return score_points(setup, chunk_inputs(i, setup.spec.chunk_bits), secs)
+
+
+def score_points(setup: Setup, x32: np.ndarray, secs: dict[str, float] | None = None) -> Iterator[Scored]:
+    """Every task scored at the float32 inputs ``x32`` (NaN and inputs outside the domain
+    dropped): one compiled program evaluates them for each task, each (order,
+    argument) reference is decided once (fast tier, else mpmath) and every point scored
+    as every sweep scores it (``metrics.point_errors``, flush-aware), by a subtraction
+    where result and reference are finite and read alike."""
     import jax
 
     spec = setup.spec
     case = get_case(spec.case)
-    x32 = chunk_inputs(i, spec.chunk_bits)
-    # every value but NaN that the domain holds: the finite inputs, and ±inf where the domain includes them
+    x32 = np.asarray(x32, dtype=np.float32)
     with np.errstate(invalid="ignore"):  # (signalling NaNs, cast)
         keep = ~np.isnan(x32) & np.asarray(case.domain[0].contains(x32.astype(np.float64)), dtype=bool)
     program = _program(spec.case, tuple((t.variant, t.transform) for t in spec.tasks))
@@ -504,24 +512,61 @@ def done_chunks(run: Path) -> set[int]:
 _SETUP: Setup | None = None
 
 
-def _with_facts(setup: Setup) -> tuple[Setup, dict[str, Any]]:
-    """``setup`` with this process's backend facts (its backend starts here) filled in."""
-    facts = backends.facts(setup.backend, ("float32",))
-    return replace(setup, flushes=bool(facts["flushes_subnormals"].get("float32"))), facts
+@functools.lru_cache(maxsize=4)
+def _facts_here(backend: str | None) -> dict[str, Any]:
+    return backends.facts(backend, ("float32",))
 
 
-_IN_WORKER: tuple[Setup, dict[str, Any]] | None = None
-"""In a forked worker: the inherited ``_SETUP`` with the worker's facts, made once."""
-
-
-def _worker_chunk(i: int) -> tuple[int, bytes, dict[str, Any]]:
-    """In a forked worker: chunk ``i`` of the inherited ``_SETUP``, and the facts it ran under."""
-    global _IN_WORKER
-    assert _SETUP is not None
-    if _IN_WORKER is None:
-        _IN_WORKER = _with_facts(_SETUP)
-    setup, facts = _IN_WORKER
+def chunk_here(setup: Setup, i: int) -> tuple[int, bytes, dict[str, Any]]:
+    """Chunk ``i`` of ``setup`` in this process, under this process's backend facts (its
+    backend starts here): the chunk, its aggregates pickled, and the facts they ran under."""
+    facts = _facts_here(setup.backend)
+    setup = replace(setup, flushes=bool(facts["flushes_subnormals"].get("float32")))
     return i, pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL), facts
+
+
+def _forked_chunk(i: int) -> tuple[int, bytes, dict[str, Any]]:
+    """In a forked worker: chunk ``i`` of the inherited ``_SETUP``."""
+    assert _SETUP is not None
+    return chunk_here(_SETUP, i)
+
+
+def _in_process(setup: Setup, todo: Sequence[int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    for i in todo:
+        yield chunk_here(setup, i)
+
+
+def _in_pool(setup: Setup, todo: Sequence[int], n: int) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """The chunks on ``n`` forked processes (each adds its own backend's facts to the
+    setup it inherits), as they finish."""
+    global _SETUP
+    _SETUP = setup
+    ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
+    try:
+        pending = {ex.submit(_forked_chunk, i) for i in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+    except BaseException:
+        kill_pool(ex)
+        raise
+    finally:
+        _SETUP = None
+    ex.shutdown(wait=True)
+
+
+def _on_cluster(setup: Setup, todo: Sequence[int], cluster: Any, run_name: str) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """The chunks on a dask cluster's workers, as they finish (the client writes them)."""
+    from distributed import as_completed
+
+    futures = {cluster.submit(chunk_here, setup, i): i for i in todo}
+    for fut in as_completed(futures):
+        try:
+            yield fut.result()
+        except Exception as exc:  # noqa: BLE001 - the cluster lost the chunk (a worker died too often)
+            raise ExhaustiveError(f"the cluster failed on chunk {futures[fut]}: {first_line(exc)}; the finished chunks are kept: continue "
+                                  f"with rulelab sweep --resume {run_name} --scheduler {cluster.address}") from None
 
 
 def check_case(case: Case, transforms: Sequence[str]) -> None:
@@ -540,9 +585,11 @@ def check_case(case: Case, transforms: Sequence[str]) -> None:
 
 
 def run(spec: Spec | None, root: str | Path = "results", workers: int | None = None, backend: str | None = None,
-        progress: bool = True, resume: str | None = None, on_start: Callable[[Path], None] | None = None) -> Path:
+        progress: bool = True, resume: str | None = None, on_start: Callable[[Path], None] | None = None,
+        scheduler: str | None = None, modules: Sequence[str] = ()) -> Path:
     """Run ``spec`` (or resume run ``resume`` as it was planned: its finished chunks are
-    kept); returns the run folder."""
+    kept); returns the run folder. ``scheduler``: a dask scheduler's address (or
+    ``local:N``) whose workers take the chunks, with the user ``modules`` loaded."""
     if resume:
         run_dir = store.open_run(root, resume)
         meta = store.read_meta(run_dir)
@@ -551,6 +598,8 @@ def run(spec: Spec | None, root: str | Path = "results", workers: int | None = N
     assert spec is not None
     case = get_case(spec.case)
     check_case(case, spec.transforms)
+    if scheduler:
+        check_scheduler(scheduler)
     code = code_fingerprints(spec.tasks)
     if resume:
         changed = [k for k, v in code.items() if meta.code.get(k) != v] + [k for k, v in versions().items() if meta.versions.get(k) != v]
@@ -566,7 +615,7 @@ def run(spec: Spec | None, root: str | Path = "results", workers: int | None = N
         on_start(run_dir)
     t0 = time.perf_counter()
     try:
-        return _run(run_dir, meta, spec, case, root, workers, backend, progress, t0)
+        return _run(run_dir, meta, spec, case, root, workers, backend, progress, t0, scheduler, modules)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):
@@ -575,7 +624,7 @@ def run(spec: Spec | None, root: str | Path = "results", workers: int | None = N
 
 
 def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path, workers: int | None, backend: str | None,
-         progress: bool, t0: float) -> Path:
+         progress: bool, t0: float, scheduler: str | None, modules: Sequence[str]) -> Path:
     from tqdm import tqdm
 
     phases: dict[str, float] = {}
@@ -588,34 +637,27 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
     todo = [i for i in spec.chunk_list if i not in done_chunks(run_dir)]
     n = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     t = time.perf_counter()
-    global _SETUP
+    session: dict[str, Any] = {}
     with tqdm(total=len(spec.chunk_list), initial=len(spec.chunk_list) - len(todo), desc=f"{PLAN} {spec.case}", unit="chunk",
-              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        if n == 1 or backends.started():
-            setup, facts = _with_facts(base)
-            for i in todo:
-                store.write_bytes(chunk_path(run_dir, i), pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL))
-                bar.update(1)
+              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar, (
+            connect(scheduler, modules, (spec.case,)) if scheduler else contextlib.nullcontext()) as cluster:
+        if cluster is not None:
+            from rulelab.cluster import same_facts
+
+            per_worker = cluster.facts(backend, ("float32",))
+            facts = same_facts(per_worker)
+            n = len(per_worker)
+            session["cluster"] = {"scheduler": cluster.address, "workers": per_worker}
+            chunks = _on_cluster(base, todo, cluster, run_dir.name)
         else:
-            _SETUP = base  # the workers fork with it and add their backend's facts
-            ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
-            try:
-                facts = ex.submit(backends.facts, backend, ("float32",)).result()
-                pending = {ex.submit(_worker_chunk, i) for i in todo}
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        i, data, got = fut.result()
-                        if got != facts:
-                            raise ExhaustiveError(f"the workers' backends differ: {got} against {facts}")
-                        store.write_bytes(chunk_path(run_dir, i), data)
-                        bar.update(1)
-            except BaseException:
-                kill_pool(ex)
-                raise
-            finally:
-                _SETUP = None
-            ex.shutdown(wait=True)
+            chunks = _in_process(base, todo) if n == 1 or backends.started() else _in_pool(base, todo, n)
+        for i, data, got in chunks:
+            facts = facts or got
+            if got != facts:
+                raise ExhaustiveError(f"the workers' backends differ: {got} against {facts}; one run uses workers of one kind")
+            store.write_bytes(chunk_path(run_dir, i), data)
+            bar.update(1)
+    facts = facts or _facts_here(backend)  # (every chunk was done before)
     phases["chunks"] = time.perf_counter() - t
     t = time.perf_counter()
     totals = merged(run_dir, spec)
@@ -633,7 +675,7 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
         "mpmath_points": {derivative_label(t.order, t.arg or case.args[0]): totals[t.key].mpmath_points for t in spec.tasks},
     }
     meta = store.read_meta(run_dir)
-    session = {"started": meta.started, "pid": os.getpid(), "wall_s": time.perf_counter() - t0, "phases": phases, "workers": n}
+    session = {"started": meta.started, "pid": os.getpid(), "wall_s": time.perf_counter() - t0, "phases": phases, "workers": n, **session}
     meta = replace(meta, backend=meta.backend or facts, sessions=(*meta.sessions, session), phases=phases, exhaustive=exhaustive,
                    task_seconds=chunk_seconds(run_dir, spec),
                    counts={s.value: int((tables["summary"]["status"] == s.value).sum()) for s in (Status.OK, Status.UNSUPPORTED, Status.ERROR)},
