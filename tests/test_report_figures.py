@@ -118,3 +118,23 @@ def test_hbars_height_grows_with_the_rows() -> None:
     few, many = height(5), height(60)
     # 55 more rows of HBAR_ROW_H inches plus half a row of gap each, at the figures' dpi.
     assert many - few == pytest.approx(55 * 1.5 * figures.HBAR_ROW_H * figures.DPI, abs=4)
+
+
+def test_a_long_legend_wraps_inside_a_single_panel(acc) -> None:
+    # three and six variants of long names under one panel 4.2 inches wide (and the
+    # "non-finite results" entry): two entries fit side by side, so the legends take 2 and 4
+    # rows; no legend text may reach the image's edges (cut off), and the six-variant image
+    # is taller by three strip rows and two legend rows
+    b = acc.binned[(acc.binned["case"] == "toy") & (acc.binned["transform"] == "grad") & (acc.binned["variant"] == "naive")]
+    kw = {"column": "in0", "argument": "x", "title": "grad"}
+    names = [f"custom_jvp_defjvps_{i}" for i in range(6)]
+    assert figures.legend_columns(4.2, [*names, "non-finite results"]) == 2
+    images = []
+    for n in (3, 6):
+        many = pd.concat([b.assign(variant=v) for v in names[:n]], ignore_index=True)
+        images.append(decode(figures.accuracy_figure(many, many.iloc[:0], names[:n], [("float32", "cpu")], **kw)))
+    for img in images:
+        assert (img[:, 0, :3] == 1.0).all() and (img[:, -1, :3] == 1.0).all()
+    assert images[0].shape[1] == images[1].shape[1]
+    grown = (3 * figures.STRIP_ROW + 2 * figures.LEGEND_ROW) * figures.DPI
+    assert abs(images[1].shape[0] - images[0].shape[0] - grown) <= 1

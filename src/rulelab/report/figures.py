@@ -131,9 +131,31 @@ def _panels(n: int) -> tuple[Figure, list[Axes]]:
     return fig, flat[:n]
 
 
+LEGEND_ROW = 0.18
+"""Inches per row of the legend (fontsize 8)."""
+
+
+def legend_columns(width: float, labels: Sequence[str], ncol: int = 8) -> int:
+    """How many legend entries fit side by side in ``width`` inches (at most ``ncol``):
+    an entry is its marker and gap (about half an inch) and its text (about 0.065 inch a
+    character at fontsize 8), all as wide as the longest."""
+    entry = 0.5 + 0.065 * max((len(str(t)) for t in labels), default=1)
+    return max(1, min(len(labels), ncol, int(width // entry)))
+
+
 def _finish(fig: Figure, handles: list[Any], title: str, ncol: int = 8) -> bytes:
-    """Legend below the panels (at most ``ncol`` columns), title above, then render."""
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    """Legend below the panels (as many columns as the width holds, at most ``ncol``;
+    the figure grows by the rows beyond the first, the panels keeping their size), title
+    above, then render."""
+    cols = legend_columns(fig.get_figwidth(), [h.get_label() for h in handles], ncol)
+    extra = (math.ceil(len(handles) / cols) - 1) * LEGEND_ROW if handles else 0.0
+    if extra:
+        w, h = fig.get_size_inches()
+        sp = fig.subplotpars
+        bottom, top = sp.bottom * h + extra, (1 - sp.top) * h
+        fig.set_size_inches(w, h + extra)
+        fig.subplots_adjust(bottom=bottom / (h + extra), top=1 - top / (h + extra))
+    fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, fontsize=10)
     return png(fig)
 
