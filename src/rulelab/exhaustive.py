@@ -184,7 +184,7 @@ class Bins:
     group's key and the positions of its points, and the first point of each."""
 
     keys: list[tuple[int, float]]
-    members: list[np.ndarray]
+    members: list[np.ndarray | slice]
     first: np.ndarray
 
 
@@ -197,7 +197,7 @@ def bins_of(x: np.ndarray) -> Bins:
     if np.signbit(ends[0]) == np.signbit(ends[1]) and np.all(np.isfinite(ends)) and np.all(ends != 0):
         b = binade(ends)
         if b[0] == b[1]:  # |x| is monotone between the ends: one group
-            return Bins([(-1 if np.signbit(ends[0]) else 1, float(b[0]))], [np.arange(x.size)], np.array([0]))
+            return Bins([(-1 if np.signbit(ends[0]) else 1, float(b[0]))], [slice(0, x.size)], np.array([0]))
     sign = np.where(np.signbit(x), -1, 1)
     b = binade(x)
     code = sign * 1000.0 + np.nan_to_num(b, neginf=-999.0)  # sign and binade in one sortable number
@@ -218,7 +218,7 @@ def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo
         d = errors.dulp[m][comparable[m]]
         di = errors.dulp_ieee[m][ieee_ok[m]]
         out[key] = {
-            "count": int(m.size),
+            "count": int(errors.bucket[m].size),
             "buckets": np.bincount(errors.bucket[m].astype(np.int64), minlength=len(Bucket)),
             "hist": np.bincount(np.minimum(d, HIST - 1).astype(np.int64), minlength=HIST),
             "max_ulp": float(d.max()) if d.size else math.nan,
@@ -462,12 +462,27 @@ def _worst_subtracted(sc: Scored, d: np.ndarray, hist: np.ndarray, frac: np.ndar
         at = np.flatnonzero(d == t)
         r = k - above.size
         if at.size > r:
-            at = at[np.argpartition(-frac[at], r - 1)[:r]]
+            at = at[_largest(frac[at], r)]
         cand = np.concatenate([above, at])
     dulp = sc.dulp[cand].astype(np.float64)
     bucket = Bucket.of_ulp(sc.dulp[cand])
     errors = PointErrors(dulp, frac[cand], bucket, sc.ref.rounded[cand], dulp, bucket, np.zeros(cand.size, dtype=bool))
     return worst((sc.x[cand],), sc.values[cand], sc.ref.hi[cand], sc.ref.lo[cand], errors, k=k)
+
+
+def _largest(v: np.ndarray, r: int) -> np.ndarray:
+    """Positions of the ``r`` largest of ``v`` (NaN never among them; fewer if there are
+    fewer numbers). A threshold from every 64th value first: the r-th largest of those
+    is at most the r-th largest of all, so only the values at or above it are ranked."""
+    sample = v[::64]
+    sample = sample[~np.isnan(sample)]
+    if sample.size > r:
+        pool = np.flatnonzero(v >= np.partition(sample, sample.size - r)[sample.size - r])
+    else:
+        pool = np.flatnonzero(~np.isnan(v))
+    if pool.size > r:
+        pool = pool[np.argpartition(-v[pool], r - 1)[:r]]
+    return pool
 
 
 def _samples(sc: Scored, bins: Bins) -> pd.DataFrame:
