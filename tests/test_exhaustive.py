@@ -135,6 +135,19 @@ def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate(
     assert seen_general and (seen_flushed or not setup.flushes)
 
 
+def test_largest_picks_the_r_largest_values_ties_and_nans_included():
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=100_000)
+    spread[rng.integers(0, spread.size, 500)] = np.nan
+    arrays = [spread, np.full(100_000, 0.25), np.repeat(np.arange(1000), 100), rng.integers(0, 3, 5000), np.array([np.nan, 1.0, 2.0])]
+    for v in arrays:
+        for r in (1, 7, 20):
+            got = E._largest(v, r)
+            finite = np.sort(v[~np.isnan(v)] if v.dtype.kind == "f" else v)[::-1]
+            assert len(set(got.tolist())) == got.size == min(r, finite.size)
+            assert np.array_equal(np.sort(v[got])[::-1], finite[:r])
+
+
 def tables(run):
     return {n: store.load_table(run, n).drop(columns=list(store.TIMING_COLUMNS), errors="ignore") for n in store.TABLES}
 

@@ -36,7 +36,7 @@ from rulelab import backend as backends
 from rulelab import store
 from rulelab.case import DERIVATIVE_ORDER, Case, get_case
 from rulelab.cluster import check as check_scheduler
-from rulelab.cluster import connect
+from rulelab.cluster import connect, same_facts
 from rulelab.errors import UsageError
 from rulelab.evaluate import first_line
 from rulelab.fastref import Validation, decided, evaluate_fast, validate
@@ -230,8 +230,7 @@ def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo
     frac = errors.frac[~np.isnan(errors.frac)]
     # candidates for the worst: the k largest by class and distance, and k unsettled (metrics.worst orders them)
     rank = np.where(errors.bucket >= Bucket.BOTH_UNDEFINED, -1.0, np.where(errors.bucket >= Bucket.WRONG_NONFINITE, np.inf, errors.dulp))
-    cand = np.argpartition(-rank, 4 * k)[: 4 * k] if rank.size > 4 * k else np.arange(rank.size)
-    cand = np.union1d(cand, np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k])
+    cand = np.union1d(_largest(rank, 4 * k), np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k])
     w = worst((x[cand],), values[cand], hi[cand], lo[cand], _subset(errors, cand), k=k)
     return Aggregate(out, nan, int(wrong.sum()) - nan, float(frac.max()) if frac.size else math.nan, w)
 
@@ -354,7 +353,7 @@ class Scored:
     errors: PointErrors
 
     def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bucket codes, headline dULP) at the points ``idx`` (sorted), as
+        """(bucket codes, headline dULP) at the points ``idx``, as
         ``metrics.point_errors`` gives them."""
         idx = np.asarray(idx, dtype=np.int64)
         bucket, dulp = Bucket.of_ulp(self.dulp[idx]), self.dulp[idx].astype(np.float64)
@@ -455,7 +454,7 @@ def _worst_subtracted(sc: Scored, d: np.ndarray, hist: np.ndarray, frac: np.ndar
     else:
         if above_hist[-1] >= k:  # the k-th largest dULP is above 1024: select among those only
             big = d[d >= HIST - 1]
-            t = np.partition(big, big.size - k)[big.size - k]
+            t = big[_largest(big, k)].min()
         else:
             t = int(np.flatnonzero(above_hist >= k)[-1])  # the k-th largest dULP
         above = np.flatnonzero(d > t)
@@ -472,17 +471,19 @@ def _worst_subtracted(sc: Scored, d: np.ndarray, hist: np.ndarray, frac: np.ndar
 
 def _largest(v: np.ndarray, r: int) -> np.ndarray:
     """Positions of the ``r`` largest of ``v`` (NaN never among them; fewer if there are
-    fewer numbers). A threshold from every 64th value first: the r-th largest of those
-    is at most the r-th largest of all, so only the values at or above it are ranked."""
-    sample = v[::64]
-    sample = sample[~np.isnan(sample)]
-    if sample.size > r:
-        pool = np.flatnonzero(v >= np.partition(sample, sample.size - r)[sample.size - r])
-    else:
-        pool = np.flatnonzero(~np.isnan(v))
-    if pool.size > r:
-        pool = pool[np.argpartition(-v[pool], r - 1)[:r]]
-    return pool
+    fewer numbers; ties at the r-th taken in order). A threshold from every 64th value
+    first: the r-th largest of those is at most the r-th largest of all, so only the
+    values above it are ranked, and the rest taken from those equal to it."""
+    number = ~np.isnan(v) if v.dtype.kind == "f" else np.ones(v.size, dtype=bool)
+    sample = v[::64][number[::64]]
+    if sample.size <= r:
+        pool = np.flatnonzero(number)
+        return pool[np.argpartition(-v[pool], r - 1)[:r]] if pool.size > r else pool
+    t = np.partition(sample, sample.size - r)[sample.size - r]
+    above = np.flatnonzero(v > t)
+    if above.size >= r:
+        return above[np.argpartition(-v[above], r - 1)[:r]]
+    return np.concatenate([above, np.flatnonzero(v == t)[: r - above.size]])
 
 
 def _samples(sc: Scored, bins: Bins) -> pd.DataFrame:
@@ -529,6 +530,7 @@ _SETUP: Setup | None = None
 
 @functools.lru_cache(maxsize=4)
 def _facts_here(backend: str | None) -> dict[str, Any]:
+    """This process's backend facts for float32 (its backend starts here), once."""
     return backends.facts(backend, ("float32",))
 
 
@@ -544,11 +546,6 @@ def _forked_chunk(i: int) -> tuple[int, bytes, dict[str, Any]]:
     """In a forked worker: chunk ``i`` of the inherited ``_SETUP``."""
     assert _SETUP is not None
     return chunk_here(_SETUP, i)
-
-
-def _in_process(setup: Setup, todo: Sequence[int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    for i in todo:
-        yield chunk_here(setup, i)
 
 
 def _in_pool(setup: Setup, todo: Sequence[int], n: int) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
@@ -657,15 +654,13 @@ def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path,
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar, (
             connect(scheduler, modules, (spec.case,)) if scheduler else contextlib.nullcontext()) as cluster:
         if cluster is not None:
-            from rulelab.cluster import same_facts
-
             per_worker = cluster.facts(backend, ("float32",))
             facts = same_facts(per_worker)
             n = len(per_worker)
             session["cluster"] = {"scheduler": cluster.address, "workers": per_worker}
             chunks = _on_cluster(base, todo, cluster, run_dir.name)
         else:
-            chunks = _in_process(base, todo) if n == 1 or backends.started() else _in_pool(base, todo, n)
+            chunks = (chunk_here(base, i) for i in todo) if n == 1 or backends.started() else _in_pool(base, todo, n)
         for i, data, got in chunks:
             facts = facts or got
             if got != facts:
