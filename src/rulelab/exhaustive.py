@@ -41,6 +41,7 @@ from rulelab.errors import UsageError
 from rulelab.evaluate import first_line
 from rulelab.fastref import Validation, decided, evaluate_fast, validate
 from rulelab.floats import binade, ordered, round_double_double, ulp
+from rulelab.heap import keep_freed_memory
 from rulelab.measure import result_rows as rows_of
 from rulelab.metrics import (
     FlushReference,
@@ -537,6 +538,7 @@ def _facts_here(backend: str | None) -> dict[str, Any]:
 def chunk_here(setup: Setup, i: int) -> tuple[int, bytes, dict[str, Any]]:
     """Chunk ``i`` of ``setup`` in this process, under this process's backend facts (its
     backend starts here): the chunk, its aggregates pickled, and the facts they ran under."""
+    keep_freed_memory()
     facts = _facts_here(setup.backend)
     setup = replace(setup, flushes=bool(facts["flushes_subnormals"].get("float32")))
     return i, pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL), facts
