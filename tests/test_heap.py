@@ -8,12 +8,9 @@ import sys
 
 import pytest
 
-from rulelab import heap
-
 MEASURE = """
 import ctypes, sys
 import numpy as np
-from rulelab import heap
 
 class MallInfo(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
