@@ -44,6 +44,7 @@ from rulelab.floats import binade, ordered, round_double_double, ulp
 from rulelab.heap import keep_freed_memory
 from rulelab.measure import result_rows as rows_of
 from rulelab.metrics import (
+    HIST_BINS,
     FlushReference,
     PointErrors,
     binned_frame,
@@ -59,7 +60,7 @@ from rulelab.reference import (
     is_unsettled,
     reference_point,
 )
-from rulelab.store.vocabulary import ULP_UPPER, Bucket, RunMeta, Status
+from rulelab.store.vocabulary import Bucket, RunMeta, Status
 from rulelab.sweep import code_fingerprints
 from rulelab.tasks import Task
 from rulelab.workers import kill_pool, worker_init
@@ -70,8 +71,6 @@ N_FINITE = 2**32 - 2**24
 """Finite float32 values: every bit pattern but the 2^24 with an all-ones exponent."""
 CHUNK_BITS = 22
 """log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
-HIST = ULP_UPPER[-1] + 2
-"""dULP histogram bins per binade: 0 to 1024 exactly, and one for everything above."""
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
 CHUNKS_DIR = "chunks"
@@ -221,7 +220,7 @@ def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo
         out[key] = {
             "count": int(errors.bucket[m].size),
             "buckets": np.bincount(errors.bucket[m].astype(np.int64), minlength=len(Bucket)),
-            "hist": np.bincount(np.minimum(d, HIST - 1).astype(np.int64), minlength=HIST),
+            "hist": np.bincount(np.minimum(d, HIST_BINS - 1).astype(np.int64), minlength=HIST_BINS),
             "max_ulp": float(d.max()) if d.size else math.nan,
             "max_ulp_ieee": float(di.max()) if di.size else math.nan,
             "flushed": int(errors.flushed[m].sum()),
@@ -426,10 +425,10 @@ def _aggregate_scored(sc: Scored, bins: Bins, k: int) -> Aggregate:
         np.abs(frac, out=frac)
         frac *= sc.ref.inv_ulp
     out = {}
-    total = np.zeros(HIST, dtype=np.int64)
+    total = np.zeros(HIST_BINS, dtype=np.int64)
     for key, m in zip(bins.keys, bins.members):
         dm = d if len(bins.keys) == 1 else d[m]
-        hist = np.bincount(np.minimum(dm, HIST - 1) + 1, minlength=HIST + 1)[1:]
+        hist = np.bincount(np.minimum(dm, HIST_BINS - 1) + 1, minlength=HIST_BINS + 1)[1:]
         total += hist
         top_ = float(dm.max())
         n = int(hist.sum())
@@ -454,7 +453,7 @@ def _worst_subtracted(sc: Scored, d: np.ndarray, hist: np.ndarray, frac: np.ndar
         cand = np.flatnonzero(d >= 0)
     else:
         if above_hist[-1] >= k:  # the k-th largest dULP is above 1024: select among those only
-            big = d[d >= HIST - 1]
+            big = d[d >= HIST_BINS - 1]
             t = big[_largest(big, k)].min()
         else:
             t = int(np.flatnonzero(above_hist >= k)[-1])  # the k-th largest dULP
@@ -732,7 +731,7 @@ def result_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dict[s
     recomputed with mpmath alone (each confirmed by agreement)."""
     bins = sorted(agg.bins.items())
     buckets = sum((b["buckets"] for _, b in bins), np.zeros(len(Bucket), dtype=np.int64))
-    hist = sum((b["hist"] for _, b in bins), np.zeros(HIST, dtype=np.int64))
+    hist = sum((b["hist"] for _, b in bins), np.zeros(HIST_BINS, dtype=np.int64))
     n = sum(b["count"] for _, b in bins)
     row = {
         "status": Status.OK.value, "message": "", "n_points": n, "notes": f"every finite float32 input ({n:,})", "conventions": "",

@@ -24,6 +24,8 @@ from rulelab.floats import binade, fmt, round_double_double, to_bits, ulp, ulp_d
 from rulelab.reference import is_unsettled
 from rulelab.store.vocabulary import BINNED, KEYS, ULP_UPPER, Bucket
 
+HIST_BINS = ULP_UPPER[-1] + 2
+"""Bins of a dULP histogram: one per dULP 0 to 1024, and one for everything above."""
 NONFINITE_DULP = np.inf
 """dULP recorded for points in a non-finite class (so they sort as worst)."""
 
@@ -96,8 +98,8 @@ def bucket_counts(hist: np.ndarray) -> np.ndarray:
     1024 whose last bin holds everything above: the scored buckets' counts, zero for
     the rest."""
     hist = np.asarray(hist, dtype=np.int64)
-    if hist.size != ULP_UPPER[-1] + 2:
-        raise ValueError(f"a dULP histogram has {ULP_UPPER[-1] + 2} bins (0 to {ULP_UPPER[-1]}, and one above), not {hist.size}")
+    if hist.size != HIST_BINS:
+        raise ValueError(f"a dULP histogram has {HIST_BINS} bins (0 to {ULP_UPPER[-1]}, and one above), not {hist.size}")
     out = np.zeros(len(Bucket), dtype=np.int64)
     out[: len(ULP_UPPER) + 1] = np.add.reduceat(hist, [0, *(u + 1 for u in ULP_UPPER)])
     return out
