@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import rulelab
+from rulelab import chunkscore as C
 from rulelab import exhaustive as E
 from rulelab import fastref, store
 from rulelab.case import get_case, make_case
@@ -83,7 +84,7 @@ def test_exhaustive_scoring_classifies_every_plan_point_as_the_sampled_sweep(pla
     assert pts.size > (2000 if plan_name == "quick" else 100_000)
     flush = flushes_subnormals("float32", None)
     spec = E.Spec("softplus", tuple(case.variants), transforms)
-    scored = {sc.task.key: sc for sc in E.score_points(E.prepare(spec, None, flushes=flush), pts)}
+    scored = {sc.task.key: sc for sc in C.score_points(C.prepare(spec, None, flushes=flush), pts)}
     x64 = pts.astype(np.float64)
     flushed = np.where(np.abs(pts) < np.finfo(np.float32).smallest_normal, np.copysign(0.0, pts), pts).astype(np.float64)
     for t in spec.tasks:
@@ -106,28 +107,28 @@ def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate(
     # exhaustive sweep's subtraction and, at every point, by metrics.point_errors.
     case = get_case("softplus")
     spec = E.Spec("softplus", tuple(case.variants), ("value", "grad", "grad2"), chunk_bits=16)
-    setup = E.prepare(spec, None, flushes=flushes_subnormals("float32", None))
+    setup = C.prepare(spec, None, flushes=flushes_subnormals("float32", None))
     at = [np.float32(v).view(np.uint32) >> 16 for v in (1e-40, -100.0, 100.0, np.inf, -1e30, -6.0, 1.5)]
     seen_general = seen_flushed = 0
     for i in at:
-        for sc in E.score_chunk(setup, int(i)):
+        for sc in C.score_chunk(setup, int(i)):
             ref = sc.ref
             if not sc.x.size:  # +inf is outside softplus's domain: the chunk holds nothing to score
-                assert E._aggregate_scored(sc, E.bins_of(sc.x), E.K_WORST).bins == {}
+                assert C._aggregate_scored(sc, C.bins_of(sc.x), C.K_WORST).bins == {}
                 continue
             want = point_errors(sc.values, ref.hi, ref.lo, "float32", rounded=ref.rounded, flush=ref.flush)
             bucket, dulp = sc.at(np.arange(sc.x.size))
             assert bucket.tolist() == want.bucket.tolist(), (i, sc.task)
             assert np.array_equal(dulp, want.dulp, equal_nan=True), (i, sc.task)
-            got = E._aggregate_scored(sc, E.bins_of(sc.x), E.K_WORST)
-            full = E._aggregate(sc.x, E.bins_of(sc.x), sc.values, ref.hi, ref.lo, want, E.K_WORST)
+            got = C._aggregate_scored(sc, C.bins_of(sc.x), C.K_WORST)
+            full = C._aggregate(sc.x, C.bins_of(sc.x), sc.values, ref.hi, ref.lo, want, C.K_WORST)
             assert got.bins.keys() == full.bins.keys()
             for key, b in full.bins.items():
                 for name, v in b.items():
                     assert np.array_equal(got.bins[key][name], v, equal_nan=True), (i, sc.task, key, name)
             assert (got.wrong_nan, got.wrong_inf) == (full.wrong_nan, full.wrong_inf)
             assert got.max_frac == full.max_frac or (math.isnan(got.max_frac) and math.isnan(full.max_frac))
-            ranked = worst((sc.x,), sc.values, ref.hi, ref.lo, want, E.K_WORST)  # every point ranked
+            ranked = worst((sc.x,), sc.values, ref.hi, ref.lo, want, C.K_WORST)  # every point ranked
             for col in ("dulp", "frac_ulp", "bucket"):
                 assert np.array_equal(got.worst[col].to_numpy(), ranked[col].to_numpy(), equal_nan=col != "bucket"), (i, sc.task, col)
             seen_general += sc.general.size
@@ -142,7 +143,7 @@ def test_largest_picks_the_r_largest_values_ties_and_nans_included():
     arrays = [spread, np.full(100_000, 0.25), np.repeat(np.arange(1000), 100), rng.integers(0, 3, 5000), np.array([np.nan, 1.0, 2.0])]
     for v in arrays:
         for r in (1, 7, 20):
-            got = E._largest(v, r)
+            got = C._largest(v, r)
             finite = np.sort(v[~np.isnan(v)] if v.dtype.kind == "f" else v)[::-1]
             assert len(set(got.tolist())) == got.size == min(r, finite.size)
             assert np.array_equal(np.sort(v[got])[::-1], finite[:r])
