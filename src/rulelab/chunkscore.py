@@ -111,7 +111,7 @@ class Bins:
 
 
 def bins_of(x: np.ndarray) -> Bins:
-    """``x`` (float64, non-empty, in bit order: a chunk's inputs or some of them) grouped
+    """``x`` (float64, in bit order: a chunk's inputs or some of them) grouped
     by sign and binade."""
     if not x.size:
         return Bins([], [], np.array([], dtype=np.int64))
@@ -132,7 +132,7 @@ def bins_of(x: np.ndarray) -> Bins:
 
 def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo: np.ndarray, errors: PointErrors, k: int) -> Aggregate:
     """The aggregates of one result at points scored by ``metrics.point_errors`` (those
-    :func:`score_chunk` leaves to it: non-finite or unsettled, or flushed differently)."""
+    :func:`score_points` leaves to it: non-finite or unsettled, or flushed differently)."""
     comparable = errors.bucket <= Bucket.ULP_GT_1024
     ieee_ok = errors.bucket_ieee <= Bucket.ULP_GT_1024
     out = {}
