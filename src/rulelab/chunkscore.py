@@ -34,6 +34,8 @@ from rulelab.metrics import (
     flush_reference,
     point_errors,
     worst,
+    worst_key,
+    worst_order,
 )
 from rulelab.reference import MAX_PRECISION, is_unsettled, reference_point
 from rulelab.store.vocabulary import Bucket
@@ -94,10 +96,8 @@ def _merge_bin(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def top(w: pd.DataFrame, k: int) -> pd.DataFrame:
     """The ``k`` worst rows of candidate worst points, ordered as ``metrics.worst`` orders
     points: non-finite classes first, then dULP, then fractional error."""
-    codes = w["bucket"].map({b.column: int(b) for b in Bucket})
-    key = np.where(codes >= Bucket.BOTH_UNDEFINED, -1.0, np.where(codes >= Bucket.WRONG_NONFINITE, np.inf, w["dulp"]))
-    order = np.lexsort((-np.nan_to_num(w["frac_ulp"].to_numpy(), nan=0.0), -key))
-    return w.iloc[order[:k]].reset_index(drop=True)
+    codes = w["bucket"].map({b.column: int(b) for b in Bucket}).to_numpy()
+    return w.iloc[worst_order(codes, w["dulp"].to_numpy(), w["frac_ulp"].to_numpy())[:k]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,7 @@ def _aggregate(x: np.ndarray, bins: Bins, values: np.ndarray, hi: np.ndarray, lo
     nan = int(np.isnan(values.astype(np.float64)[wrong]).sum())
     frac = errors.frac[~np.isnan(errors.frac)]
     # candidates for the worst: the k largest by class and distance, and k unsettled (metrics.worst orders them)
-    rank = np.where(errors.bucket >= Bucket.BOTH_UNDEFINED, -1.0, np.where(errors.bucket >= Bucket.WRONG_NONFINITE, np.inf, errors.dulp))
-    cand = np.union1d(_largest(rank, 4 * k), np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k])
+    cand = np.union1d(_largest(worst_key(errors.bucket, errors.dulp), 4 * k), np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k])
     w = worst((x[cand],), values[cand], hi[cand], lo[cand], _subset(errors, cand), k=k)
     return Aggregate(out, nan, int(wrong.sum()) - nan, float(frac.max()) if frac.size else math.nan, w)
 

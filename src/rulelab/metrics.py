@@ -241,14 +241,23 @@ def binned_frame(*columns: Any) -> pd.DataFrame:
     return pd.DataFrame({c: np.asarray(a).astype(BINNED[c][0]) for c, a in zip(own, columns)})
 
 
+def worst_key(bucket: np.ndarray, dulp: np.ndarray) -> np.ndarray:
+    """How bad each point is, larger worse: inf for the non-finite classes, the dULP for
+    scored points, -1 for unscored ones (both undefined, unsettled)."""
+    return np.where(bucket >= Bucket.BOTH_UNDEFINED, -1.0, np.where(bucket >= Bucket.WRONG_NONFINITE, np.inf, dulp))
+
+
+def worst_order(bucket: np.ndarray, dulp: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Positions from worst to best by :func:`worst_key`, ties by fractional error."""
+    return np.lexsort((-np.nan_to_num(frac, nan=0.0), -worst_key(bucket, dulp)))
+
+
 def worst(inputs: tuple[np.ndarray, ...], computed: np.ndarray, ref_hi: np.ndarray, ref_lo: np.ndarray, errors: PointErrors, k: int = 10) -> pd.DataFrame:
     """The ``k`` worst points: non-finite classes first, then by dULP and fractional error;
     then up to ``k`` points whose reference is unsettled (listed, not ranked). Inputs as
     float64 columns ``in0, in1, …``."""
     scored = errors.bucket < Bucket.BOTH_UNDEFINED
-    order_key = np.where(~scored, -1.0, np.where(errors.bucket >= Bucket.WRONG_NONFINITE, np.inf, errors.dulp))
-    frac = np.nan_to_num(errors.frac, nan=0.0)
-    idx = np.lexsort((-frac, -order_key))[:k]
+    idx = worst_order(errors.bucket, errors.dulp, errors.frac)[:k]
     idx = np.concatenate([idx[scored[idx]], np.flatnonzero(errors.bucket == Bucket.UNSETTLED)[:k]])
     data: dict[str, Any] = {f"in{i}": np.asarray(x, dtype=np.float64)[idx] for i, x in enumerate(inputs)}
     data.update(
