@@ -233,7 +233,7 @@ def _reference(setup: Setup, case: Case, order: int, arg: str, x: np.ndarray, se
     inside = np.asarray(case.domain[0].contains(x), dtype=bool)
     hi = np.where(ok, fast, np.nan)
     lo = np.zeros_like(hi)
-    rounded = np.where(ok, fast, np.nan).astype(np.float32)
+    rounded = hi.astype(np.float32)  # (the fast values decide these roundings: no double rounding)
     todo = np.flatnonzero(~ok & inside)
     for j in todo:
         hi[j], lo[j] = reference_point(case, order, arg, (float(x[j]),), setup.max_precision)
