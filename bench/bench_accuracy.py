@@ -2,7 +2,7 @@
 
 ``bench_accuracy.<case>.track_max_ulp`` is the largest distance in ULPs between a
 variant's result and the correctly rounded mpmath reference over a small fixed sweep
-(``rulelab.accuracy_probe.probe``), parametrised by variant, transform, argument
+(``rulelab.scoring.accuracy_probe.probe``), parametrised by variant, transform, argument
 differentiated, dtype and backend. Where a result is non-finite and the reference is not,
 the probe says inf: that combination is skipped (``n/a``), as a non-finite result is its
 own class and not a distance (and asv cannot publish an infinite value).
@@ -29,10 +29,10 @@ from bench import common
 MAX_POINTS = 20_000
 
 try:  # imported here, so asv's fork server loads it once for every combination
-    from rulelab.accuracy_probe import probe, probe_size
+    from rulelab.scoring.accuracy_probe import probe, probe_size
 except ImportError:  # an older rulelab: one program per combination, or none at all
     try:
-        from rulelab.accuracy_probe import max_ulp, probe_size
+        from rulelab.scoring.accuracy_probe import max_ulp, probe_size
     except ImportError as exc:
         probe = probe_size = None
         _MISSING = f"this rulelab has no accuracy probe ({exc})"
@@ -41,7 +41,7 @@ except ImportError:  # an older rulelab: one program per combination, or none at
         def probe(case: str, jobs: list[tuple[str, str, str]], dtype: str, backend: str) -> list[Any]:
             from types import SimpleNamespace
 
-            from rulelab import cost
+            from rulelab.jaxrun import cost
 
             out = []
             for v, t, a in jobs:

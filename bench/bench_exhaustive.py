@@ -28,14 +28,14 @@ class ExhaustiveSoftplus:
     def setup(self, backend: str) -> None:
         common.require_backend(backend)
         try:
-            from rulelab import exhaustive
+            from rulelab.runs import exhaustive
         except ImportError as exc:  # an older rulelab
             raise NotImplementedError(f"this rulelab has no exhaustive sweep ({exc})") from None
         import rulelab
-        from rulelab.evaluate import flushes_subnormals
+        from rulelab.jaxrun.backend import flushes_subnormals
 
         try:  # as every exhaustive chunk runs (a rulelab without it page-faults its freed arrays back in)
-            from rulelab.heap import keep_freed_memory
+            from rulelab.core.malloc import keep_freed_memory
 
             keep_freed_memory()
         except ImportError:

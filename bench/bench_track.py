@@ -17,7 +17,7 @@ and environment, in the module's ``setup_cache``.
 from __future__ import annotations
 
 from bench import common
-from rulelab import cost
+from rulelab.jaxrun import cost
 
 
 class _Track(common._Tracks):

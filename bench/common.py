@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import rulelab
-from rulelab import cost
-from rulelab.case import TRANSFORMS, Case
-from rulelab.evaluate import first_line, is_unsupported
+from rulelab.core.errors import first_line
+from rulelab.jaxrun import cost
+from rulelab.jaxrun.evaluate import is_unsupported
+from rulelab.model.case import TRANSFORMS, Case
 
 # Raised in a benchmark's body (not its setup) to skip that one combination.
 try:  # asv installs its runner in every environment it benchmarks in
@@ -159,7 +160,7 @@ def target(
     arg: str | None = None,
     steps: int | None = None,
 ) -> cost.Target:
-    """The :class:`rulelab.cost.Target` of one parameter combination, or a skip if its
+    """The :class:`rulelab.jaxrun.cost.Target` of one parameter combination, or a skip if its
     backend is absent. Whether JAX accepts the transform shows when it is compiled:
     compile inside :func:`unsupported_skips`."""
     require_backend(backend)
@@ -167,7 +168,7 @@ def target(
 
 
 def compiled_call(t: cost.Target) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    """The target's compiled program (:func:`rulelab.cost.compiled`, what ``rulelab
+    """The target's compiled program (:func:`rulelab.jaxrun.cost.compiled`, what ``rulelab
     study`` times) and inputs, run once (so a timing loop measures the steady state), or
     a skip if JAX refuses the transform."""
     import jax

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from rulelab import reference as R
-from rulelab import store, sweep
-from rulelab.case import REALS, CaseError, Variant, make_case
-from rulelab.metrics import point_errors, summarize
-
 from test_cli import USER_CASES, rulelab
+
+from rulelab import store
+from rulelab.model.case import REALS, CaseError, Variant, make_case
+from rulelab.reference import cache
+from rulelab.reference import compute as RC
+from rulelab.runs import sampled as sweep
+from rulelab.scoring.metrics import point_errors, summarize
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -52,8 +53,8 @@ def test_float64_metrics_warn_about_nothing():
 
 def test_a_cache_file_compacted_away_meanwhile_is_not_corruption(monkeypatch):
     case = make_case("tvanish", "e^x", ("x",), REALS, lambda mp, x: mp.exp(x), [Variant("naive", lambda x: x)])
-    R.references(case, 0, "", (np.array([0.5, 1.5]),))
-    folder = R.cache_dir() / "reference" / R.reference_key(case, 0, "")
+    RC.references(case, 0, "", (np.array([0.5, 1.5]),))
+    folder = cache.cache_dir() / "reference" / cache.reference_key(case, 0, "")
     real_glob = Path.glob
 
     def glob_with_a_vanished_file(self, pattern):
@@ -62,8 +63,8 @@ def test_a_cache_file_compacted_away_meanwhile_is_not_corruption(monkeypatch):
 
     monkeypatch.setattr(Path, "glob", glob_with_a_vanished_file)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", R.ReferenceCacheWarning)
-        assert len(R.load_cache(R.reference_key(case, 0, ""))) == 2
+        warnings.simplefilter("error", cache.ReferenceCacheWarning)
+        assert len(cache.load_cache(cache.reference_key(case, 0, ""))) == 2
     monkeypatch.undo()
     assert not list(folder.glob("*.corrupt"))
 
@@ -110,8 +111,8 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, env):
 
 
 def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
-    from rulelab.modules import load_module
-    from rulelab.plan import parse_plan
+    from rulelab.model.modules import load_module
+    from rulelab.model.plan import parse_plan
 
     load_module(USER_CASES)
     monkeypatch.setenv("RULELAB_CACHE", str(tmp_path / "cache"))
@@ -190,8 +191,9 @@ def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
 
 
 def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tmp_path, capsys):
-    from rulelab.cli import main
     from test_report_synthetic import Spec, write_run
+
+    from rulelab.cli import main
 
     base = tmp_path / "results" / "accuracy"
     write_run(base / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
@@ -215,9 +217,9 @@ def test_a_plan_too_large_is_refused_before_it_runs_with_its_estimate(tmp_path, 
 
 
 def test_the_size_estimate_bounds_every_sweep_of_the_quick_plan():
-    from rulelab.case import get_case
-    from rulelab.inputs import estimate_points, make_sweep
-    from rulelab.plan import load_plan
+    from rulelab.model.case import get_case
+    from rulelab.model.inputs import estimate_points, make_sweep
+    from rulelab.model.plan import load_plan
 
     plan = load_plan("quick")
     for name in plan.cases:
@@ -242,12 +244,13 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
     """The messages of the battery, produced in process where that is cheap."""
     import errno
 
+    from test_report_synthetic import Spec, write_run
+
     import rulelab
     from rulelab.cli import os_problem
-    from rulelab.plan import parse_plan
+    from rulelab.model.plan import parse_plan
+    from rulelab.model.sweep_size import check_size
     from rulelab.report.load import latest_runs
-    from rulelab.size import check_size
-    from test_report_synthetic import Spec, write_run
 
     def passed_over() -> str:
         told: list[str] = []
@@ -262,7 +265,7 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
         "is too large": _message(lambda: check_size(parse_plan('cases = ["softplus"]\n[sweep]\nper_binade = 100000000\n', "big.toml"))),
         "domain must be an Interval": _message(lambda: make_case("tmsg", "x", ("x",), None, lambda mp, x: x, [Variant("naive", lambda x: x)])),
         "returned float": _message(lambda: rulelab.register(make_case("tmsg", "x", ("x",), REALS, lambda mp, x: float(x), [Variant("naive", lambda x: x)]))),
-        "NameError": _message(lambda: R.references(broken, 0, "", (np.array([3.0]),))),
+        "NameError": _message(lambda: RC.references(broken, 0, "", (np.array([3.0]),))),
         "cannot use": os_problem(OSError(errno.ENOTDIR, "Not a directory", str(tmp / "a_file"))),
         "is not a run id": _message(lambda: store.open_run(tmp, "../elsewhere")),
         "is passed over": passed_over(),

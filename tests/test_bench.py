@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 import rulelab
-from rulelab.case import POSITIVE, REALS, make_case
+from rulelab.model.case import POSITIVE, REALS, make_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_accuracy, bench_solvers, bench_time, bench_track, common  # noqa: E402
-from rulelab.accuracy_probe import Probe, max_ulp  # noqa: E402
+from rulelab.scoring.accuracy_probe import Probe, max_ulp  # noqa: E402
 
 
 @jax.custom_vjp

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 import rulelab
-from rulelab.case import POSITIVE, REALS, CaseError, Interval, Variant, make_case
+from rulelab.model.case import POSITIVE, REALS, CaseError, Interval, Variant, make_case
 
 
 def good(name="case_ok", **kw):

@@ -4,8 +4,8 @@ and its custom rule is within a stated number of ULPs of mpmath at those points.
 The failure points are the thresholds measured on CPU and recorded in each case's
 ``notes`` and ``special_points``. Expected values are computed here, independently of
 the case modules, with mpmath (150 bits, more where a formula cancels), rounded once to
-the dtype with :func:`rulelab.floats.round_mpf`; distances are
-:func:`rulelab.floats.ulp_distance`. Where a derivative is a convention (a masked
+the dtype with :func:`rulelab.core.floats.round_mpf`; distances are
+:func:`rulelab.core.floats.ulp_distance`. Where a derivative is a convention (a masked
 log-sum-exp, the origin of a norm, xlogy at 0), the expected value is the convention.
 
 Tolerances: custom rules are within ``ULP_TOL = 4`` ulp of the correctly rounded
@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 import rulelab
-from rulelab.evaluate import evaluate, scalar_transform
-from rulelab.floats import fmt, round_mpf, ulp_distance
+from rulelab.core.floats import fmt, round_mpf, ulp_distance
+from rulelab.jaxrun.evaluate import evaluate, scalar_transform
 
 ULP_TOL = 4
 ULP_TOL2 = 8

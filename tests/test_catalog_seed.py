@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import rulelab
-from rulelab.evaluate import is_unsupported, scalar_transform
+from rulelab.jaxrun.evaluate import is_unsupported, scalar_transform
 
 SEED = {
     "softplus": {"naive", "custom_vjp", "custom_jvp", "custom_jvp_defjvps", "stable", "library"},

@@ -240,13 +240,13 @@ def test_resume_after_editing_a_variant_refuses_and_names_it(tmp_path, env, monk
     """A run of examples/logcosh.py stopped after measuring its rule, the rule then
     edited: resuming would mix results of two programs, so it is refused, naming the
     variant."""
-    from rulelab import sweep
-    from rulelab.plan import parse_plan
+    from rulelab.model.plan import parse_plan
+    from rulelab.runs import sampled as sweep
 
     example = Path(__file__).resolve().parents[1] / "examples" / "logcosh.py"
     module = tmp_path / "my_logcosh.py"
     module.write_text(example.read_text())
-    from rulelab.modules import load_module
+    from rulelab.model.modules import load_module
 
     load_module(str(module))
     plan = parse_plan('cases = ["logcosh"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n', "p.toml", name="p")

@@ -19,9 +19,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from rulelab import store  # noqa: E402
-from rulelab.cluster import ClusterError, local_workers, same_facts  # noqa: E402
 from test_cli import USER_CASES, plan_file, rulelab, tables  # noqa: E402
+
+from rulelab import store  # noqa: E402
+from rulelab.runs.cluster import ClusterError, local_workers, same_facts  # noqa: E402
 
 CASES = ["softplus", "hypot", "logaddexp"]
 
@@ -261,7 +262,7 @@ def test_local_cluster_runs_a_plan(tmp_path, env):
 def test_workers_started_here_run_without_dask_s_profiler():
     import dask
 
-    from rulelab.cluster import connect
+    from rulelab.runs.cluster import connect
 
     with connect("local:1") as c:
         got = c.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))

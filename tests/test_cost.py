@@ -1,4 +1,4 @@
-"""Tests for rulelab.cost: inputs, op counts, memory, compile and run time, support.
+"""Tests for rulelab.jaxrun.cost: inputs, op counts, memory, compile and run time, support.
 
 No assertion compares two timings: the machine is shared and noisy. Counts and byte
 sizes are deterministic, so they are compared exactly or by growth.
@@ -15,8 +15,15 @@ import pytest
 from jax import lax
 
 import rulelab
-from rulelab import cost
-from rulelab.case import NONNEGATIVE, POSITIVE, REALS, CaseError, Interval, make_case
+from rulelab.jaxrun import cost
+from rulelab.model.case import (
+    NONNEGATIVE,
+    POSITIVE,
+    REALS,
+    CaseError,
+    Interval,
+    make_case,
+)
 
 STEPS = (2, 8, 32)
 
@@ -140,7 +147,7 @@ def test_target_with_steps_rebuilds_the_variant(solver):
 )
 def test_sample_is_deterministic_and_inside_the_domain(domain, dtype):
     x = cost.sample(domain, 257, dtype)
-    assert x.dtype == rulelab.floats.fmt(dtype).dtype and x.shape == (257,)
+    assert x.dtype == rulelab.core.floats.fmt(dtype).dtype and x.shape == (257,)
     assert np.isfinite(x.astype(np.float64)).all()
     assert np.asarray(domain.contains(x.astype(np.float64))).all()
     np.testing.assert_array_equal(x, cost.sample(domain, 257, dtype))
@@ -377,8 +384,8 @@ def test_sweeps_study_and_benchmarks_measure_one_program():
     same jaxpr, and bit-identical results on the same inputs."""
     import jax
 
-    from rulelab import cost
-    from rulelab.evaluate import evaluate, vectorised
+    from rulelab.jaxrun import cost
+    from rulelab.jaxrun.evaluate import evaluate, vectorised
 
     t = cost.target("softplus", "custom_jvp", "grad2", dtype="float32", size=64)
     xs = cost.device_inputs(t)

@@ -10,8 +10,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from rulelab.case import REALS, Variant, make_case
-from rulelab.evaluate import backend_facts, evaluate
+from rulelab.jaxrun.backend import backend_facts
+from rulelab.jaxrun.evaluate import evaluate
+from rulelab.model.case import REALS, Variant, make_case
 
 
 @jax.custom_vjp
@@ -95,8 +96,8 @@ X64_SCRIPT = textwrap.dedent("""
     if sys.argv[1] == "on":
         jax.config.update("jax_enable_x64", True)
     import rulelab
-    from rulelab.evaluate import evaluate
-    from rulelab.inputs import make_sweep, SweepSpec
+    from rulelab.jaxrun.evaluate import evaluate
+    from rulelab.model.inputs import make_sweep, SweepSpec
     out = {}
     for case in rulelab.cases():
         for dtype in ("float32", "bfloat16"):

@@ -12,16 +12,18 @@ import pandas as pd
 import pytest
 
 import rulelab
-from rulelab import chunkscore as C
-from rulelab import exhaustive as E
-from rulelab import fastref, store
-from rulelab.case import get_case, make_case
-from rulelab.evaluate import evaluate, flushes_subnormals
-from rulelab.floats import round_double_double
-from rulelab.inputs import make_sweep
-from rulelab.metrics import flush_reference, point_errors, worst
-from rulelab.plan import load_plan
-from rulelab.reference import references
+from rulelab import store
+from rulelab.core.floats import round_double_double
+from rulelab.jaxrun.backend import flushes_subnormals
+from rulelab.jaxrun.evaluate import evaluate
+from rulelab.model.case import get_case, make_case
+from rulelab.model.inputs import make_sweep
+from rulelab.model.plan import load_plan
+from rulelab.reference import fast as fastref
+from rulelab.reference.compute import references
+from rulelab.runs import exhaustive as E
+from rulelab.scoring import chunks as C
+from rulelab.scoring.metrics import flush_reference, point_errors, worst
 
 
 @pytest.fixture(autouse=True)

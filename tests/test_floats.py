@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulelab import floats as F
+from rulelab.core import floats as F
 
 NARROW = ["float32", "float16", "bfloat16"]
 

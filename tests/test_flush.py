@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 import rulelab
-from rulelab import store, sweep
-from rulelab.case import get_case
-from rulelab.evaluate import evaluate, flushes_subnormals
-from rulelab.floats import round_double_double
-from rulelab.inputs import Sweep
-from rulelab.metrics import flush_reference, point_errors, summarize
-from rulelab.plan import parse_plan
-from rulelab.reference import references
+from rulelab import store
+from rulelab.core.floats import round_double_double
+from rulelab.jaxrun.backend import flushes_subnormals
+from rulelab.jaxrun.evaluate import evaluate
+from rulelab.model.case import get_case
+from rulelab.model.inputs import Sweep
+from rulelab.model.plan import parse_plan
+from rulelab.reference.compute import references
+from rulelab.runs import sampled as sweep
+from rulelab.scoring.metrics import flush_reference, point_errors, summarize
 from rulelab.store.vocabulary import Bucket
 
 pytestmark = pytest.mark.skipif(not flushes_subnormals("float32"), reason="this backend does not flush float32 subnormals")

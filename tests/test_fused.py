@@ -9,9 +9,9 @@ import pytest
 from test_catalog_seed import SEED
 
 import rulelab
-from rulelab.case import REALS, Variant, make_case
-from rulelab.evaluate import evaluate, evaluate_many
-from rulelab.inputs import SweepSpec, make_sweep
+from rulelab.jaxrun.evaluate import evaluate, evaluate_many
+from rulelab.model.case import REALS, Variant, make_case
+from rulelab.model.inputs import SweepSpec, make_sweep
 
 
 def transforms_of(case):

@@ -11,7 +11,7 @@ import pytest
 MEASURE = """
 import ctypes, sys
 import numpy as np
-from rulelab import heap
+from rulelab.core import malloc as heap
 
 class MallInfo(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]

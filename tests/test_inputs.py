@@ -5,9 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from rulelab import floats as F
-from rulelab.case import NONNEGATIVE, POSITIVE, REALS, Interval, Variant, make_case
-from rulelab.inputs import SweepSpec, make_sweep, per_binade, special_points
+from rulelab.core import floats as F
+from rulelab.model.case import (
+    NONNEGATIVE,
+    POSITIVE,
+    REALS,
+    Interval,
+    Variant,
+    make_case,
+)
+from rulelab.model.inputs import SweepSpec, make_sweep, per_binade, special_points
 
 
 def toy(args=("x",), domain=REALS, points=()):

@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from rulelab import floats as F
-from rulelab.metrics import binned, bucket_counts, point_errors, summarize, worst, worst_bucket
+from rulelab.core import floats as F
+from rulelab.scoring.metrics import (
+    binned,
+    bucket_counts,
+    point_errors,
+    summarize,
+    worst,
+    worst_bucket,
+)
 from rulelab.store.vocabulary import Bucket
 
 BUCKETS = [b.column for b in Bucket]

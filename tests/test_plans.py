@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 
 import rulelab
-from rulelab.inputs import SweepSpec
-from rulelab.plan import PACKAGED, PlanError, find_plan, load_plan, locate, parse_plan, plan_from_dict, with_overrides
+from rulelab.model.inputs import SweepSpec
+from rulelab.model.plan import (
+    PACKAGED,
+    PlanError,
+    find_plan,
+    load_plan,
+    locate,
+    parse_plan,
+    plan_from_dict,
+    with_overrides,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rulelab import reference as R
-from rulelab.case import cases, get_case
-from rulelab.floats import double_double, round_double_double
-from rulelab.inputs import SweepSpec, make_sweep
+from rulelab.core.floats import double_double, round_double_double
+from rulelab.model import case as M
+from rulelab.model.case import cases, get_case
+from rulelab.model.inputs import SweepSpec, make_sweep
+from rulelab.reference import settle as R
 
 SPEC = SweepSpec(exhaustive16=False, per_binade=1, grid_per_binade=1, grid_stride=24, specials=True)
 PER_DTYPE = 120
@@ -50,7 +51,7 @@ def test_catalog_references_agree_with_four_times_the_precision(name):
         for order, arg in targets:
             hi, lo, prec = R.settle(case, order, arg, point)
             if np.isnan(hi) and lo != 0:
-                unsettled.append((R.derivative_label(order, arg), point))
+                unsettled.append((M.derivative_label(order, arg), point))
                 continue
             try:
                 check = R.evaluate_at(case, order, arg, point, 4 * prec)
@@ -58,6 +59,6 @@ def test_catalog_references_agree_with_four_times_the_precision(name):
                 continue
             dd = (np.nan, 0.0) if check is None else double_double(check)
             if rounded(hi, lo, point) != rounded(*dd, point):
-                wrong.append((R.derivative_label(order, arg), point, (hi, lo), dd))
+                wrong.append((M.derivative_label(order, arg), point, (hi, lo), dd))
     assert not wrong, f"{len(wrong)} references differ from 4x the precision, e.g. {wrong[:3]}"
     assert not unsettled, f"{len(unsettled)} unsettled, e.g. {unsettled[:5]}"

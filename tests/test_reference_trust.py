@@ -14,10 +14,21 @@ import numpy as np
 import pytest
 
 import rulelab
-from rulelab import reference as R
-from rulelab.case import NONNEGATIVE, POSITIVE, REALS, CaseError, Variant, get_case, make_case
-from rulelab.floats import round_double_double, round_mpf, ulp_distance
-from rulelab.metrics import point_errors, summarize, worst
+from rulelab.core.floats import round_double_double, round_mpf, ulp_distance
+from rulelab.model import contract as C
+from rulelab.model.case import (
+    NONNEGATIVE,
+    POSITIVE,
+    REALS,
+    CaseError,
+    Variant,
+    get_case,
+    make_case,
+)
+from rulelab.reference import cache
+from rulelab.reference import compute as RC
+from rulelab.reference import settle as R
+from rulelab.scoring.metrics import point_errors, summarize, worst
 from rulelab.store.vocabulary import Bucket
 
 BUCKETS = [b.column for b in Bucket]
@@ -136,7 +147,7 @@ def test_a_given_first_derivative_is_differentiated_once_for_the_second():
 
 MODULE = """
 import rulelab
-from rulelab.case import REALS, Variant, make_case
+from rulelab.model.case import REALS, Variant, make_case
 SHIFT = {shift}
 def _helper(mp, x):
     return mp.exp(x) + {helper}
@@ -156,11 +167,11 @@ def _load(tmp_path, monkeypatch, shift, helper):
 def test_editing_a_helper_or_a_constant_recomputes_the_points(tmp_path, monkeypatch):
     xs = (np.array([0.0, 1.0]),)
     try:
-        base = R.references(_load(tmp_path, monkeypatch, 0, 0), 0, "", xs)[0]
+        base = RC.references(_load(tmp_path, monkeypatch, 0, 0), 0, "", xs)[0]
         assert base[0] == 1.0
-        helper = R.references(_load(tmp_path, monkeypatch, 0, 1), 0, "", xs)[0]
+        helper = RC.references(_load(tmp_path, monkeypatch, 0, 1), 0, "", xs)[0]
         assert helper[0] == 2.0
-        constant = R.references(_load(tmp_path, monkeypatch, 5, 1), 0, "", xs)[0]
+        constant = RC.references(_load(tmp_path, monkeypatch, 5, 1), 0, "", xs)[0]
         assert constant[0] == 7.0
     finally:
         rulelab.unregister("ref_stale")
@@ -169,12 +180,12 @@ def test_editing_a_helper_or_a_constant_recomputes_the_points(tmp_path, monkeypa
 
 def test_the_precision_policy_and_mpmath_version_are_in_the_key(monkeypatch):
     c = get_case("softplus")
-    key = R.reference_key(c, 1, "x")
-    monkeypatch.setattr(R, "POLICY_VERSION", R.POLICY_VERSION + 1)
-    assert R.reference_key(c, 1, "x") != key
+    key = cache.reference_key(c, 1, "x")
+    monkeypatch.setattr(cache, "POLICY_VERSION", cache.POLICY_VERSION + 1)
+    assert cache.reference_key(c, 1, "x") != key
     monkeypatch.undo()
     monkeypatch.setattr(mpmath, "__version__", "0.0-test")
-    assert R.reference_key(c, 1, "x") != key
+    assert cache.reference_key(c, 1, "x") != key
 
 
 # 6. a reference computed outside mpmath, or broken -----------------------------------------------
@@ -195,15 +206,15 @@ def test_a_reference_returning_a_python_float_is_refused_at_register():
 ])
 def test_a_reference_broken_at_some_points_stops_with_one_line(body, message):
     c = make_case("ref_broken", "e^x", ("x",), REALS, body, [Variant("naive", naive)])
-    with pytest.raises(R.BrokenReference, match=message) as info:
-        R.references(c, 0, "", (np.array([1.0, 200.0]),))
+    with pytest.raises(C.BrokenReference, match=message) as info:
+        RC.references(c, 0, "", (np.array([1.0, 200.0]),))
     text = str(info.value)
     assert "ref_broken" in text and "value" in text and "200.0" in text and "\n" not in text
 
 
 def test_domain_signals_mean_undefined():
     c = make_case("ref_domain", "1/x", ("x",), REALS, lambda mp, x: 1 / x, [Variant("naive", naive)])
-    hi, lo = R.references(c, 0, "", (np.array([0.0, 2.0]),))
+    hi, lo = RC.references(c, 0, "", (np.array([0.0, 2.0]),))
     assert math.isnan(hi[0]) and lo[0] == 0 and hi[1] == 0.5
 
 
@@ -248,7 +259,7 @@ def _noisy(mp, x):
 
 def test_a_point_that_never_settles_is_unsettled_counted_and_not_scored():
     c = make_case("ref_noisy", "noise", ("x",), REALS, lambda mp, x: _noisy(mp, x) if x > 0 else mp.exp(x), [Variant("naive", naive)])
-    hi, lo = R.references(c, 0, "", (np.array([-1.0, 1.0]),), max_precision=512)
+    hi, lo = RC.references(c, 0, "", (np.array([-1.0, 1.0]),), max_precision=512)
     assert hi[0] == pytest.approx(math.exp(-1.0)) and lo[0] != 0
     assert math.isnan(hi[1]) and lo[1] == 512
     e = point_errors(np.array([np.float32(0.1), np.float32(123.0)]), hi, lo, "float32")
@@ -262,12 +273,12 @@ def test_a_point_that_never_settles_is_unsettled_counted_and_not_scored():
 def test_an_unsettled_cached_point_is_retried_under_a_higher_cap():
     calls = []
     c = make_case("ref_retry", "noise", ("x",), REALS, lambda mp, x: (calls.append(mp.prec), _noisy(mp, x))[1], [Variant("naive", naive)])
-    R.references(c, 0, "", (np.array([1.0]),), max_precision=256)
+    RC.references(c, 0, "", (np.array([1.0]),), max_precision=256)
     assert max(calls) == 256
     calls.clear()
-    R.references(c, 0, "", (np.array([1.0]),), max_precision=256)
+    RC.references(c, 0, "", (np.array([1.0]),), max_precision=256)
     assert calls == [], "served from the cache"
-    hi, lo = R.references(c, 0, "", (np.array([1.0]),), max_precision=1024)
+    hi, lo = RC.references(c, 0, "", (np.array([1.0]),), max_precision=1024)
     assert max(calls) == 1024 and lo[0] == 1024
 
 

@@ -1,4 +1,4 @@
-"""Tests for the benchmark tables of the performance page (rulelab.report.bench) on
+"""Tests for the benchmark tables of the performance page (rulelab.report.asv_results) on
 synthetic asv results."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_report_synthetic import write_asv
 
-from rulelab.report.bench import (
+from rulelab.report.asv_results import (
     chart_selection,
     commits,
     fmt_unit,
@@ -18,7 +19,6 @@ from rulelab.report.bench import (
     track_table,
 )
 from rulelab.report.load import load_asv
-from test_report_synthetic import write_asv
 
 OLD, NEW = ("a" * 40, 1_700_000_000_000), ("b" * 40, 1_700_100_000_000)
 

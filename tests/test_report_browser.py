@@ -15,9 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_report_synthetic import standard_specs, write_asv, write_run
 
 from rulelab.report import build_report
-from test_report_synthetic import standard_specs, write_asv, write_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from test_report_synthetic import standard_specs, write_asv, write_run
 
 from rulelab.report import figures
 from rulelab.report.load import load_accuracy, load_asv
-from test_report_synthetic import standard_specs, write_asv, write_run
 
 SHADE = np.array([0.88 + 0.12 * 0xA5 / 255, 0.88, 0.88 + 0.12 * 0x26 / 255])
 """Colour of a binade shaded as failing (FAIL_COLOUR at alpha 0.12 on white)."""

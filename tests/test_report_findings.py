@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from test_report_synthetic import THRESHOLD, Spec, standard_specs, write_run
 
 from rulelab.report.findings import Finding, findings, fmt_x, region
 from rulelab.report.load import load_accuracy
-from test_report_synthetic import THRESHOLD, Spec, standard_specs, write_run
 
 
 def _binned(rows: list[tuple[int, float, int]]) -> pd.DataFrame:

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_report_synthetic import Spec, standard_specs, write_asv, write_run
 
 from rulelab.report import build_report
-from test_report_synthetic import Spec, standard_specs, write_asv, write_run
 
 IMG = re.compile(r'<img src="([^"]*)"')
 

@@ -24,7 +24,7 @@ from rulelab import store
 from rulelab.store.vocabulary import Bucket
 
 BUCKETS = [b.column for b in Bucket]
-from rulelab.report.load import load_accuracy, load_asv, latest_runs, load_run
+from rulelab.report.load import latest_runs, load_accuracy, load_asv, load_run
 
 THRESHOLD = 88.72283935546875
 """First float32 input where the synthetic naive gradient is NaN (binade 6: [64, 128))."""

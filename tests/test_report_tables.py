@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_report_synthetic import Spec, standard_specs, write_run
 
 from rulelab.report import html
-from rulelab.report.classes import row_class
 from rulelab.report.load import load_accuracy
+from rulelab.report.styles import row_class
 from rulelab.report.tables import (
     compare_matrix,
     facts_table,
@@ -21,7 +22,6 @@ from rulelab.report.tables import (
     support_matrix,
     worst_table,
 )
-from test_report_synthetic import Spec, standard_specs, write_run
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rulelab import store, sweep
-from rulelab.digest import run_digest
-from rulelab.inputs import make_sweep
-from rulelab.measure import thin
-from rulelab.modules import load_module
-from rulelab.plan import parse_plan
-from rulelab.tasks import execution_order, plan_tasks
+from rulelab import store
+from rulelab.model.inputs import make_sweep
+from rulelab.model.modules import load_module
+from rulelab.model.plan import parse_plan
+from rulelab.model.tasks import execution_order, plan_tasks
+from rulelab.report.terminal import run_digest
+from rulelab.runs import sampled as sweep
+from rulelab.scoring.rows import thin
 
 USER_CASES = str(Path(__file__).with_name("user_cases.py"))
 OPTIONS = sweep.Options(workers=1, progress=False, compile_cache=False)

@@ -1,6 +1,6 @@
 """rulelab: accuracy and cost of JAX custom derivative rules, measured against mpmath."""
 
-from rulelab.case import (
+from rulelab.model.case import (
     NONNEGATIVE,
     POSITIVE,
     REALS,

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rulelab.case import CaseError
-from rulelab.cluster import SCHEDULER_ENV, scheduler_address
-from rulelab.errors import UsageError
+from rulelab.core.errors import UsageError
+from rulelab.model.case import CaseError
+from rulelab.runs.cluster import SCHEDULER_ENV, scheduler_address
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -57,7 +57,7 @@ def add_scheduler_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_max_points_option(p: argparse.ArgumentParser) -> None:
-    from rulelab.size import MAX_POINTS
+    from rulelab.model.sweep_size import MAX_POINTS
 
     p.add_argument(
         "--max-points",
@@ -97,8 +97,8 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], width: int | Non
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    from rulelab.case import cases
-    from rulelab.modules import load_modules
+    from rulelab.model.case import cases
+    from rulelab.model.modules import load_modules
 
     load_modules(args.module)
     rows = [(c.name, ", ".join(c.args), c.formula, ", ".join(c.variants), c.source) for c in cases()]
@@ -111,7 +111,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def _is_exhaustive(out: str, run_id: str) -> bool:
-    from rulelab import exhaustive, store
+    from rulelab import store
+    from rulelab.runs import exhaustive
 
     try:
         return store.read_meta(store.open_run(out, run_id)).plan.get("name") == exhaustive.PLAN
@@ -122,8 +123,8 @@ def _is_exhaustive(out: str, run_id: str) -> bool:
 def exhaustive_spec(args: argparse.Namespace) -> Any:
     """The exhaustive sweep the options ask for: one case, its variants (or those
     named), the transforms named (default: value and grad), the binades named."""
-    from rulelab import exhaustive
-    from rulelab.case import get_case
+    from rulelab.model.case import get_case
+    from rulelab.runs import exhaustive
 
     cases = _names(args.cases) or []
     if len(cases) != 1:
@@ -141,9 +142,9 @@ def exhaustive_spec(args: argparse.Namespace) -> Any:
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
-    from rulelab.case import TRANSFORMS
-    from rulelab.floats import DTYPES
-    from rulelab.backend import BACKENDS
+    from rulelab.core.floats import DTYPES
+    from rulelab.jaxrun.backend import BACKENDS
+    from rulelab.model.case import TRANSFORMS
 
     p = sub.add_parser(
         "sweep",
@@ -199,10 +200,11 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rulelab import exhaustive, sweep
-    from rulelab.digest import run_digest
-    from rulelab.modules import load_modules
-    from rulelab.plan import load_plan, with_overrides
+    from rulelab.model.modules import load_modules
+    from rulelab.model.plan import load_plan, with_overrides
+    from rulelab.report.terminal import run_digest
+    from rulelab.runs import exhaustive
+    from rulelab.runs import sampled as sweep
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
@@ -312,7 +314,7 @@ def add_study(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rulelab.study import run_study
+    from rulelab.runs.study import run_study
 
     index = run_study(args.plan or "quick", args.results, args.out, args.module, args.backend, args.workers,
                       timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
@@ -338,10 +340,10 @@ def add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from rulelab.case import cases
-    from rulelab.modules import load_modules
-    from rulelab.plan import load_plan, packaged_plans
-    from rulelab.size import check_size
+    from rulelab.model.case import cases
+    from rulelab.model.modules import load_modules
+    from rulelab.model.plan import load_plan, packaged_plans
+    from rulelab.model.sweep_size import check_size
 
     load_modules(args.module)
     for ref in args.plans or packaged_plans():

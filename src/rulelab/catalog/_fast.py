@@ -3,7 +3,7 @@
 Each is written so that float64 neither overflows nor cancels where the float32 inputs
 reach: exponentials only of -|x|, log1p and expm1 where their arguments are small, and
 products instead of quotients of overflowing terms. They are never trusted as they
-stand: ``rulelab.fastref`` measures each against mpmath before a run uses it.
+stand: ``rulelab.reference.fast`` measures each against mpmath before a run uses it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rulelab.case import REALS, Convention, Variant, make_case, register
+from rulelab.model.case import REALS, Convention, Variant, make_case, register
 
 LO, HI = -0.75, 0.75
 

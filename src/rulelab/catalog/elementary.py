@@ -17,8 +17,15 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-from rulelab.case import NONNEGATIVE, REALS, Convention, Variant, make_case, register
 from rulelab.catalog._stable import is_zero
+from rulelab.model.case import (
+    NONNEGATIVE,
+    REALS,
+    Convention,
+    Variant,
+    make_case,
+    register,
+)
 
 Array = Any
 

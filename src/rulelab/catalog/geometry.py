@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import REALS, Convention, Variant, make_case, register
+from rulelab.model.case import REALS, Convention, Variant, make_case, register
 
 Array = Any
 

@@ -17,11 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import REALS, Interval, Variant, make_case, register
 from rulelab.catalog import _fast
 from rulelab.catalog._stable import sigmoid as stable_sigmoid
 from rulelab.catalog._stable import sigmoid_minus
 from rulelab.catalog._stable import softplus as stable_softplus
+from rulelab.model.case import REALS, Interval, Variant, make_case, register
 
 Array = Any
 

@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import Convention, Interval, Variant, make_case, register
 from rulelab.catalog import _fast
 from rulelab.catalog._stable import (
     is_zero,
@@ -28,6 +27,7 @@ from rulelab.catalog._stable import (
     softplus_of_sum,
     two_diff,
 )
+from rulelab.model.case import Convention, Interval, Variant, make_case, register
 
 Array = Any
 

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rulelab.case import POSITIVE, Variant, make_case, register
 from rulelab.catalog import _fast
+from rulelab.model.case import POSITIVE, Variant, make_case, register
 
 DEFAULT_STEPS = 6
 """From the start below (at most 6.1% above sqrt r) the iterates stop changing after

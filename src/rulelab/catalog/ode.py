@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental.ode import odeint
 
-from rulelab.case import Interval, Variant, make_case, register
+from rulelab.model.case import Interval, Variant, make_case, register
 
 Array = Any
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import REALS, Variant, make_case, register
+from rulelab.model.case import REALS, Variant, make_case, register
 
 
 class Point(NamedTuple):

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import REALS, Variant, make_case, register
+from rulelab.model.case import REALS, Variant, make_case, register
 
 
 def naive(x: Any, y: Any) -> Any:

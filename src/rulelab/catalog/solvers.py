@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rulelab.case import REALS, Interval, Variant, make_case, register
 from rulelab.catalog import _fast
+from rulelab.model.case import REALS, Interval, Variant, make_case, register
 
 Array = Any
 

@@ -21,8 +21,14 @@ import jax.scipy.special as jsp
 import mpmath
 from jax import lax
 
-from rulelab.case import POSITIVE, REALS, Variant, make_case, register
-from rulelab.catalog._stable import div2, exact_square, exp_neg_half_square, exp_small, is_zero
+from rulelab.catalog._stable import (
+    div2,
+    exact_square,
+    exp_neg_half_square,
+    exp_small,
+    is_zero,
+)
+from rulelab.model.case import POSITIVE, REALS, Variant, make_case, register
 
 Array = Any
 

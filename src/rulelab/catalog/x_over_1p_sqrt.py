@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.case import NONNEGATIVE, Variant, make_case, register
 from rulelab.catalog import _fast
+from rulelab.model.case import NONNEGATIVE, Variant, make_case, register
 
 
 def naive(x: Any) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from rulelab import store
+from rulelab.core.files import atomic_write
 from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
 from rulelab.report.findings import Finding, findings, in_order
@@ -29,9 +30,7 @@ worker first imports pandas and matplotlib, about a second)."""
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def _only(acc: Accuracy, case: str) -> Accuracy:

@@ -70,10 +70,9 @@ def case_info(name: str) -> CaseInfo:
     """The registry's description of case ``name``, or an unregistered placeholder
     naming why (unknown case, or the catalog failed to import)."""
     try:
-        from rulelab.case import CaseError, get_case
-        from rulelab.reference import derivative_label
+        from rulelab.model.case import CaseError, derivative_label, get_case
     except Exception as exc:  # pragma: no cover - the package itself is broken
-        return CaseInfo(name, False, problem=f"rulelab.case could not be imported: {exc}")
+        return CaseInfo(name, False, problem=f"rulelab.model.case could not be imported: {exc}")
     try:
         case = get_case(name)
     except CaseError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.cachedir import cache_dir
+from rulelab.core.cachedir import cache_dir
+from rulelab.core.files import atomic_write
 
 NOTHING = b"-"
 """What the cache holds for a figure function that had nothing to draw (returned None)."""
@@ -86,9 +86,7 @@ def cached(fn: Callable[..., bytes | None]) -> Callable[..., bytes | None]:
         image = fn(*args, **kwargs)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(image if image is not None else NOTHING)
-            tmp.replace(path)
+            atomic_write(path, image if image is not None else NOTHING)
         except OSError:
             pass
         return image

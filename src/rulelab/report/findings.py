@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rulelab.report.classes import NONFINITE_CLASSES, nonfinite_count, row_class
 from rulelab.report.load import Accuracy
+from rulelab.report.styles import NONFINITE_CLASSES, nonfinite_count, row_class
 from rulelab.report.tables import (
     DTYPE_ORDER,
     TRANSFORM_ORDER,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.report.classes import CLASS_COLOURS, CLASS_LABELS, CLASSES
+from rulelab.report.styles import CLASS_COLOURS, CLASS_LABELS, CLASSES
 
 
 @dataclass(frozen=True)

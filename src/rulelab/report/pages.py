@@ -11,9 +11,9 @@ import pandas as pd
 
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
-from rulelab.report.classes import CLASS_LABELS
 from rulelab.report.findings import Finding
 from rulelab.report.load import Accuracy, RunInfo
+from rulelab.report.styles import CLASS_LABELS
 from rulelab.report.tables import (
     DTYPE_ORDER,
     arg_label,

@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 
 from rulelab.report import figures, html
-from rulelab.report.bench import (
-    metric_label,
+from rulelab.report.asv_results import (
     chart_selection,
     commits,
+    metric_label,
     newest,
     param_columns,
     ratio_overview,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.store.vocabulary import KEYS, Bucket, Status
-from rulelab.reference import START_PRECISIONS
-from rulelab.report.classes import CLASS_LABELS, nonfinite_count, row_class
+from rulelab.model.contract import START_PRECISIONS
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
+from rulelab.report.styles import CLASS_LABELS, nonfinite_count, row_class
+from rulelab.store.vocabulary import KEYS, Bucket, Status
 
 TRANSFORM_ORDER = ("value", "grad", "jvp", "grad2")
 DTYPE_ORDER = ("float32", "float16", "bfloat16", "float64")
@@ -380,7 +380,7 @@ def _inputs(m: Mapping[str, Any]) -> str:
     ex = m.get("exhaustive")
     if not isinstance(ex, Mapping):
         return "sampled (the plan's sweeps)"
-    from rulelab.exhaustive import N_FINITE
+    from rulelab.runs.exhaustive import N_FINITE
 
     n = int(ex.get("inputs", 0))
     text = f"all {n:,} finite float32 inputs" if n == N_FINITE else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"

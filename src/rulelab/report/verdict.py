@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.report.classes import SEVERITY, nonfinite_count, row_class
+from rulelab.report.styles import SEVERITY, nonfinite_count, row_class
 from rulelab.report.tables import DTYPE_ORDER, fmt_ulp, ordered, variant_order
 from rulelab.store.vocabulary import Bucket, Status
 

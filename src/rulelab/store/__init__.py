@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rulelab.errors import UsageError
+from rulelab.core.errors import UsageError
+from rulelab.core.files import atomic_write
 from rulelab.store.vocabulary import (
     ACCURACY_DIR,
     BINNED,
@@ -77,19 +78,9 @@ class StoreError(UsageError):
 # --- atomic files --------------------------------------------------------------------------
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
 def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    atomic_write(path, data)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -107,13 +98,7 @@ def _json_default(x: Any) -> Any:
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     """Write a table as parquet, atomically."""
-    tmp = _tmp_name(path)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 # --- runs ---------------------------------------------------------------------------------

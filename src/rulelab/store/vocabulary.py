@@ -260,7 +260,7 @@ class RunMeta:
     stopped: Mapping[str, str] | None = None
     """Where status is stopped: when and why."""
     exhaustive: Mapping[str, Any] | None = None
-    """For a sweep of every float32 input (``rulelab.exhaustive``): how many inputs, each
+    """For a sweep of every float32 input (``rulelab.runs.exhaustive``): how many inputs, each
     fast reference's validation (bound, points checked) and the points mpmath decided."""
     code: Mapping[str, str] = field(default_factory=dict)
     """"case/variant" and "case/reference" -> fingerprint of the code measured (what is

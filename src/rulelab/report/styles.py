@@ -1,0 +1,49 @@
+"""What colour a result gets: the class of one summary row (its worst bucket, or
+unsupported / error / not run), with labels and colours shared by tables and figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from rulelab.scoring.metrics import worst_bucket
+from rulelab.store.vocabulary import Bucket, Status
+
+_CELL_STATUSES = (Status.UNSUPPORTED, Status.ERROR, Status.MISSING)
+
+CLASSES: tuple[str, ...] = (*(b.column for b in Bucket), *(s.value for s in _CELL_STATUSES))
+"""Every cell class, best first as the legend shows them: the buckets, then the
+statuses of results that have no points (from :mod:`rulelab.store.vocabulary`)."""
+
+CLASS_LABELS: Mapping[str, str] = {**{b.column: b.label for b in Bucket}, **{s.value: s.label for s in _CELL_STATUSES}}
+
+CLASS_COLOURS: Mapping[str, tuple[str, str]] = {**{b.column: b.colour for b in Bucket}, **{s.value: s.colour for s in _CELL_STATUSES}}
+"""(background, text) per class."""
+
+SEVERITY: Mapping[str, int] = {**{b.column: b.severity for b in Bucket}, **{s.value: s.severity for s in _CELL_STATUSES}}
+"""Order of badness, for picking the worst of several rows."""
+
+NONFINITE_CLASSES = tuple(b.column for b in Bucket if b.nonfinite)
+
+
+def row_class(row: Mapping[str, Any]) -> str:
+    """The class of one summary row: ``unsupported`` or ``error`` by status, else its
+    worst bucket (:func:`rulelab.scoring.metrics.worst_bucket`)."""
+    status = str(row.get("status", Status.OK.value) or Status.OK.value)
+    if status in (Status.UNSUPPORTED.value, Status.ERROR.value):
+        return status
+    return worst_bucket({b.column: _count(row.get(b.column)) for b in Bucket}).column
+
+
+def _count(value: Any) -> int:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if math.isnan(v) else int(v)
+
+
+def nonfinite_count(row: Mapping[str, Any]) -> int:
+    """Points in a non-finite class (wrong non-finite or finite where undefined)."""
+    return sum(_count(row.get(b)) for b in NONFINITE_CLASSES)

@@ -1,0 +1,92 @@
+"""The compact table a sweep prints when it ends: max dULP per case x variant x dtype
+(rows) and transform (columns), with non-finite results flagged."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from rulelab import store
+from rulelab.model.plan import plan_from_dict
+from rulelab.store.vocabulary import Bucket
+
+LEGEND = (
+    "max dULP over the sweep (the worst argument, for derivatives of several arguments). "
+    "NaN×k / inf×k: k results NaN / infinite where the reference is finite; fin×k: finite where "
+    "the reference is not; ref?×k: k points whose reference never settled (not scored); unsup: JAX cannot apply the transform to this variant; ERR: the "
+    "variant failed (summary.parquet has the message)."
+)
+
+
+def ulps(v: float) -> str:
+    """A dULP count, short: exact below 10^5, else in powers of ten."""
+    if v is None or math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf"
+    return f"{int(v)}" if v < 1e5 else f"{v:.1e}".replace("e+0", "e").replace("e+", "e")
+
+
+def cell(rows: pd.DataFrame) -> str:
+    """One cell from a result's summary rows (one per argument): the worst max dULP
+    with non-finite counts flagged; 'unsup' or 'ERR' when nothing ran."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return "ERR" if (rows["status"] == "error").any() else "unsup"
+    text = ulps(float(ok["max_ulp"].max())) if ok["max_ulp"].notna().any() else "-"
+    for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), (Bucket.UNEXPECTED_FINITE.column, "fin"), (Bucket.UNSETTLED.column, "ref?")):
+        n = int(ok[col].fillna(0).sum()) if col in ok else 0
+        if n:
+            text += f" {label}×{n}"
+    if (rows["status"] == "error").any():
+        text += " ERR"
+    elif (rows["status"] == "unsupported").any():
+        text += " (unsup)"
+    return text
+
+
+def table(summary: pd.DataFrame, transforms: tuple[str, ...]) -> str:
+    """The table, case and variant written once per block."""
+    if summary.empty:
+        return "(no results)"
+    header = ["case", "variant", "dtype", *transforms]
+    rows = []
+    for (case, variant, dtype), g in summary.groupby(["case", "variant", "dtype"], sort=False):
+        cells = [cell(g[g["transform"] == t]) if (g["transform"] == t).any() else "" for t in transforms]
+        rows.append([case, variant, dtype, *cells])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+
+    lines = [line(header), "  ".join("-" * w for w in widths)]
+    last: list[str] | None = None
+    for r in rows:
+        shown = list(r)
+        if last is not None and r[0] == last[0]:
+            shown[0] = ""
+            if r[1] == last[1]:
+                shown[1] = ""
+        lines.append(line(shown))
+        last = r
+    return "\n".join(lines)
+
+
+def run_digest(run: Path) -> str:
+    """The table of a complete run, its counts and timings, and where its files are."""
+    meta = store.read_meta(run)
+    plan = plan_from_dict(meta.plan)
+    summary = store.load_table(run, "summary")
+    counts = meta.counts
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in meta.phases.items() if v >= 0.05)
+    tasks = ", ".join(f"{k} {v:.1f}s" for k, v in meta.task_seconds.items() if v >= 0.05)
+    backend = meta.backend or {}
+    return (
+        f"{table(summary, plan.transforms)}\n\n{LEGEND}\n\n"
+        f"{len(summary)} results ({counts.get('ok', 0)} ok, {counts.get('unsupported', 0)} unsupported, "
+        f"{counts.get('error', 0)} errors) on {backend.get('backend')} ({backend.get('device_kind')}).\n"
+        f"wall: {phases}; within tasks: {tasks}\n"
+        f"run folder: {run}"
+    )

@@ -1,0 +1,107 @@
+"""`rulelab study`: the main job. A sweep, a quick timing of every variant with the
+benchmarks' own measuring code (``rulelab.jaxrun.cost``, in this process: no asv environment or
+git checkout needed), and the HTML report.
+
+The timings go into the run folder as ``timings.parquet`` so the report can show them
+beside the accuracy results.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rulelab import store
+from rulelab.model.case import Case, get_case
+
+TIMING_TRANSFORMS: tuple[str, ...] = ("value", "grad")
+TIMING_DTYPE = "float32"
+TIMING_SIZE = 4096
+"""What the quick timing covers: every variant's value and first derivative (in the first
+argument) on 4096 float32 points, enough that the call is not pure dispatch."""
+
+
+def timing_rows(cases: Sequence[Case], backend: str | None = None, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """One row per case x variant x transform: steady-state time, compile time, op counts
+    and temporary memory, measured as the asv benchmarks measure them. A transform a
+    variant cannot do is a row with status unsupported; a failure is status error."""
+    from rulelab.core.errors import first_line
+    from rulelab.jaxrun import cost
+    from rulelab.jaxrun.evaluate import is_unsupported
+
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        for vname in case.variants:
+            for transform in TIMING_TRANSFORMS:
+                row: dict[str, Any] = dict(case=case.name, variant=vname, transform=transform, arg=case.args[0],
+                                           dtype=TIMING_DTYPE, size=TIMING_SIZE, backend=backend or "default")
+                try:
+                    t = cost.target(case, vname, transform, dtype=TIMING_DTYPE, size=TIMING_SIZE, backend=backend)
+                    c = cost.measure(t, repeat=3, min_time=0.01)
+                    row.update(status="ok", message="", time_s=c.timing.best if c.timing else float("nan"),
+                               compile_ms=c.compile_ms, jaxpr_eqns=c.jaxpr_eqns, hlo_ops=c.hlo_ops,
+                               temp_bytes=c.memory.temp_bytes if c.memory else None)
+                except Exception as exc:  # noqa: BLE001 - recorded, never fatal
+                    row.update(status="unsupported" if is_unsupported(exc) else "error", message=first_line(exc))
+                rows.append(row)
+                if progress:
+                    progress(1)
+    df = pd.DataFrame(rows)
+    naive = df[(df["variant"] == "naive") & (df["status"] == "ok")].set_index(["case", "transform"])["time_s"]
+    key = pd.MultiIndex.from_frame(df[["case", "transform"]])
+    df["ratio_to_naive"] = df["time_s"].to_numpy() / naive.reindex(key).to_numpy()
+    return df
+
+
+def run_study(
+    plan: str = "quick",
+    results: str | Path = "results",
+    reports: str | Path = "reports",
+    modules: Sequence[str] = (),
+    backend: str | None = None,
+    workers: int | None = None,
+    timings: bool = True,
+    progress: bool = True,
+    max_points: int | None = None,
+    scheduler: str | None = None,
+) -> Path:
+    """Sweep ``plan`` (on the dask cluster at ``scheduler`` if given), time every
+    variant here, write the report; returns ``index.html``."""
+    from rulelab.model.modules import load_modules
+    from rulelab.model.plan import load_plan
+    from rulelab.model.tasks import plan_tasks
+    from rulelab.report import build_report
+    from rulelab.report.terminal import run_digest
+    from rulelab.runs import sampled as sweep
+
+    load_modules(modules)
+    p = load_plan(plan)
+    options = sweep.Options(backend=backend, workers=workers, progress=progress, scheduler=scheduler)
+    if max_points is not None:
+        options = replace(options, max_points=max_points)
+    run = sweep.start(p, results, modules, options,
+                      on_start=lambda r: print(f"study: sweeping plan {p.name!r} into {r}", file=sys.stderr))
+    print(run_digest(run))
+    if timings:
+        cases = [get_case(name) for name in dict.fromkeys(t.case for t in plan_tasks(p))]
+        total = sum(len(c.variants) for c in cases) * len(TIMING_TRANSFORMS)
+        bar = _bar(total, "timing", progress)
+        df = timing_rows(cases, backend, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+        store.write_timings(run, df)
+    index = build_report([run], Path(results) / "asv", Path(reports), workers=workers)
+    return index
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="variant", file=sys.stderr)
