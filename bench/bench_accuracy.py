@@ -29,10 +29,13 @@ from bench import common
 MAX_POINTS = 20_000
 
 try:  # imported here, so asv's fork server loads it once for every combination
-    from rulelab.scoring.accuracy_probe import probe, probe_size
+    try:
+        from rulelab.scoring.accuracy_probe import probe, probe_size
+    except ImportError:  # a rulelab from before its layer folders
+        from rulelab.accuracy_probe import probe, probe_size
 except ImportError:  # an older rulelab: one program per combination, or none at all
     try:
-        from rulelab.scoring.accuracy_probe import max_ulp, probe_size
+        from rulelab.accuracy_probe import max_ulp, probe_size
     except ImportError as exc:
         probe = probe_size = None
         _MISSING = f"this rulelab has no accuracy probe ({exc})"
@@ -41,7 +44,7 @@ except ImportError:  # an older rulelab: one program per combination, or none at
         def probe(case: str, jobs: list[tuple[str, str, str]], dtype: str, backend: str) -> list[Any]:
             from types import SimpleNamespace
 
-            from rulelab.jaxrun import cost
+            from rulelab import cost
 
             out = []
             for v, t, a in jobs:

@@ -28,22 +28,30 @@ class ExhaustiveSoftplus:
     def setup(self, backend: str) -> None:
         common.require_backend(backend)
         try:
-            from rulelab.runs import exhaustive
-        except ImportError as exc:  # an older rulelab
-            raise NotImplementedError(f"this rulelab has no exhaustive sweep ({exc})") from None
+            from rulelab.jaxrun.backend import flushes_subnormals
+            from rulelab.model.exhaustive_spec import Spec
+            from rulelab.scoring.chunks import prepare, run_chunk
+        except ImportError:  # a rulelab before its layer folders, or without an exhaustive sweep
+            try:
+                from rulelab.evaluate import flushes_subnormals
+                from rulelab.exhaustive import Spec, prepare, run_chunk
+            except ImportError as exc:
+                raise NotImplementedError(f"this rulelab has no exhaustive sweep ({exc})") from None
         import rulelab
-        from rulelab.jaxrun.backend import flushes_subnormals
 
         try:  # as every exhaustive chunk runs (a rulelab without it page-faults its freed arrays back in)
             from rulelab.core.malloc import keep_freed_memory
-
-            keep_freed_memory()
         except ImportError:
-            pass
+            try:
+                from rulelab.heap import keep_freed_memory
+            except ImportError:
+                keep_freed_memory = None
+        if keep_freed_memory is not None:
+            keep_freed_memory()
         case = rulelab.get_case("softplus")
-        spec = exhaustive.Spec("softplus", tuple(case.variants), ("grad",), chunk_bits=CHUNK_BITS)
-        self.run_chunk = exhaustive.run_chunk
-        self.setup_ = exhaustive.prepare(spec, backend, flushes=flushes_subnormals("float32", backend))
+        spec = Spec("softplus", tuple(case.variants), ("grad",), chunk_bits=CHUNK_BITS)
+        self.run_chunk = run_chunk
+        self.setup_ = prepare(spec, backend, flushes=flushes_subnormals("float32", backend))
         self.run_chunk(self.setup_, FIRST)  # compiles the program
 
     def track_points_per_second(self, backend: str) -> float:

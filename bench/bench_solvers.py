@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 
 from bench import common
-from rulelab.jaxrun import cost
+from bench.common import cost
 
 DTYPE = "float32"
 SIZE = common.LARGE

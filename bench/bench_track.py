@@ -17,7 +17,7 @@ and environment, in the module's ``setup_cache``.
 from __future__ import annotations
 
 from bench import common
-from rulelab.jaxrun import cost
+from bench.common import cost
 
 
 class _Track(common._Tracks):

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import USER_CASES, rulelab
+from helpers import USER_CASES, rulelab
 
 from rulelab import store
 from rulelab.model.case import REALS, CaseError, Variant, make_case
 from rulelab.reference import cache
 from rulelab.reference import compute as RC
+from rulelab.runs import lifecycle
 from rulelab.runs import sampled as sweep
 from rulelab.scoring.metrics import point_errors, summarize
 
@@ -70,7 +71,7 @@ def test_a_cache_file_compacted_away_meanwhile_is_not_corruption(monkeypatch):
 
 
 def test_a_run_id_is_a_name_not_a_path(tmp_path, env):
-    line = one_line(rulelab("sweep", "--resume", "../../elsewhere/20260101T000000Z-1-abcd", "--out", str(tmp_path), env=env))
+    line = one_line(rulelab("sweep", "--resume", "../../elsewhere/20260101T000000Z-1-abcd", "--results", str(tmp_path), env=env))
     assert "is not a run id" in line
 
 
@@ -81,11 +82,11 @@ def test_unwritable_places_get_one_line_naming_the_path(tmp_path, env, where):
     plan = tmp_path / "tiny.toml"
     plan.write_text('cases = ["tneg"]\ntransforms = ["value"]\ndtypes = ["float16"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
     if where == "report":
-        res = rulelab("report", "--results", str(tmp_path), "--out", str(blocker), env=env)
+        res = rulelab("report", "--results", str(tmp_path), "--reports", str(blocker), env=env)
     elif where == "cache":
-        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "r"), "--no-progress", env={**env, "RULELAB_CACHE": str(blocker)})
+        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--results", str(tmp_path / "r"), "--no-progress", env={**env, "RULELAB_CACHE": str(blocker)})
     else:
-        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--out", str(blocker), "--no-progress", env=env)
+        res = rulelab("sweep", str(plan), "--module", USER_CASES, "--results", str(blocker), "--no-progress", env=env)
     line = one_line(res)
     assert str(blocker) in line and "cannot use" in line
     if where == "cache":
@@ -95,7 +96,7 @@ def test_unwritable_places_get_one_line_naming_the_path(tmp_path, env, where):
 def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     plan = tmp_path / "tiny.toml"
     plan.write_text('cases = ["tslow"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
-    proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "out"),
+    proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", str(plan), "--module", USER_CASES, "--results", str(tmp_path / "out"),
                              "--no-progress", "--workers", "1"], stderr=subprocess.PIPE, text=True, env={**env, "RULELAB_TEST_SLOW": "0.5"},
                             # a shell that starts jobs in the background leaves them SIGINT ignored: take Ctrl-C as a terminal does
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -131,8 +132,8 @@ def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "write_part", real)
     (run,) = (tmp_path / "out" / "accuracy").glob("2*")
     changed = {**sweep.versions(), "jax": "9.9.9"}
-    monkeypatch.setattr(sweep, "versions", lambda: changed)
-    with pytest.raises(sweep.SweepError, match=r"versions changed: jax .* -> 9\.9\.9"):
+    monkeypatch.setattr(lifecycle, "versions", lambda: changed)
+    with pytest.raises(lifecycle.RunError, match=r"versions changed: jax .* -> 9\.9\.9"):
         sweep.resume(run.name, tmp_path / "out", sweep.Options(workers=1, progress=False, compile_cache=False))
 
 
@@ -174,7 +175,7 @@ def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
     module = tmp_path / "slow_reference.py"
     module.write_text(SLOW_REFERENCE)
     proc = subprocess.Popen([sys.executable, "-m", "rulelab", "sweep", "quick", "--module", str(module), "--cases", "tslowref",
-                             "--dtypes", "float32", "--out", str(tmp_path / "out"), "--no-progress", "--workers", "2"],
+                             "--dtypes", "float32", "--results", str(tmp_path / "out"), "--no-progress", "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     workers: list[int] = []
@@ -191,14 +192,14 @@ def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
 
 
 def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tmp_path, capsys):
-    from test_report_synthetic import Spec, write_run
+    from helpers import Spec, write_run
 
     from rulelab.cli import main
 
     base = tmp_path / "results" / "accuracy"
     write_run(base / "a", [Spec("toy", "naive", "value")], started="2026-01-01")
     write_run(base / "b", [Spec("toy", "naive", "value")], started="2026-01-02", skip=("summary",))
-    assert main(["report", "a", "--compare", "a", "b", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "rep"), "--workers", "1"]) == 0
+    assert main(["report", "a", "--compare", "a", "b", "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "rep"), "--workers", "1"]) == 0
     err = capsys.readouterr().err
     assert "run b given to --compare is not whole (summary.parquet is missing" in err
     page = (tmp_path / "rep" / "compare.html").read_text()
@@ -208,7 +209,7 @@ def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tm
 def test_a_plan_too_large_is_refused_before_it_runs_with_its_estimate(tmp_path, env):
     plan = tmp_path / "big.toml"
     plan.write_text('cases = ["softplus"]\n[sweep.float32]\nper_binade = 100000000\n')
-    for res in (rulelab("check", str(plan), env=env), rulelab("sweep", str(plan), "--out", str(tmp_path / "out"), env=env)):
+    for res in (rulelab("check", str(plan), env=env), rulelab("sweep", str(plan), "--results", str(tmp_path / "out"), env=env)):
         line = one_line(res)
         assert "too large" in line and "softplus in float32" in line and "--max-points" in line
         largest = int(line.split("the largest ")[1].split(" ")[0].replace(",", ""))
@@ -244,7 +245,7 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
     """The messages of the battery, produced in process where that is cheap."""
     import errno
 
-    from test_report_synthetic import Spec, write_run
+    from helpers import Spec, write_run
 
     import rulelab
     from rulelab.cli import os_problem
@@ -312,10 +313,10 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_stays_resumable(tmp_path, m
         return real(run, key, rows, info)
 
     monkeypatch.setattr(store, "write_part", disk_fills)
-    assert main(["sweep", str(plan), "--module", USER_CASES, "--out", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 2
+    assert main(["sweep", str(plan), "--module", USER_CASES, "--results", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     (run,) = (tmp_path / "out" / "accuracy").glob("2*")
     assert "No space left on device" in line and "free some space" in line and f"--resume {run.name}" in line
     monkeypatch.setattr(store, "write_part", real)
-    assert main(["sweep", "--resume", run.name, "--out", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 0
+    assert main(["sweep", "--resume", run.name, "--results", str(tmp_path / "out"), "--no-progress", "--workers", "1"]) == 0
     assert store.read_meta(run).status == "complete"

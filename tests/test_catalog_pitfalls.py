@@ -26,9 +26,10 @@ import jax.scipy.special as jsp
 import mpmath
 import numpy as np
 import pytest
+from helpers import round_mpf
 
 import rulelab
-from rulelab.core.floats import fmt, round_mpf, ulp_distance
+from rulelab.core.floats import fmt, ulp_distance
 from rulelab.jaxrun.evaluate import evaluate, scalar_transform
 
 ULP_TOL = 4

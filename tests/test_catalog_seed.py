@@ -14,19 +14,10 @@ import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
+from helpers import SEED
 
 import rulelab
 from rulelab.jaxrun.evaluate import is_unsupported, scalar_transform
-
-SEED = {
-    "softplus": {"naive", "custom_vjp", "custom_jvp", "custom_jvp_defjvps", "stable", "library"},
-    "stable_sqrt": {"naive", "custom_jvp", "custom_jvp_as_published"},
-    "x_over_1p_sqrt": {"naive", "custom_jvp", "custom_jvp_defjvps"},
-    "clip_sin": {"naive", "custom_vjp"},
-    "newton_sqrt": {"naive", "custom_vjp", "library"},
-    "sin_times_y": {"naive", "custom_jvp", "custom_jvp_defjvps", "custom_vjp"},
-    "point_fun": {"naive", "custom_jvp", "custom_vjp"},
-}
 
 f32 = np.float32
 

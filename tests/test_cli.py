@@ -12,29 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import USER_CASES, plan_file, rulelab, tables
 
 from rulelab import store
 from rulelab.cli import main
-
-USER_CASES = str(Path(__file__).with_name("user_cases.py"))
-
-
-def rulelab(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rulelab", *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def plan_file(tmp_path: Path, cases: str, transforms: str = '"value", "grad"') -> str:
-    path = tmp_path / "tiny.toml"
-    path.write_text(
-        f'cases = [{cases}]\ntransforms = [{transforms}]\ndtypes = ["float32", "float16", "bfloat16"]\n'
-        "[sweep]\nexhaustive16 = false\nper_binade = 1\n"
-    )
-    return str(path)
-
-
-def tables(run: Path) -> dict[str, pd.DataFrame]:
-    return {n: store.load_table(run, n).drop(columns=list(store.TIMING_COLUMNS), errors="ignore") for n in store.TABLES}
-
 
 # --- in process ----------------------------------------------------------------------------------
 
@@ -48,7 +29,7 @@ def test_help_lists_subcommands_and_options(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     out = capsys.readouterr().out
-    for option in ("--cases", "--variants", "--dtypes", "--transforms", "--backend", "--module", "--resume", "--out", "--workers"):
+    for option in ("--cases", "--variants", "--dtypes", "--transforms", "--backend", "--module", "--resume", "--results", "--workers"):
         assert option in out
 
 
@@ -73,12 +54,12 @@ def bad_module(tmp_path: Path, body: str) -> str:
         (["sweep", "quick", "--cases", "nope"], ["--cases: unknown case 'nope'", "softplus"]),
         (["sweep", "quick", "--dtypes", "float8"], ["unknown dtype 'float8'", "bfloat16"]),
         (["sweep", "no_such_plan"], ["no plan 'no_such_plan'", "quick"]),
-        (["sweep", "--resume", "20000101T000000Z-1-abcd", "--out", "{tmp}"], ["no run '20000101T000000Z-1-abcd'"]),
+        (["sweep", "--resume", "20000101T000000Z-1-abcd", "--results", "{tmp}"], ["no run '20000101T000000Z-1-abcd'"]),
         (["sweep", "quick", "--resume", "x"], ["--resume continues run x exactly as it was planned; drop PLAN"]),
         (["sweep", "quick", "--workers", "0"], ["--workers must be at least 1"]),
         (["sweep", "exhaustive32"], ["exhaustive32 sweeps one case at a time"]),
-        (["sweep", "exhaustive32", "--cases", "hypot", "--out", "{tmp}"], ["cases of one argument; 'hypot' has 2"]),
-        (["sweep", "exhaustive32", "--cases", "log_ndtr", "--transforms", "grad", "--out", "{tmp}"], ["'log_ndtr' has no fast reference"]),
+        (["sweep", "exhaustive32", "--cases", "hypot", "--results", "{tmp}"], ["cases of one argument; 'hypot' has 2"]),
+        (["sweep", "exhaustive32", "--cases", "log_ndtr", "--transforms", "grad", "--results", "{tmp}"], ["'log_ndtr' has no fast reference"]),
         (["sweep", "exhaustive32", "--cases", "softplus", "--dtypes", "float16"], ["float32 only"]),
         (["sweep", "--module", "no_such_module_xyz"], ["--module no_such_module_xyz: no file or importable module"]),
         (["cases", "--module", "{tmp}/missing.py"], ["missing.py: no such file"]),
@@ -87,7 +68,7 @@ def bad_module(tmp_path: Path, body: str) -> str:
         (["cases", "--module", "{bad}:import rulelab\nrulelab.register(rulelab.make_case('b', 'x', ('x',), rulelab.REALS, lambda mp: 0, {'v': lambda x: x}))\n"],
          ["malformed case", "reference must take (mp, x)"]),
         (["sweep", "{plan}:cases = [\"tneg\"]\nsamples = 0\n", "--module", USER_CASES], ["tiny.toml:2: samples must be an integer >= 1"]),
-        (["sweep", "{plan}:cases = [\"tneg\"]\nvariants = [\"exact\"]\n", "--module", USER_CASES, "--backend", "tpu", "--out", "{tmp}"],
+        (["sweep", "{plan}:cases = [\"tneg\"]\nvariants = [\"exact\"]\n", "--module", USER_CASES, "--backend", "tpu", "--results", "{tmp}"],
          ["backend 'tpu' is not available here"]),
     ],
 )  # fmt: skip
@@ -119,7 +100,7 @@ def test_unknown_backend_is_refused_by_the_parser(capsys):
 
 def test_two_sweeps_at_once_of_a_user_module(tmp_path, env):
     plan = plan_file(tmp_path, '"tneg"')
-    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--out", str(tmp_path / "res"), "--no-progress"]
+    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--results", str(tmp_path / "res"), "--no-progress"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -140,7 +121,7 @@ def test_two_sweeps_at_once_of_a_user_module(tmp_path, env):
 def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, env):
     plan = plan_file(tmp_path, '"tslow"')
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--out", str(out), "--no-progress", "--workers", "2"]
+    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--results", str(out), "--no-progress", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     parts: list[Path] = []
@@ -160,7 +141,7 @@ def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, en
     assert 4 <= len(finished) < 18
     assert store.read_meta(run).status == "running"
 
-    resumed = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", env=env)
+    resumed = rulelab("sweep", "--resume", run.name, "--results", str(out), "--no-progress", env=env)
     assert resumed.returncode == 0, resumed.stderr
     meta = store.read_meta(run)
     last = meta.sessions[-1]
@@ -169,7 +150,7 @@ def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, en
     for part in finished.values():  # recorded as first computed, not recomputed
         assert meta.tasks["/".join(part["key"])] == part["info"]["wall_s"]
 
-    whole = rulelab("sweep", plan, "--module", USER_CASES, "--out", str(tmp_path / "whole"), "--no-progress", env=env)
+    whole = rulelab("sweep", plan, "--module", USER_CASES, "--results", str(tmp_path / "whole"), "--no-progress", env=env)
     assert whole.returncode == 0, whole.stderr
     (other,) = (tmp_path / "whole").glob("accuracy/2*")
     a, b = tables(run), tables(other)
@@ -208,7 +189,7 @@ def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed
     module = broken_module(tmp_path, "return mp.exp(x) if x < 100 else mp.exp(x) + undefined_name")
     plan = plan_file(tmp_path, '"user_broken"', '"value"')
     out = tmp_path / "out"
-    res = rulelab("sweep", plan, "--module", module, "--out", str(out), "--no-progress", env=env)
+    res = rulelab("sweep", plan, "--module", module, "--results", str(out), "--no-progress", env=env)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "concurrent.futures" not in res.stderr
     line = res.stderr.strip().splitlines()[-1]
@@ -217,7 +198,7 @@ def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed
     meta = store.read_meta(run)
     assert meta.status == "stopped" and "NameError" in meta.stopped["reason"]
     broken_module(tmp_path, "return mp.exp(x)")
-    res = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", env=env)
+    res = rulelab("sweep", "--resume", run.name, "--results", str(out), "--no-progress", env=env)
     assert res.returncode == 0, res.stderr
     summary = store.load_table(run, "summary")
     assert store.read_meta(run).status == "complete" and len(summary) == 3
@@ -225,12 +206,12 @@ def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed
 
 
 def test_report_names_a_damaged_newer_run_and_builds_from_the_intact_one(tmp_path, capsys):
-    from test_report_synthetic import Spec, write_run
+    from helpers import Spec, write_run
 
     base = tmp_path / "results" / "accuracy"
     write_run(base / "good", [Spec("toy", "naive", "value")], started="2026-01-01")
     write_run(base / "newer", [Spec("toy", "naive", "value")], started="2026-01-02", skip=("summary",))
-    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "reports"), "--workers", "1"]) == 0
+    assert main(["report", "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--workers", "1"]) == 0
     err = capsys.readouterr().err
     assert "run newer is passed over (summary.parquet is missing" in err and "the report uses good" in err
     assert "good" in (tmp_path / "reports" / "index.html").read_text()
@@ -265,7 +246,7 @@ def test_resume_after_editing_a_variant_refuses_and_names_it(tmp_path, env, monk
     (run,) = (tmp_path / "out" / "accuracy").glob("2*")
     assert store.read_meta(run).status == "stopped"
     module.write_text(module.read_text().replace("- math.log(2.0)", "- math.log(2.0) + 1.0"))
-    res = rulelab("sweep", "--resume", run.name, "--out", str(tmp_path / "out"), "--no-progress", env=env)
+    res = rulelab("sweep", "--resume", run.name, "--results", str(tmp_path / "out"), "--no-progress", env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "code changed since the run started: logcosh/custom_jvp" in res.stderr
     assert "logcosh/naive" not in res.stderr and "logcosh/reference" not in res.stderr

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from test_cli import USER_CASES, plan_file, rulelab, tables  # noqa: E402
+from helpers import USER_CASES, plan_file, rulelab, tables  # noqa: E402
 
 from rulelab import store  # noqa: E402
 from rulelab.runs.cluster import ClusterError, local_workers, same_facts  # noqa: E402
@@ -73,11 +73,6 @@ class Dask:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache")), "RULELAB_TEST_SLOW": "0.3"}
-
-
-@pytest.fixture(scope="module")
 def cluster(env) -> Iterator[Dask]:
     d = Dask(env, workers=2)
     yield d
@@ -87,7 +82,7 @@ def cluster(env) -> Iterator[Dask]:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, env) -> Path:
     out = tmp_path_factory.mktemp("local")
-    res = rulelab("sweep", "quick", "--cases", *CASES, "--out", str(out), "--no-progress", env=env)
+    res = rulelab("sweep", "quick", "--cases", *CASES, "--results", str(out), "--no-progress", env=env)
     assert res.returncode == 0, res.stderr
     (run,) = out.glob("accuracy/2*")
     return run
@@ -103,7 +98,7 @@ def test_quick_plan_on_the_cluster_equals_the_local_run(tmp_path, env, cluster, 
     # a cache of its own: the references are computed by the cluster's workers too
     own = {**env, "RULELAB_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "res"
-    res = rulelab("sweep", "quick", "--cases", *CASES, "--out", str(out), "--no-progress", "--scheduler", cluster.address, env=own)
+    res = rulelab("sweep", "quick", "--cases", *CASES, "--results", str(out), "--no-progress", "--scheduler", cluster.address, env=own)
     assert res.returncode == 0, res.stderr
     (run,) = out.glob("accuracy/2*")
     assert_same_tables(run, local_run)
@@ -118,7 +113,7 @@ def test_quick_plan_on_the_cluster_equals_the_local_run(tmp_path, env, cluster, 
 
 def test_environment_variable_names_the_scheduler(tmp_path, env, cluster):
     out = tmp_path / "res"
-    res = rulelab("sweep", plan_file(tmp_path, '"tneg"'), "--module", USER_CASES, "--out", str(out), "--no-progress",
+    res = rulelab("sweep", plan_file(tmp_path, '"tneg"'), "--module", USER_CASES, "--results", str(out), "--no-progress",
                   env={**env, "RULELAB_SCHEDULER": cluster.address})
     assert res.returncode == 0, res.stderr
     (run,) = out.glob("accuracy/2*")
@@ -137,7 +132,7 @@ def test_a_user_module_reaches_the_workers(tmp_path, env, cluster):
     plan.write_text('cases = ["remote_tneg"]\ntransforms = ["value", "grad"]\ndtypes = ["float32"]\n'
                     "[sweep]\nexhaustive16 = false\nper_binade = 1\n")
     out = tmp_path / "res"
-    res = rulelab("sweep", str(plan), "--module", str(module), "--out", str(out), "--no-progress", "--scheduler", cluster.address, env=env)
+    res = rulelab("sweep", str(plan), "--module", str(module), "--results", str(out), "--no-progress", "--scheduler", cluster.address, env=env)
     assert res.returncode == 0, res.stderr
     (run,) = out.glob("accuracy/2*")
     summary = store.load_table(run, "summary").set_index("variant")
@@ -150,7 +145,7 @@ def test_a_module_the_workers_cannot_load_is_refused_before_work_starts(tmp_path
     bad = tmp_path / "client_only.py"
     bad.write_text('import os\nif "ON_THE_CLIENT" not in os.environ:\n    raise ImportError("needs what only the client has")\n')
     out = tmp_path / "r"
-    res = rulelab("sweep", "quick", "--cases", "softplus", "--module", str(bad), "--out", str(out), "--no-progress",
+    res = rulelab("sweep", "quick", "--cases", "softplus", "--module", str(bad), "--results", str(out), "--no-progress",
                   "--scheduler", cluster.address, env={**env, "ON_THE_CLIENT": "1"})
     assert res.returncode == 2
     assert "a worker cannot load the user modules" in res.stderr and "needs what only the client has" in res.stderr
@@ -163,7 +158,7 @@ def test_a_module_the_workers_cannot_load_is_refused_before_work_starts(tmp_path
                                             ("local:0", "local:N")])
 def test_a_scheduler_that_cannot_be_used_is_refused_before_a_run_exists(tmp_path, env, address, words):
     out = tmp_path / "r"
-    res = rulelab("sweep", "quick", "--cases", "softplus", "--out", str(out), "--no-progress", "--scheduler", address, env=env)
+    res = rulelab("sweep", "quick", "--cases", "softplus", "--results", str(out), "--no-progress", "--scheduler", address, env=env)
     assert res.returncode == 2 and words in res.stderr, res.stderr
     assert not list(out.glob("accuracy/2*"))
 
@@ -171,18 +166,18 @@ def test_a_scheduler_that_cannot_be_used_is_refused_before_a_run_exists(tmp_path
 def test_killed_client_resumes_on_the_same_scheduler(tmp_path, env, cluster):
     plan = plan_file(tmp_path, '"tslow"')
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--out", str(out), "--no-progress", "--scheduler", cluster.address]
+    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--results", str(out), "--no-progress", "--scheduler", cluster.address]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     parts = wait_for_parts(out, proc, 1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert parts, "the sweep ended before it could be stopped"
     (run,) = out.glob("accuracy/2*")
-    resumed = rulelab("sweep", "--resume", run.name, "--out", str(out), "--no-progress", "--scheduler", cluster.address, env=env)
+    resumed = rulelab("sweep", "--resume", run.name, "--results", str(out), "--no-progress", "--scheduler", cluster.address, env=env)
     assert resumed.returncode == 0, resumed.stderr
     meta = store.read_meta(run)
     assert meta.status == "complete" and 1 <= meta.sessions[-1]["tasks_before"] < 18
-    whole = rulelab("sweep", plan, "--module", USER_CASES, "--out", str(tmp_path / "whole"), "--no-progress", env=env)
+    whole = rulelab("sweep", plan, "--module", USER_CASES, "--results", str(tmp_path / "whole"), "--no-progress", env=env)
     assert whole.returncode == 0, whole.stderr
     (other,) = (tmp_path / "whole").glob("accuracy/2*")
     assert_same_tables(run, other)
@@ -191,7 +186,7 @@ def test_killed_client_resumes_on_the_same_scheduler(tmp_path, env, cluster):
 def test_ctrl_c_cancels_the_cluster_work_and_leaves_the_run_resumable(tmp_path, env, cluster):
     plan = plan_file(tmp_path, '"tslow"')
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--out", str(out), "--no-progress", "--scheduler", cluster.address]
+    cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--results", str(out), "--no-progress", "--scheduler", cluster.address]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_for_parts(out, proc, 1), "the sweep ended before it could be interrupted"
@@ -225,7 +220,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, env, local_run):
     d = Dask(env, workers=2)
     try:
         out = tmp_path / "res"
-        cmd = [sys.executable, "-m", "rulelab", "sweep", "quick", "--cases", *CASES, "--out", str(out), "--no-progress", "--scheduler", d.address]
+        cmd = [sys.executable, "-m", "rulelab", "sweep", "quick", "--cases", *CASES, "--results", str(out), "--no-progress", "--scheduler", d.address]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         parts = wait_for_parts(out, proc, 1)
         assert parts, "the sweep ended before a worker could be killed"
@@ -251,7 +246,7 @@ def test_scheduler_addresses_and_worker_facts():
 
 def test_local_cluster_runs_a_plan(tmp_path, env):
     out = tmp_path / "res"
-    res = rulelab("sweep", plan_file(tmp_path, '"tneg"'), "--module", USER_CASES, "--out", str(out), "--no-progress",
+    res = rulelab("sweep", plan_file(tmp_path, '"tneg"'), "--module", USER_CASES, "--results", str(out), "--no-progress",
                   "--scheduler", "local:2", env=env)
     assert res.returncode == 0, res.stderr
     (run,) = out.glob("accuracy/2*")
@@ -273,9 +268,9 @@ def test_an_exhaustive_run_on_the_cluster_equals_a_local_one(tmp_path, env, clus
     # every float32 in [1, 2) of both signs, 4 chunks of 2^22 inputs, on the workers and here
     args = ["sweep", "exhaustive32", "--cases", "softplus", "--variants", "naive", "stable", "--transforms", "grad",
             "--exponents", "127", "127", "--no-progress"]
-    here = rulelab(*args, "--out", str(tmp_path / "here"), "--workers", "1", env=env)
+    here = rulelab(*args, "--results", str(tmp_path / "here"), "--workers", "1", env=env)
     assert here.returncode == 0, here.stderr
-    there = rulelab(*args, "--out", str(tmp_path / "there"), "--scheduler", cluster.address, env=env)
+    there = rulelab(*args, "--results", str(tmp_path / "there"), "--scheduler", cluster.address, env=env)
     assert there.returncode == 0, there.stderr
     (a,), (b,) = (tmp_path / "here").glob("accuracy/2*"), (tmp_path / "there").glob("accuracy/2*")
     assert_same_tables(a, b)

@@ -26,7 +26,7 @@ def test_example_module_sweeps_and_shows_the_fix(tmp_path):
     plan.write_text(PLAN)
     res = subprocess.run(
         [sys.executable, "-m", "rulelab", "sweep", str(plan), "--module", str(ROOT / "examples" / "logcosh.py"),
-         "--out", str(tmp_path / "results"), "--no-progress", "--workers", "1"],
+         "--results", str(tmp_path / "results"), "--no-progress", "--workers", "1"],
         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     [run] = [p for p in (tmp_path / "results" / "accuracy").iterdir() if p.is_dir()]
@@ -44,7 +44,7 @@ def test_study_runs_sweep_timings_and_report(tmp_path):
     plan.write_text(PLAN)
     res = subprocess.run(
         [sys.executable, "-m", "rulelab", "study", "--plan", str(plan), "--module", str(ROOT / "examples" / "logcosh.py"),
-         "--results", str(tmp_path / "results"), "--out", str(tmp_path / "reports"), "--no-progress", "--workers", "1"],
+         "--results", str(tmp_path / "results"), "--results", str(tmp_path / "reports"), "--no-progress", "--workers", "1"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     index = tmp_path / "reports" / "index.html"

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import tables
 
 import rulelab
 from rulelab import store
@@ -17,13 +18,18 @@ from rulelab.core.floats import round_double_double
 from rulelab.jaxrun.backend import flushes_subnormals
 from rulelab.jaxrun.evaluate import evaluate
 from rulelab.model.case import get_case, make_case
+from rulelab.model.exhaustive_spec import chunks_of_binades
 from rulelab.model.inputs import make_sweep
 from rulelab.model.plan import load_plan
 from rulelab.reference import fast as fastref
 from rulelab.reference.compute import references
 from rulelab.runs import exhaustive as E
+from rulelab.runs import lifecycle
+from rulelab.runs.executors import Options
 from rulelab.scoring import chunks as C
 from rulelab.scoring.metrics import flush_reference, point_errors, worst
+
+ONE = Options(workers=1, progress=False, compile_cache=False)
 
 
 @pytest.fixture(autouse=True)
@@ -151,13 +157,9 @@ def test_largest_picks_the_r_largest_values_ties_and_nans_included():
             assert np.array_equal(np.sort(v[got])[::-1], finite[:r])
 
 
-def tables(run):
-    return {n: store.load_table(run, n).drop(columns=list(store.TIMING_COLUMNS), errors="ignore") for n in store.TABLES}
-
-
 def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
-    spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=E.chunks_of_binades(127, 127, 18))
-    whole = E.run(spec, tmp_path / "whole", workers=1, progress=False)
+    spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=chunks_of_binades(127, 127, 18))
+    whole = E.start(spec, tmp_path / "whole", ONE)
     real, written = store.write_bytes, []
 
     def stop_after_three(path, data):
@@ -169,16 +171,17 @@ def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(t
 
     monkeypatch.setattr(store, "write_bytes", stop_after_three)
     with pytest.raises(KeyboardInterrupt):
-        E.run(spec, tmp_path / "cut", workers=1, progress=False)
+        E.start(spec, tmp_path / "cut", ONE)
     monkeypatch.setattr(store, "write_bytes", real)
     (run,) = (tmp_path / "cut" / "accuracy").glob("2*")
     assert store.read_meta(run).status == "stopped" and len(E.done_chunks(run)) == 3
-    real_versions = E.versions
-    monkeypatch.setattr(E, "versions", lambda: {**real_versions(), "jax": "9.9.9"})
-    with pytest.raises(E.ExhaustiveError, match="jax changed since it started"):
-        E.run(None, tmp_path / "cut", workers=1, progress=False, resume=run.name)
-    monkeypatch.setattr(E, "versions", real_versions)
-    resumed = E.run(None, tmp_path / "cut", workers=1, progress=False, resume=run.name)
+    real_versions = lifecycle.versions
+    monkeypatch.setattr(lifecycle, "versions", lambda: {**real_versions(), "jax": "9.9.9"})
+    with pytest.raises(lifecycle.RunError, match=r"versions changed: jax .* -> 9\.9\.9"):
+        E.resume(run.name, tmp_path / "cut", ONE)
+    monkeypatch.setattr(lifecycle, "versions", real_versions)
+    resumed = E.resume(run.name, tmp_path / "cut", ONE)
+    assert E.resume(run.name, tmp_path / "cut", ONE) == resumed and store.read_meta(resumed).status == "complete"  # complete is final
     a, b = tables(resumed), tables(whole)
     for name in store.TABLES:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)

@@ -6,6 +6,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
+from helpers import round_mpf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,7 +69,7 @@ def test_rounding_matches_numpy_for_doubles(dtype):
     for x in xs:
         with np.errstate(over="ignore"):
             expect = float(np.array(x).astype(f.dtype))
-        got = F.round_mpf(mpmath.mpf(float(x)), dtype)
+        got = round_mpf(mpmath.mpf(float(x)), dtype)
         assert got == expect or (math.isnan(got) and math.isnan(expect)), (x, got, expect)
 
 
@@ -89,10 +90,10 @@ def test_ties_and_either_side(dtype):
         mid = (Fraction(a64) + Fraction(b64)) / 2
         tiny = (Fraction(b64) - Fraction(a64)) / 2**70
         for q in (mid, mid - tiny, mid + tiny):
-            assert F.round_mpf(mpf_of(q), dtype) == oracle_round(q, dtype), (a64, q)
+            assert round_mpf(mpf_of(q), dtype) == oracle_round(q, dtype), (a64, q)
         # the midpoint goes to whichever of a, b has an even significand
         even = a64 if int(np.array(a).view(f.uint)) % 2 == 0 else b64
-        assert F.round_mpf(mpf_of(mid), dtype) == even
+        assert round_mpf(mpf_of(mid), dtype) == even
 
 
 @pytest.mark.parametrize("dtype", NARROW)
@@ -100,17 +101,17 @@ def test_subnormal_outputs_and_overflow(dtype):
     f = F.fmt(dtype)
     s = Fraction(f.smallest_subnormal)
     # half the smallest subnormal is a tie between 0 and it: goes to 0 (even); a hair above goes up
-    assert F.round_mpf(mpf_of(s / 2), dtype) == 0.0
-    assert F.round_mpf(mpf_of(s / 2 + s / 2**80), dtype) == f.smallest_subnormal
-    assert F.round_mpf(mpf_of(3 * s / 2), dtype) == 2 * f.smallest_subnormal  # tie -> even (2s)
-    assert F.round_mpf(mpf_of(Fraction(f.smallest_normal) - s / 4), dtype) == f.smallest_normal
+    assert round_mpf(mpf_of(s / 2), dtype) == 0.0
+    assert round_mpf(mpf_of(s / 2 + s / 2**80), dtype) == f.smallest_subnormal
+    assert round_mpf(mpf_of(3 * s / 2), dtype) == 2 * f.smallest_subnormal  # tie -> even (2s)
+    assert round_mpf(mpf_of(Fraction(f.smallest_normal) - s / 4), dtype) == f.smallest_normal
     # overflow: max + half an ulp (a tie, odd max) rounds to inf; just below stays max
     half_top = Fraction(2) ** (f.emax - f.precision)
-    assert F.round_mpf(mpf_of(Fraction(f.max_finite) + half_top), dtype) == math.inf
-    assert F.round_mpf(mpf_of(Fraction(f.max_finite) + half_top - half_top / 2**40), dtype) == f.max_finite
-    assert F.round_mpf(mpf_of(-Fraction(f.max_finite) - half_top), dtype) == -math.inf
-    assert F.round_mpf(mpmath.mpf(2) ** -100000, dtype) == 0.0
-    assert F.round_mpf(mpmath.mpf(2) ** 100000, dtype) == math.inf
+    assert round_mpf(mpf_of(Fraction(f.max_finite) + half_top), dtype) == math.inf
+    assert round_mpf(mpf_of(Fraction(f.max_finite) + half_top - half_top / 2**40), dtype) == f.max_finite
+    assert round_mpf(mpf_of(-Fraction(f.max_finite) - half_top), dtype) == -math.inf
+    assert round_mpf(mpmath.mpf(2) ** -100000, dtype) == 0.0
+    assert round_mpf(mpmath.mpf(2) ** 100000, dtype) == math.inf
 
 
 @pytest.mark.parametrize("dtype", NARROW)
@@ -122,7 +123,7 @@ def test_random_wide_values_match_oracle(dtype):
         e = int(rng.integers(f.quantum_min - 3, f.emax + 1))
         man = int(rng.integers(1, 2**62)) * 2**40 + int(rng.integers(0, 2**40))
         q = Fraction(man, 2**102) * Fraction(2) ** e * (1 if rng.random() < 0.5 else -1)
-        assert F.round_mpf(mpf_of(q), dtype) == oracle_round(q, dtype)
+        assert round_mpf(mpf_of(q), dtype) == oracle_round(q, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -134,7 +135,7 @@ def test_double_rounding_is_avoided(dtype):
     one_ulp = Fraction(2) ** (1 - f.precision)
     q = 1 + one_ulp / 2 + Fraction(1, 2**60)
     via_double = float(np.array(float(q)).astype(f.dtype))
-    direct = F.round_mpf(mpf_of(q), dtype)
+    direct = round_mpf(mpf_of(q), dtype)
     assert via_double == 1.0  # the trap is real
     assert direct == float(1 + one_ulp)
     # same through the double-double path the references use
@@ -155,7 +156,7 @@ def test_rounding_agrees_with_mpmath_in_normal_range():
             with mpmath.workprec(f.precision):
                 y = +x
             if abs(y) >= f.smallest_normal and abs(y) <= f.max_finite:
-                assert F.round_mpf(x, dtype) == float(y)
+                assert round_mpf(x, dtype) == float(y)
 
 
 def test_double_double_is_exact_to_106_bits():

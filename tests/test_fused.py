@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_catalog_seed import SEED
+from helpers import SEED
 
 import rulelab
 from rulelab.jaxrun.evaluate import evaluate, evaluate_many

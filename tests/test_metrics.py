@@ -12,9 +12,8 @@ from rulelab.scoring.metrics import (
     point_errors,
     summarize,
     worst,
-    worst_bucket,
 )
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import Bucket, worst_bucket
 
 BUCKETS = [b.column for b in Bucket]
 

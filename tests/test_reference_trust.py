@@ -12,9 +12,10 @@ import sys
 import mpmath
 import numpy as np
 import pytest
+from helpers import round_mpf
 
 import rulelab
-from rulelab.core.floats import round_double_double, round_mpf, ulp_distance
+from rulelab.core.floats import round_double_double, ulp_distance
 from rulelab.model import contract as C
 from rulelab.model.case import (
     NONNEGATIVE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_report_synthetic import write_asv
+from helpers import write_asv
 
 from rulelab.report.asv_results import (
     chart_selection,

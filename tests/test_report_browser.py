@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report_synthetic import standard_specs, write_asv, write_run
+from helpers import standard_specs, write_asv, write_run
 
 from rulelab.report import build_report
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_synthetic import standard_specs, write_asv, write_run
+from helpers import standard_specs, write_asv, write_run
 
 from rulelab.report import figures
 from rulelab.report.load import load_accuracy, load_asv

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from test_report_synthetic import THRESHOLD, Spec, standard_specs, write_run
+from helpers import THRESHOLD, Spec, standard_specs, write_run
 
 from rulelab.report.findings import Finding, findings, fmt_x, region
 from rulelab.report.load import load_accuracy

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_report_synthetic import Spec, standard_specs, write_asv, write_run
+from helpers import Spec, standard_specs, write_asv, write_run
 
 from rulelab.report import build_report
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_synthetic import Spec, standard_specs, write_run
+from helpers import Spec, standard_specs, write_run
 
 from rulelab.report import html
 from rulelab.report.load import load_accuracy

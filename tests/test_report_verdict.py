@@ -5,7 +5,7 @@ equals, and the variants that fail there."""
 from __future__ import annotations
 
 import pandas as pd
-from test_report_synthetic import Spec, write_run
+from helpers import Spec, write_run
 
 from rulelab.report.load import load_accuracy
 from rulelab.report.verdict import verdict_table

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import USER_CASES
 
 from rulelab import store
 from rulelab.model.inputs import make_sweep
@@ -16,9 +15,9 @@ from rulelab.model.plan import parse_plan
 from rulelab.model.tasks import execution_order, plan_tasks
 from rulelab.report.terminal import run_digest
 from rulelab.runs import sampled as sweep
+from rulelab.runs.lifecycle import RunError
 from rulelab.scoring.rows import thin
 
-USER_CASES = str(Path(__file__).with_name("user_cases.py"))
 OPTIONS = sweep.Options(workers=1, progress=False, compile_cache=False)
 
 
@@ -157,7 +156,7 @@ def test_nothing_to_run_is_an_error(tmp_path):
     plan = tiny_plan('"tneg"', extra='variants = ["off"]')
     from dataclasses import replace
 
-    with pytest.raises(sweep.SweepError, match="selects nothing"):
+    with pytest.raises(RunError, match="selects nothing"):
         sweep.start(replace(plan, cases=("tadd",)), tmp_path, [], OPTIONS)
 
 

@@ -25,6 +25,8 @@ from rulelab.runs.cluster import SCHEDULER_ENV, scheduler_address
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, as a tool killed by a closed pipe reports."""
 
 
 def _names(values: Sequence[str] | None) -> list[str] | None:
@@ -54,6 +56,28 @@ def add_scheduler_option(p: argparse.ArgumentParser) -> None:
         f"to start N worker processes here (default: ${SCHEDULER_ENV}, else this machine's process pools; needs "
         "pip install -e '.[dask]'). Results are written here, as in a local run",
     )
+
+
+def add_results_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", metavar="DIR", help="the results folder; accuracy runs live in DIR/accuracy/ (default: results)")
+
+
+def add_reports_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reports", default="reports", metavar="DIR", help="where the HTML report is written (default: reports)")
+
+
+def add_renamed_option(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept ``old`` (an earlier spelling of ``new``) for one more release, with a note."""
+    p.add_argument(old, dest=f"renamed_{old.lstrip('-')}", metavar="DIR", help=argparse.SUPPRESS)
+    p.set_defaults(renamed=(*(p.get_default("renamed") or ()), (old, new)))
+
+
+def _apply_renamed(args: argparse.Namespace) -> None:
+    for old, new in getattr(args, "renamed", ()):
+        value = getattr(args, f"renamed_{old.lstrip('-')}", None)
+        if value is not None:
+            print(f"note: rulelab {args.command} {old} is now {new}; {old} will be removed in the next release", file=sys.stderr)
+            setattr(args, new.lstrip("-"), value)
 
 
 def add_max_points_option(p: argparse.ArgumentParser) -> None:
@@ -110,21 +134,21 @@ def cmd_cases(args: argparse.Namespace) -> int:
 # --- sweep --------------------------------------------------------------------------------------
 
 
-def _is_exhaustive(out: str, run_id: str) -> bool:
+def _is_exhaustive(results: str, run_id: str) -> bool:
     from rulelab import store
-    from rulelab.runs import exhaustive
+    from rulelab.model.exhaustive_spec import PLAN
 
     try:
-        return store.read_meta(store.open_run(out, run_id)).plan.get("name") == exhaustive.PLAN
-    except Exception:  # noqa: BLE001 - sweep.resume reports a missing or damaged run
+        return store.read_meta(store.open_run(results, run_id)).plan.get("name") == PLAN
+    except Exception:  # noqa: BLE001 - the sampled sweep's resume reports a missing or damaged run
         return False
 
 
 def exhaustive_spec(args: argparse.Namespace) -> Any:
     """The exhaustive sweep the options ask for: one case, its variants (or those
     named), the transforms named (default: value and grad), the binades named."""
+    from rulelab.model import exhaustive_spec as exhaustive
     from rulelab.model.case import get_case
-    from rulelab.runs import exhaustive
 
     cases = _names(args.cases) or []
     if len(cases) != 1:
@@ -148,10 +172,10 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "sweep",
-        help="measure the accuracy of every variant in a plan against mpmath; results go to OUT/accuracy/<run-id>/",
+        help="measure the accuracy of every variant in a plan against mpmath; results go to RESULTS/accuracy/<run-id>/",
         description="Run an accuracy sweep: references first (mpmath, cached, in parallel), then every case x "
         "variant x transform x argument x dtype of the plan on one backend, measured in ULPs. Results go "
-        "to OUT/accuracy/<run-id>/ (meta.json and parquet tables); a run stopped part-way (Ctrl-C, kill) "
+        "to RESULTS/accuracy/<run-id>/ (meta.json and parquet tables); a run stopped part-way (Ctrl-C, kill) "
         "continues with --resume RUN_ID and recomputes nothing it finished.",
         epilog="examples: rulelab sweep quick | rulelab sweep default --cases softplus --dtypes float32 | "
         "rulelab sweep quick --module my_cases.py --cases my_case | rulelab sweep --resume 20250101T120000Z-1234-ab12",
@@ -173,7 +197,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="run the variants on this backend (default: JAX's default device)")
     add_module_option(p)
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run that stopped part-way, as it was planned (no PLAN or filters)")
-    p.add_argument("--out", default="results", metavar="DIR", help="results folder; runs go to DIR/accuracy/ (default: results)")
+    add_results_option(p)
     p.add_argument(
         "--workers",
         type=int,
@@ -196,19 +220,22 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not keep compiled XLA executables in the cache folder ($RULELAB_CACHE/jax) between runs",
     )
+    add_renamed_option(p, "--out", "--results")
     p.set_defaults(run=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from rulelab.model.exhaustive_spec import PLAN
     from rulelab.model.modules import load_modules
     from rulelab.model.plan import load_plan, with_overrides
     from rulelab.report.terminal import run_digest
     from rulelab.runs import exhaustive
     from rulelab.runs import sampled as sweep
+    from rulelab.runs.executors import Options
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    options = sweep.Options(
+    options = Options(
         backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
         max_points=args.max_points, scheduler=scheduler_address(args.scheduler),
     )
@@ -217,7 +244,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     def announce(run: Path) -> None:
         started.append(run)
-        print(f"run {run.name} in {run} (if it stops, continue with: rulelab sweep --resume {run.name} --out {args.out})", file=sys.stderr)
+        print(f"run {run.name} in {run} (if it stops, continue with: rulelab sweep --resume {run.name} --results {args.results})", file=sys.stderr)
 
     try:
         if args.resume:
@@ -226,26 +253,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             if given:
                 raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
             load_modules(args.module)
-            if _is_exhaustive(args.out, args.resume):
-                run = exhaustive.run(None, args.out, args.workers, args.backend, not args.no_progress, args.resume, announce,
-                                     options.scheduler, args.module)
-            else:
-                run = sweep.resume(args.resume, args.out, options, on_start=announce)
-        elif args.plan == exhaustive.PLAN:
+            driver = exhaustive if _is_exhaustive(args.results, args.resume) else sweep
+            run = driver.resume(args.resume, args.results, options, on_start=announce)
+        elif args.plan == PLAN:
             load_modules(args.module)
-            run = exhaustive.run(exhaustive_spec(args), args.out, args.workers, args.backend, not args.no_progress, on_start=announce,
-                                 scheduler=options.scheduler, modules=args.module)
+            run = exhaustive.start(exhaustive_spec(args), args.results, options, args.module, on_start=announce)
         else:
             load_modules(args.module)
             plan = load_plan(args.plan or "default")
             plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
-            run = sweep.start(plan, args.out, args.module, options, on_start=announce)
+            run = sweep.start(plan, args.results, args.module, options, on_start=announce)
     except (KeyboardInterrupt, OSError) as exc:
         if not started:
             raise
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else os_problem(exc)
         on = f" --scheduler {options.scheduler}" if options.scheduler else ""
-        print(f"rulelab sweep: {what}; the finished tasks are kept: continue with rulelab sweep --resume {started[0].name} --out {args.out}{on}",
+        print(f"rulelab sweep: {what}; the finished tasks are kept: continue with rulelab sweep --resume {started[0].name} --results {args.results}{on}",
               file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_USAGE
     print(run_digest(run))
@@ -263,11 +286,12 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "results: reports/index.html (overview), one page per case, performance.html. Never runs JAX or mpmath.",
     )
     p.add_argument("runs", nargs="*", metavar="RUN_ID", help="accuracy runs to report (default: the newest complete run per backend; newer damaged or unfinished runs are named and passed over)")
-    p.add_argument("--results", default="results", help="the results folder (default: results)")
+    add_results_option(p)
     p.add_argument("--asv", default=None, metavar="DIR", help="asv results (default: RESULTS/asv)")
-    p.add_argument("--out", default="reports", help="where to write the HTML (default: reports)")
+    add_reports_option(p)
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="also write compare.html: two runs side by side")
     p.add_argument("--workers", type=int, metavar="N", help="processes drawing case pages (default: every core)")
+    add_renamed_option(p, "--out", "--reports")
     p.set_defaults(run=cmd_report)
 
 
@@ -285,7 +309,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"rulelab report: run {run.name} given to --compare is not whole ({'; '.join(damage)}); "
                   "compare.html says so instead of comparing", file=sys.stderr)
     asv_dir = Path(args.asv) if args.asv else Path(args.results) / "asv"
-    print(build_report(runs, asv_dir, Path(args.out), compare, workers=args.workers))
+    print(build_report(runs, asv_dir, Path(args.reports), compare, workers=args.workers))
     return 0
 
 
@@ -299,26 +323,35 @@ def add_study(sub: argparse._SubParsersAction) -> None:
         description="Run an accuracy sweep (the quick plan by default), time every variant in process with the "
         "benchmarks' own code, and write the report; prints the path of reports/index.html.",
     )
-    p.add_argument("--quick", action="store_true", help="use the quick plan (the default; kept for clarity)")
-    p.add_argument("--plan", default=None, help="a plan name (quick, default, exhaustive) or TOML path; overrides --quick")
-    p.add_argument("--backend", choices=("cpu", "gpu", "tpu"), default=None, help="backend to evaluate on (default: JAX's)")
-    p.add_argument("--results", default="results", help="the results folder (default: results)")
-    p.add_argument("--out", default="reports", help="where to write the HTML (default: reports)")
+    from rulelab.jaxrun.backend import BACKENDS
+
+    p.add_argument("--plan", default="quick", help="a plan name (quick, default, exhaustive) or TOML path (default: quick)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="backend to evaluate on (default: JAX's)")
+    add_results_option(p)
+    add_reports_option(p)
     p.add_argument("--no-timings", action="store_true", help="skip the quick timings")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: every core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_max_points_option(p)
     add_module_option(p)
     add_scheduler_option(p)
+    add_renamed_option(p, "--out", "--reports")
+    p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # the default plan; the flag is accepted one more release
     p.set_defaults(run=cmd_study)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from rulelab.report import build_report
+    from rulelab.report.terminal import run_digest
     from rulelab.runs.study import run_study
 
-    index = run_study(args.plan or "quick", args.results, args.out, args.module, args.backend, args.workers,
-                      timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
-                      scheduler=scheduler_address(args.scheduler))
+    if args.quick:
+        print("note: rulelab study --quick is the default and the flag will be removed; drop it", file=sys.stderr)
+    run = run_study(args.plan, args.results, args.module, args.backend, args.workers,
+                    timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
+                    scheduler=scheduler_address(args.scheduler))
+    print(run_digest(run))
+    index = build_report([run], Path(args.results) / "asv", Path(args.reports), workers=args.workers)
     print(f"report: {index}")
     return 0
 
@@ -378,7 +411,7 @@ def os_problem(exc: OSError) -> str:
     """One line for a file system error: the path, what went wrong, what to do."""
     where = f" {exc.filename}" if exc.filename else ""
     what = exc.strerror or str(exc)
-    hint = "free some space" if exc.errno == errno.ENOSPC else "choose a writable folder (--out, --results, $RULELAB_CACHE)"
+    hint = "free some space" if exc.errno == errno.ENOSPC else "choose a writable folder (--results, --reports, $RULELAB_CACHE)"
     return f"cannot use{where}: {what}; {hint}"
 
 
@@ -389,8 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
+    _apply_renamed(args)
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:  # output piped into `head` and the like: end quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (UsageError, CaseError) as exc:
         print(f"rulelab {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -400,6 +439,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a folder that cannot be written, a full disk …
         print(f"rulelab {args.command}: {os_problem(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # output piped into `head` and the like
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

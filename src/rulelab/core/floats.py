@@ -61,6 +61,8 @@ FORMATS: dict[str, FloatFormat] = {
     "bfloat16": FloatFormat("bfloat16", np.dtype(ml_dtypes.bfloat16), 16, 8, -126, 127),
 }
 DTYPES: tuple[str, ...] = tuple(FORMATS)
+N_FINITE_FLOAT32 = 2**32 - 2**24
+"""Finite float32 values: every bit pattern but the 2^24 with an all-ones exponent."""
 
 
 def fmt(dtype: Any) -> FloatFormat:

@@ -20,6 +20,7 @@ from rulelab.core.errors import first_line
 from rulelab.core.floats import fmt
 from rulelab.jaxrun.backend import device_for
 from rulelab.model.case import TRANSFORMS, Case, Variant
+from rulelab.store.vocabulary import Status
 
 UNSUPPORTED_PATTERNS: tuple[str, ...] = (
     r"can't apply forward-mode autodiff \(jvp\) to a custom_vjp function",
@@ -33,9 +34,9 @@ UNSUPPORTED_PATTERNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one evaluation produced. ``values`` is None unless ``status == 'ok'``."""
+    """What one evaluation produced. ``values`` is None unless ``status`` is ``Status.OK``."""
 
-    status: str  # ok | unsupported | error
+    status: Status
     message: str = ""
     values: np.ndarray | None = None
     compile_s: float = 0.0
@@ -148,12 +149,12 @@ def _outcome(where: str, out: Any, f: Any, shape: tuple[int, ...], compile_s: fl
     per point."""
     values = np.asarray(out)
     if values.shape != shape:
-        return Outcome("error", f"{where}: returned shape {values.shape[1:]} per point, expected a scalar")
+        return Outcome(Status.ERROR, f"{where}: returned shape {values.shape[1:]} per point, expected a scalar")
     notes = ()
     if values.dtype != f.dtype:
         notes = (f"returned {values.dtype} for {f.name} inputs; cast to {f.name}",)
         values = values.astype(f.dtype)
-    return Outcome("ok", "", values, compile_s=compile_s, run_s=run_s, notes=notes)
+    return Outcome(Status.OK, "", values, compile_s=compile_s, run_s=run_s, notes=notes)
 
 
 def evaluate(
@@ -175,7 +176,7 @@ def evaluate(
     where = _where(case, v, transform, arg, f)
     xs = _prepare(case, dtype, inputs, backend)
     if isinstance(xs, str):
-        return Outcome("error", f"{where}: {xs}")
+        return Outcome(Status.ERROR, f"{where}: {xs}")
     argnum = 0 if arg is None else case.args.index(arg)
     try:
         compiled_fn = vectorised(v.fn, transform, argnum, len(case.args))
@@ -185,7 +186,7 @@ def evaluate(
         out = jax.block_until_ready(compiled(*xs))
         t2 = time.perf_counter()
     except Exception as exc:  # noqa: BLE001 - any failure of user code is recorded
-        status = "unsupported" if is_unsupported(exc) else "error"
+        status = Status.UNSUPPORTED if is_unsupported(exc) else Status.ERROR
         return Outcome(status, f"{where}: {first_line(exc)}")
     return _outcome(where, out, f, xs[0].shape, t1 - t0, t2 - t1)
 

@@ -314,8 +314,17 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+BUILTIN_MODULES = ("rulelab.catalog",)
+"""Case modules the registry loads before it is first read. The catalog is loaded by
+name, like a user's ``--module``: it has no other privilege, and the model layer does
+not depend on the layer above it that holds the cases."""
+
+
 def _ensure_catalog() -> None:
-    from rulelab import catalog  # noqa: F401  (importing registers the built-in cases)
+    import importlib
+
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)  # importing registers its cases
 
 
 def cases() -> list[Case]:

@@ -10,11 +10,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from rulelab.report.html import Cell
 from rulelab.report.tables import DTYPE_ORDER, TRANSFORM_ORDER, ordered
+from rulelab.store.vocabulary import Status
 
 STEP_PARAMS = ("steps", "iterations", "iters", "n_iter", "max_iter", "n_steps")
 """Parameter names that count iterations (the solver suites)."""
@@ -125,7 +125,7 @@ def time_table(df: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFrame, d
         cells = {}
         for r in g.to_dict("records"):
             if r["status"] == "failed":
-                cells[r["variant"]] = Cell("failed", "error", "the benchmark raised an error")
+                cells[r["variant"]] = Cell("failed", Status.ERROR.value, "the benchmark raised an error")
                 continue
             text = fmt_unit(r["value"], unit)
             if not math.isnan(base_v) and base_v > 0 and r["variant"] != BASELINE:
@@ -146,7 +146,7 @@ def _frame(rows: dict[tuple[Any, ...], dict[str, Cell]], index_names: list[str],
         frame = pd.DataFrame(keys, columns=index_names)
         order = frame.sort_values(index_names, key=lambda s: _sort_key(s.name)(s), kind="stable").index
         keys = [keys[i] for i in order]
-    data = [[rows[k].get(c, Cell("", "missing")) for c in columns] for k in keys]
+    data = [[rows[k].get(c, Cell("", Status.MISSING.value)) for c in columns] for k in keys]
     index = pd.MultiIndex.from_tuples(keys, names=index_names) if index_names else pd.Index([""] * len(keys))
     return pd.DataFrame(data, index=index, columns=columns)
 
@@ -166,7 +166,7 @@ def track_table(df: pd.DataFrame, params: Sequence[str]) -> tuple[pd.DataFrame, 
     for r in df.sort_values("variant", key=lambda s: s.map(rank), kind="stable").to_dict("records"):
         key = tuple(r[p] for p in index_names)
         text = "failed" if r["status"] == "failed" else fmt_unit(r["value"], r["unit"])
-        rows.setdefault(key, {})[r["metric"]] = Cell(text, "error" if r["status"] == "failed" else "")
+        rows.setdefault(key, {})[r["metric"]] = Cell(text, Status.ERROR.value if r["status"] == "failed" else "")
     table = _frame(rows, index_names, metrics, df)
     table.columns = [metric_label(m, df) for m in metrics]
     return table, constant
@@ -237,8 +237,3 @@ def ratio_overview(newest_rows: pd.DataFrame, params: Sequence[str]) -> tuple[pd
         return pd.DataFrame(), {}
     cols = _variants(pd.DataFrame({"variant": variants}))
     return _frame(out, ["case", "transform"], cols, t), fixed_all
-
-
-def numeric(values: pd.Series) -> np.ndarray:
-    """A column as float64, non-numbers NaN."""
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)

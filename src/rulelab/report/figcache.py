@@ -1,8 +1,9 @@
 """Figures kept on disk by the content they plot ($RULELAB_CACHE/figures), so a report
 drawn again from unchanged results draws nothing: drawing is most of a report's time.
 
-The key hashes the drawing code (this package's figures module and the matplotlib and
-Pillow versions), the figure function and every argument, DataFrames by their columns,
+The key hashes the drawing code (the source file of the figure function, this
+package's figures module, and the matplotlib and Pillow versions), the figure function
+and every argument, DataFrames by their columns,
 dtypes and values. A changed number, label or drawing draws the figure again; an
 unreadable or unwritable cache only costs the drawing.
 """
@@ -49,19 +50,19 @@ def _feed(h: Any, obj: Any) -> None:
 
 
 @functools.cache
-def _code() -> bytes:
-    """What the drawing depends on besides the arguments."""
+def _code(source: str) -> bytes:
+    """What the drawing depends on besides the arguments: the file ``source`` that
+    defines the figure function, and the matplotlib and Pillow versions. (Read from the
+    decorated function, so this module never imports the figures module.)"""
     import matplotlib
     import PIL
 
-    from rulelab.report import figures
-
-    return Path(figures.__file__).read_bytes() + f"{matplotlib.__version__} {PIL.__version__}".encode()
+    return Path(source).read_bytes() + f"{matplotlib.__version__} {PIL.__version__}".encode()
 
 
-def key(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-    """The cache key of the figure ``name(*args, **kwargs)``."""
-    h = hashlib.sha256(_code())
+def key(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], code: bytes = b"") -> str:
+    """The cache key of the figure ``name(*args, **kwargs)`` drawn by ``code``."""
+    h = hashlib.sha256(code)
     _feed(h, name)
     _feed(h, args)
     _feed(h, kwargs)
@@ -74,7 +75,7 @@ def cached(fn: Callable[..., bytes | None]) -> Callable[..., bytes | None]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> bytes | None:
-        k = key(fn.__name__, args, kwargs)
+        k = key(fn.__name__, args, kwargs, _code(fn.__code__.co_filename))
         path = cache_dir() / "figures" / k[:2] / f"{k}.png"
         try:
             data = path.read_bytes()

@@ -22,7 +22,7 @@ from rulelab.report.tables import (
     fmt_ulp,
     ordered,
 )
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import Bucket, Status
 
 LARGE_ULP = 1024
 """Above this many ULP a result has lost most of its digits (the >2^10 bucket)."""
@@ -43,7 +43,7 @@ class Finding:
     text: str
 
 
-KIND_ORDER = ("nonfinite", "inaccurate", "error", "unsupported")
+KIND_ORDER = ("nonfinite", "inaccurate", Status.ERROR.value, Status.UNSUPPORTED.value)
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Findin
             parts, fine_sets, what = [], [], set()
             for r in g.to_dict("records"):
                 hit = nonfinite_count(r) > 0 if kind == "nonfinite" else row_class(r) == Bucket.ULP_GT_1024.column
-                if r["status"] != "ok" or not hit:
+                if r["status"] != Status.OK.value or not hit:
                     continue
                 key = (case, transform, arg, r["dtype"], backend)
                 reg, fine = _region_for(tables, key, variant, kind, names.get(case) or [arg or "x"])
@@ -386,13 +386,13 @@ def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Findin
                 head = f"{case} {variant}: {label} off by more than {LARGE_ULP} ULP for "
                 tail = f"; within {GOOD_ULP} ULP there: {', '.join(fine_list)}" if fine_list else ""
             out.append(Finding(kind, case, variant, transform, head + "; ".join(p[1] for p in parts) + where + tail))
-        for status in ("error", "unsupported"):
+        for status in (Status.ERROR.value, Status.UNSUPPORTED.value):
             bad = g[g["status"] == status]
             if bad.empty:
                 continue
             dtypes = ", ".join(ordered(bad["dtype"], DTYPE_ORDER))
             message = next((m for m in bad["message"] if m), "")
-            verb = "raised an error" if status == "error" else "is unsupported"
+            verb = "raised an error" if status == Status.ERROR.value else "is unsupported"
             text = f"{case} {variant}: {label} {verb} in {dtypes}{where}" + (f": {message}" if message else "")
             out.append(Finding(status, case, variant, transform, text))
     return in_order(out, acc.cases())

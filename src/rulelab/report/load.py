@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rulelab import store
-from rulelab.store.vocabulary import TEXT_COLUMNS
+from rulelab.store.vocabulary import TEXT_COLUMNS, Status
 
 KEYS: tuple[str, ...] = tuple(store.KEYS)
 """Columns that identify one evaluation in every accuracy table."""
@@ -83,7 +83,7 @@ def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
         if c not in TEXT_COLUMNS and c in TABLES[name]:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     if name == "summary":
-        df["status"] = df["status"].replace("", "ok")
+        df["status"] = df["status"].replace("", Status.OK.value)
     df["run"] = pd.Series([run_id] * len(df), index=df.index, dtype=object)
     return df
 

@@ -101,8 +101,8 @@ def run_notes(runs: Sequence[RunInfo]) -> str:
 KIND_BADGES = {
     "nonfinite": ("non-finite", Bucket.WRONG_NONFINITE.column),
     "inaccurate": ("inaccurate", Bucket.ULP_GT_1024.column),
-    "error": ("error", Status.ERROR.value),
-    "unsupported": ("unsupported", Status.UNSUPPORTED.value),
+    Status.ERROR.value: ("error", Status.ERROR.value),
+    Status.UNSUPPORTED.value: ("unsupported", Status.UNSUPPORTED.value),
 }
 
 

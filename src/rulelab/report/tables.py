@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from rulelab.core.floats import N_FINITE_FLOAT32
 from rulelab.model.contract import START_PRECISIONS
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
@@ -69,10 +70,10 @@ def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
     """The matrix cell of one summary row: class by worst bucket (or status), text the
     max dULP and how many points were non-finite."""
     if row is None:
-        return Cell("", "missing", "not run")
+        return Cell("", Status.MISSING.value, Status.MISSING.label)
     cls = row_class(row)
     key = " ".join(str(row.get(k, "")) for k in KEYS if row.get(k, ""))
-    if cls in ("unsupported", "error"):
+    if cls in (Status.UNSUPPORTED.value, Status.ERROR.value):
         return Cell(cls, cls, f"{key}: {row.get('message', '')}".strip(), href)
     n_bad = nonfinite_count(row)
     text = fmt_ulp(row.get("max_ulp"))
@@ -186,7 +187,7 @@ def support_matrix(summary_case: pd.DataFrame) -> pd.DataFrame:
 
 def _support_cell(sel: pd.DataFrame) -> Cell:
     if sel.empty:
-        return Cell("", "missing", "not run")
+        return Cell("", Status.MISSING.value, Status.MISSING.label)
     statuses = list(dict.fromkeys(sel["status"]))
     messages = "; ".join(dict.fromkeys(m for m in sel["message"] if m))
     if len(statuses) == 1:
@@ -194,7 +195,7 @@ def _support_cell(sel: pd.DataFrame) -> Cell:
         cls = s if s in (Status.UNSUPPORTED.value, Status.ERROR.value) else Bucket.EXACT.column
         return Cell(s, cls, messages)
     parts = [f"{s} ({', '.join(dict.fromkeys(sel.loc[sel['status'] == s, 'dtype']))})" for s in statuses]
-    cls = "error" if "error" in statuses else "unsupported"
+    cls = Status.ERROR.value if Status.ERROR.value in statuses else Status.UNSUPPORTED.value
     return Cell("; ".join(parts), cls, messages)
 
 
@@ -241,24 +242,24 @@ def summary_table(summary_case: pd.DataFrame, transform: str, arg: str) -> pd.Da
         for col in SUMMARY_COLUMNS:
             v = r.get(col)
             if col == "status":
-                row.append(Cell(str(v), cls if cls in ("unsupported", "error") else "", str(r.get("message", ""))))
+                row.append(Cell(str(v), cls if cls in (Status.UNSUPPORTED.value, Status.ERROR.value) else "", str(r.get("message", ""))))
             elif col == "max_ulp":
-                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" else "", cls, CLASS_LABELS[cls]))
+                row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value else "", cls, CLASS_LABELS[cls]))
             elif col in BUCKET_COLUMNS:
                 n = int(_num(v))
-                row.append(Cell(str(n) if r["status"] == "ok" else "", col if n and col != Bucket.EXACT.column else ""))
+                row.append(Cell(str(n) if r["status"] == Status.OK.value else "", col if n and col != Bucket.EXACT.column else ""))
             elif col == "flushed":
-                row.append(Cell(str(int(_num(v))) if r["status"] == "ok" and _num(v) else ""))
+                row.append(Cell(str(int(_num(v))) if r["status"] == Status.OK.value and _num(v) else ""))
             elif col == "max_ulp_ieee":
-                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" and _num(r.get("flushed")) else ""))
+                row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value and _num(r.get("flushed")) else ""))
             elif col in ("compile_s", "run_s"):
                 row.append(Cell(f"{_num(v):.3g}" if _num(v) else ""))
             elif col in ("median_ulp",):
-                row.append(Cell(fmt_ulp(v) if r["status"] == "ok" else ""))
+                row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value else ""))
             elif col == "max_frac_ulp":
                 row.append(Cell(f"{float(v):.3g}" if isinstance(v, (int, float)) and not math.isnan(v) else ""))
             else:
-                row.append(Cell("" if r["status"] != "ok" and col == "n_points" else str(int(_num(v)))))
+                row.append(Cell("" if r["status"] != Status.OK.value and col == "n_points" else str(int(_num(v)))))
         notes = "; ".join(x for x in (r.get("notes", ""), r.get("message", "")) if x)
         row.append(Cell(notes, "msg"))
         data.append(row)
@@ -380,10 +381,8 @@ def _inputs(m: Mapping[str, Any]) -> str:
     ex = m.get("exhaustive")
     if not isinstance(ex, Mapping):
         return "sampled (the plan's sweeps)"
-    from rulelab.runs.exhaustive import N_FINITE
-
     n = int(ex.get("inputs", 0))
-    text = f"all {n:,} finite float32 inputs" if n == N_FINITE else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"
+    text = f"all {n:,} finite float32 inputs" if n == N_FINITE_FLOAT32 else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"
     checks = [f"{k}: bound {v.get('bound', float('nan')):.2g} relative, validated at {v.get('n_points', 0):,} mpmath points"
               for k, v in (ex.get("validation") or {}).items()]
     decided = sum(int(v) for v in (ex.get("mpmath_points") or {}).values())

@@ -10,7 +10,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.model.plan import plan_from_dict
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import Bucket, Status
 
 LEGEND = (
     "max dULP over the sweep (the worst argument, for derivatives of several arguments). "
@@ -32,17 +32,17 @@ def ulps(v: float) -> str:
 def cell(rows: pd.DataFrame) -> str:
     """One cell from a result's summary rows (one per argument): the worst max dULP
     with non-finite counts flagged; 'unsup' or 'ERR' when nothing ran."""
-    ok = rows[rows["status"] == "ok"]
+    ok = rows[rows["status"] == Status.OK.value]
     if ok.empty:
-        return "ERR" if (rows["status"] == "error").any() else "unsup"
+        return "ERR" if (rows["status"] == Status.ERROR.value).any() else "unsup"
     text = ulps(float(ok["max_ulp"].max())) if ok["max_ulp"].notna().any() else "-"
     for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), (Bucket.UNEXPECTED_FINITE.column, "fin"), (Bucket.UNSETTLED.column, "ref?")):
         n = int(ok[col].fillna(0).sum()) if col in ok else 0
         if n:
             text += f" {label}×{n}"
-    if (rows["status"] == "error").any():
+    if (rows["status"] == Status.ERROR.value).any():
         text += " ERR"
-    elif (rows["status"] == "unsupported").any():
+    elif (rows["status"] == Status.UNSUPPORTED.value).any():
         text += " (unsup)"
     return text
 
@@ -85,8 +85,8 @@ def run_digest(run: Path) -> str:
     backend = meta.backend or {}
     return (
         f"{table(summary, plan.transforms)}\n\n{LEGEND}\n\n"
-        f"{len(summary)} results ({counts.get('ok', 0)} ok, {counts.get('unsupported', 0)} unsupported, "
-        f"{counts.get('error', 0)} errors) on {backend.get('backend')} ({backend.get('device_kind')}).\n"
+        f"{len(summary)} results ({counts.get(Status.OK.value, 0)} ok, {counts.get(Status.UNSUPPORTED.value, 0)} unsupported, "
+        f"{counts.get(Status.ERROR.value, 0)} errors) on {backend.get('backend')} ({backend.get('device_kind')}).\n"
         f"wall: {phases}; within tasks: {tasks}\n"
         f"run folder: {run}"
     )

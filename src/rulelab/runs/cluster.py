@@ -153,33 +153,13 @@ def on_worker(modules: Sequence[UserModule], fn: Callable[..., Any], *args: Any)
         return fn(*args)
 
 
-@functools.lru_cache(maxsize=None)
-def _facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any]:
-    from rulelab.jaxrun import backend as backends
-
-    return backends.facts(backend, dtypes)
-
-
 def worker_facts(backend: str | None, dtypes: tuple[str, ...]) -> dict[str, Any]:
     """This worker's backend facts (its backend starts on the first call) and library versions."""
     from rulelab.core.provenance import versions
-
-    with _LOCK:
-        return {"backend": _facts(backend, tuple(dtypes)), "versions": versions()}
-
-
-def group_on_worker(modules: Sequence[UserModule], g: Any, dtypes: tuple[str, ...], compile_cache: bool) -> tuple[dict[str, Any], Any]:
-    """Evaluate and measure one group of tasks (``sweep.measure_group``) on this
-    worker's backend (keeping compiled programs in the worker's own cache folder if
-    ``compile_cache``); returns the facts it ran under and the measured rows."""
     from rulelab.jaxrun import backend as backends
-    from rulelab.runs.sampled import measure_group
 
     with _LOCK:
-        load_user_modules(modules)
-        backends.use_compilation_cache(compile_cache)
-        facts = _facts(g.backend, tuple(dtypes))
-        return facts, measure_group(g, facts["backend"], facts["flushes_subnormals"])
+        return {"backend": backends.facts_here(backend, tuple(dtypes)), "versions": versions()}
 
 
 def _case_names() -> list[str]:
@@ -243,9 +223,6 @@ class Cluster:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A future of ``fn(*args)`` on a worker (through :func:`on_worker`)."""
         return self.client.submit(on_worker, self.modules, fn, *args, pure=False)
-
-    def submit_group(self, g: Any, dtypes: Sequence[str], compile_cache: bool) -> Any:
-        return self.client.submit(group_on_worker, self.modules, g, tuple(dtypes), compile_cache, pure=False)
 
 
 def _takes_n_workers(client: Any) -> bool:

@@ -13,17 +13,12 @@ mpmath and the run's tables are those of any sweep (summary, binned, worst, samp
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import multiprocessing
 import os
 import pickle
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,88 +26,38 @@ import numpy as np
 import pandas as pd
 
 from rulelab import store
-from rulelab.core.errors import UsageError, first_line
+from rulelab.core.floats import N_FINITE_FLOAT32
 from rulelab.core.malloc import keep_freed_memory
-from rulelab.core.processes import kill_pool, worker_init
-from rulelab.core.provenance import git_commit, host, versions
 from rulelab.jaxrun import backend as backends
+from rulelab.jaxrun.evaluate import Outcome
 from rulelab.model.case import DERIVATIVE_ORDER, Case, derivative_label, get_case
+from rulelab.model.exhaustive_spec import CHUNKS_DIR, PLAN, ExhaustiveError, Spec
 from rulelab.model.tasks import Task
 from rulelab.reference.settle import reference_point
-from rulelab.runs.cluster import check as check_scheduler
-from rulelab.runs.cluster import connect, same_facts
-from rulelab.runs.sampled import code_fingerprints
+from rulelab.runs import lifecycle
+from rulelab.runs.executors import (
+    Options,
+    Target,
+    check_scheduler,
+    cluster_for,
+    progress_bar,
+    run_items,
+)
 from rulelab.scoring.chunks import (
+    CHUNK_SECONDS,
     K_WORST,
-    PHASES,
     Aggregate,
     Setup,
     chunk_inputs,
     prepare,
     run_chunk,
 )
-from rulelab.scoring.metrics import (
-    HIST_BINS,
-    binned_frame,
-)
-from rulelab.scoring.rows import result_rows as rows_of
-from rulelab.store.vocabulary import Bucket, RunMeta, Status
+from rulelab.scoring.metrics import HIST_BINS, binned_frame
+from rulelab.scoring.rows import result_rows, summary_row
+from rulelab.store.vocabulary import Bucket, Status
 
-PLAN = "exhaustive32"
-"""The plan name that asks for this sweep."""
-N_FINITE = 2**32 - 2**24
-"""Finite float32 values: every bit pattern but the 2^24 with an all-ones exponent."""
-CHUNK_BITS = 22
-"""log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
-CHUNKS_DIR = "chunks"
-
-
-class ExhaustiveError(UsageError):
-    """The exhaustive sweep cannot run as asked (a case of several arguments, no fast reference …)."""
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What one exhaustive run covers: the case's ``variants`` under ``transforms``
-    over chunks ``chunks`` of ``chunk_bits`` bit patterns each (all of them by
-    default; fewer for a run over some binades)."""
-
-    case: str
-    variants: tuple[str, ...]
-    transforms: tuple[str, ...]
-    chunk_bits: int = CHUNK_BITS
-    chunks: tuple[int, ...] = ()
-
-    @property
-    def tasks(self) -> list[Task]:
-        case = get_case(self.case)
-        return [Task(self.case, v, t, "" if t == "value" else case.args[0], "float32") for v in self.variants for t in self.transforms]
-
-    @property
-    def chunk_list(self) -> tuple[int, ...]:
-        return self.chunks or tuple(range(1 << (32 - self.chunk_bits)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": PLAN, "case": self.case, "variants": list(self.variants), "transforms": list(self.transforms),
-                "chunk_bits": self.chunk_bits, "chunks": list(self.chunks), "dtypes": ["float32"], "cases": [self.case]}
-
-
-def chunks_of_binades(lo: int, hi: int, chunk_bits: int = CHUNK_BITS) -> tuple[int, ...]:
-    """The chunks holding every float32 of both signs whose biased exponent field lies in
-    [lo, hi] (a run over those binades: 1 to 254 are the normal binades, 0 the
-    subnormals and zeros)."""
-    per = 1 << (23 - chunk_bits) if chunk_bits <= 23 else None
-    if per is None:
-        raise ExhaustiveError("chunks of more than 2^23 bit patterns do not follow binades")
-    out = []
-    for sign in (0, 1):
-        for e in range(lo, hi + 1):
-            first = ((sign << 31) | (e << 23)) >> chunk_bits
-            out.extend(range(first, first + per))
-    return tuple(sorted(out))
-
-
-# --- the run ---------------------------------------------------------------------------------
+PHASES = ("validation", "chunks", "aggregate")
+"""Wall-clock phases of an exhaustive session, recorded in meta.json."""
 
 
 def chunk_path(run: Path, i: int) -> Path:
@@ -124,68 +69,20 @@ def done_chunks(run: Path) -> set[int]:
     out = set()
     for p in (run / CHUNKS_DIR).glob("*.pkl"):
         try:
-            pickle.loads(p.read_bytes())
+            store.read_pickle(p)
         except Exception:  # noqa: BLE001 - unreadable: computed again
             continue
         out.add(int(p.stem))
     return out
 
 
-_SETUP: Setup | None = None
-
-
-@functools.lru_cache(maxsize=4)
-def _facts_here(backend: str | None) -> dict[str, Any]:
-    """This process's backend facts for float32 (its backend starts here), once."""
-    return backends.facts(backend, ("float32",))
-
-
-def chunk_here(setup: Setup, i: int) -> tuple[int, bytes, dict[str, Any]]:
-    """Chunk ``i`` of ``setup`` in this process, under this process's backend facts (its
-    backend starts here): the chunk, its aggregates pickled, and the facts they ran under."""
+def score_chunk(job: tuple[Setup, int], facts: dict[str, Any]) -> bytes:
+    """Chunk ``i`` of ``setup`` scored under this process's backend ``facts``: its
+    aggregates and seconds per step, pickled."""
+    setup, i = job
     keep_freed_memory()
-    facts = _facts_here(setup.backend)
     setup = replace(setup, flushes=bool(facts["flushes_subnormals"].get("float32")))
-    return i, pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL), facts
-
-
-def _forked_chunk(i: int) -> tuple[int, bytes, dict[str, Any]]:
-    """In a forked worker: chunk ``i`` of the inherited ``_SETUP``."""
-    assert _SETUP is not None
-    return chunk_here(_SETUP, i)
-
-
-def _in_pool(setup: Setup, todo: Sequence[int], n: int) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    """The chunks on ``n`` forked processes (each adds its own backend's facts to the
-    setup it inherits), as they finish."""
-    global _SETUP
-    _SETUP = setup
-    ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
-    try:
-        pending = {ex.submit(_forked_chunk, i) for i in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                yield fut.result()
-    except BaseException:
-        kill_pool(ex)
-        raise
-    finally:
-        _SETUP = None
-    ex.shutdown(wait=True)
-
-
-def _on_cluster(setup: Setup, todo: Sequence[int], cluster: Any, run_name: str) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    """The chunks on a dask cluster's workers, as they finish (the client writes them)."""
-    from distributed import as_completed
-
-    futures = {cluster.submit(chunk_here, setup, i): i for i in todo}
-    for fut in as_completed(futures):
-        try:
-            yield fut.result()
-        except Exception as exc:  # noqa: BLE001 - the cluster lost the chunk (a worker died too often)
-            raise ExhaustiveError(f"the cluster failed on chunk {futures[fut]}: {first_line(exc)}; the finished chunks are kept: continue "
-                                  f"with rulelab sweep --resume {run_name} --scheduler {cluster.address}") from None
+    return pickle.dumps(run_chunk(setup, i), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def check_case(case: Case, transforms: Sequence[str]) -> None:
@@ -203,111 +100,101 @@ def check_case(case: Case, transforms: Sequence[str]) -> None:
         )
 
 
-def run(spec: Spec | None, root: str | Path = "results", workers: int | None = None, backend: str | None = None,
-        progress: bool = True, resume: str | None = None, on_start: Callable[[Path], None] | None = None,
-        scheduler: str | None = None, modules: Sequence[str] = ()) -> Path:
-    """Run ``spec`` (or resume run ``resume`` as it was planned: its finished chunks are
-    kept); returns the run folder. ``scheduler``: a dask scheduler's address (or
-    ``local:N``) whose workers take the chunks, with the user ``modules`` loaded."""
-    if resume:
-        run_dir = store.open_run(root, resume)
-        meta = store.read_meta(run_dir)
-        spec = Spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.plan.items() if k in Spec.__dataclass_fields__})
-        backend = meta.backend_requested
-    assert spec is not None
-    case = get_case(spec.case)
-    check_case(case, spec.transforms)
-    if scheduler:
-        check_scheduler(scheduler)
-    code = code_fingerprints(spec.tasks)
-    if resume:
-        changed = [k for k, v in code.items() if meta.code.get(k) != v] + [k for k, v in versions().items() if meta.versions.get(k) != v]
-        if changed and done_chunks(run_dir):
-            raise ExhaustiveError(f"run {run_dir.name} cannot be resumed without mixing results: {', '.join(changed)} changed since it "
-                                  f"started; start a new {PLAN} run, or restore the code and versions it was started with")
-    else:
-        run_dir = store.new_run(root)
-        meta = RunMeta(run_id=run_dir.name, plan=spec.to_dict(), started=store.now(), backend_requested=backend, code=code,
-                       n_tasks=len(spec.tasks), versions=versions(), git=git_commit(), host=host())
-        store.write_meta(run_dir, meta)
+def start(spec: Spec, root: str | Path = "results", options: Options = Options(), modules: Sequence[str] = (),
+          on_start: Callable[[Path], None] | None = None) -> Path:
+    """Run ``spec`` into a new run folder under ``root``; returns the folder.
+    ``modules`` names the user modules its case comes from (loaded on cluster workers,
+    recorded for a resume); ``on_start(run)`` is called once the folder exists."""
+    check_case(get_case(spec.case), spec.transforms)
+    check_scheduler(options)
+    session = lifecycle.create(root, spec.to_dict(), spec.tasks, backend=options.backend, modules=modules)
     if on_start:
-        on_start(run_dir)
+        on_start(session.run)
+    return _execute(session, spec, options)
+
+
+def resume(run_id: str, root: str | Path = "results", options: Options = Options(), on_start: Callable[[Path], None] | None = None) -> Path:
+    """Continue an exhaustive run as it was planned (its finished chunks are kept); a
+    complete run is returned as it is."""
+    session = lifecycle.reopen(root, run_id, options.backend)
+    if session.meta.status == lifecycle.COMPLETE:
+        return session.run
+    plan = session.meta.plan
+    spec = Spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items() if k in Spec.__dataclass_fields__})
+    check_case(get_case(spec.case), spec.transforms)
+    lifecycle.check_unchanged(session, spec.tasks, spec.tasks if done_chunks(session.run) else [])
+    options = replace(options, backend=session.meta.backend_requested)
+    check_scheduler(options)
+    if on_start:
+        on_start(session.run)
+    return _execute(session, spec, options)
+
+
+def _execute(session: lifecycle.Session, spec: Spec, options: Options) -> Path:
+    with lifecycle.running(session):
+        return _execute_session(session, spec, options)
+
+
+def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -> Path:
+    run = session.run
     t0 = time.perf_counter()
-    try:
-        return _run(run_dir, meta, spec, case, root, workers, backend, progress, t0, scheduler, modules)
-    except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        with contextlib.suppress(Exception):
-            store.write_meta(run_dir, replace(store.read_meta(run_dir), status="stopped", stopped={"at": store.now(), "reason": reason}))
-        raise
-
-
-def _run(run_dir: Path, meta: RunMeta, spec: Spec, case: Case, root: str | Path, workers: int | None, backend: str | None,
-         progress: bool, t0: float, scheduler: str | None, modules: Sequence[str]) -> Path:
-    from tqdm import tqdm
-
+    record: dict[str, Any] = {"started": store.now(), "pid": os.getpid()}
     phases: dict[str, float] = {}
     t = time.perf_counter()
-    base = prepare(spec, backend, flushes=False)
-    validations = base.validations
+    base = prepare(spec, options.backend, flushes=False)
     phases["validation"] = time.perf_counter() - t
-    facts: dict[str, Any] = {}
-    (run_dir / CHUNKS_DIR).mkdir(exist_ok=True)
-    todo = [i for i in spec.chunk_list if i not in done_chunks(run_dir)]
-    n = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    (run / CHUNKS_DIR).mkdir(exist_ok=True)
+    chunks = spec.chunk_list
+    todo = [i for i in chunks if i not in done_chunks(run)]
     t = time.perf_counter()
-    session: dict[str, Any] = {}
-    with tqdm(total=len(spec.chunk_list), initial=len(spec.chunk_list) - len(todo), desc=f"{PLAN} {spec.case}", unit="chunk",
-              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar, (
-            connect(scheduler, modules, (spec.case,)) if scheduler else contextlib.nullcontext()) as cluster:
-        if cluster is not None:
-            per_worker = cluster.facts(backend, ("float32",))
-            facts = same_facts(per_worker)
-            n = len(per_worker)
-            session["cluster"] = {"scheduler": cluster.address, "workers": per_worker}
-            chunks = _on_cluster(base, todo, cluster, run_dir.name)
-        else:
-            chunks = (chunk_here(base, i) for i in todo) if n == 1 or backends.started() else _in_pool(base, todo, n)
-        for i, data, got in chunks:
-            facts = facts or got
-            if got != facts:
-                raise ExhaustiveError(f"the workers' backends differ: {got} against {facts}; one run uses workers of one kind")
-            store.write_bytes(chunk_path(run_dir, i), data)
+
+    def begin(facts: dict[str, Any], cluster_facts: Any) -> None:
+        record["backend"] = facts
+        if cluster_facts:
+            record["cluster"] = cluster_facts
+        session.write(backend=session.meta.backend or facts)
+
+    with progress_bar(len(chunks), f"{PLAN} {spec.case}", "chunk", options, initial=len(chunks) - len(todo)) as bar, \
+            cluster_for(options, session.meta.modules, (spec.case,)) as cluster:
+
+        def write(i: int, data: bytes) -> None:
+            store.write_bytes(chunk_path(run, todo[i]), data)
             bar.update(1)
-    facts = facts or _facts_here(backend)  # (every chunk was done before)
+
+        record["workers"] = run_items(
+            score_chunk, lambda i: (base, todo[i]), list(range(len(todo))), Target(options.backend, ("float32",), options.compile_cache),
+            write=write, begin=begin, workers=options.workers, cluster=cluster, describe=lambda i: f"chunk {todo[i]}",
+            resume_hint=f"the finished chunks are kept: continue with rulelab sweep --resume {run.name}",
+        )
+    facts = record.get("backend") or backends.facts_here(options.backend, ("float32",))
     phases["chunks"] = time.perf_counter() - t
     t = time.perf_counter()
-    totals = merged(run_dir, spec)
+    case = get_case(spec.case)
+    totals = merged(run, spec)
     for task in spec.tasks:
-        store.write_part(run_dir, task.key, result_rows(task, case, totals[task.key], facts["backend"]), {"wall_s": None})
-    keys_ = [task.key for task in spec.tasks]
-    tables = store.assemble(run_dir, keys_, store.finished(run_dir, keys_))
+        store.write_part(run, task.key, aggregate_rows(task, case, totals[task.key], facts["backend"]), {"wall_s": None})
+    keys = [task.key for task in spec.tasks]
+    tables = store.assemble(run, keys, store.finished(run, keys))
     phases["aggregate"] = time.perf_counter() - t
-    n_inputs = sum(int(np.isfinite(chunk_inputs(i, spec.chunk_bits)).sum()) for i in spec.chunk_list) if spec.chunks else N_FINITE
+    n_inputs = sum(int(np.isfinite(chunk_inputs(i, spec.chunk_bits)).sum()) for i in chunks) if spec.chunks else N_FINITE_FLOAT32
     exhaustive = {
         "inputs": n_inputs,
-        "chunks": len(spec.chunk_list),
-        "validation": {derivative_label(o, a): v.to_dict() for (o, a), v in validations.items()},
+        "chunks": len(chunks),
+        "validation": {derivative_label(o, a): v.to_dict() for (o, a), v in base.validations.items()},
         # per reference (every task against one reference shares its mpmath points)
         "mpmath_points": {derivative_label(t.order, t.arg or case.args[0]): totals[t.key].mpmath_points for t in spec.tasks},
     }
-    meta = store.read_meta(run_dir)
-    session = {"started": meta.started, "pid": os.getpid(), "wall_s": time.perf_counter() - t0, "phases": phases, "workers": n, **session}
-    meta = replace(meta, backend=meta.backend or facts, sessions=(*meta.sessions, session), phases=phases, exhaustive=exhaustive,
-                   task_seconds=chunk_seconds(run_dir, spec),
-                   counts={s.value: int((tables["summary"]["status"] == s.value).sum()) for s in (Status.OK, Status.UNSUPPORTED, Status.ERROR)},
-                   status="complete", ended=store.now())
-    store.write_meta(run_dir, meta)
-    store.set_latest(root, run_dir.name)
-    store.remove_parts(run_dir)
-    return run_dir
+    record.update(wall_s=time.perf_counter() - t0, phases=phases)
+    session.add_session(record)
+    return lifecycle.complete(session, tables, backend=session.meta.backend or facts, phases=phases, exhaustive=exhaustive,
+                              task_seconds=chunk_seconds(run, spec))
 
 
 def merged(run_dir: Path, spec: Spec) -> dict[tuple[str, ...], Aggregate]:
     """Every chunk's aggregates summed per task."""
     totals: dict[tuple[str, ...], Aggregate] = {}
     for i in spec.chunk_list:
-        aggs, _ = pickle.loads(chunk_path(run_dir, i).read_bytes())
+        aggs, _ = store.read_pickle(chunk_path(run_dir, i))
         for key, agg in aggs.items():
             totals[key] = totals[key].merge(agg, K_WORST) if key in totals else agg
     return totals
@@ -315,9 +202,9 @@ def merged(run_dir: Path, spec: Spec) -> dict[tuple[str, ...], Aggregate]:
 
 def chunk_seconds(run_dir: Path, spec: Spec) -> dict[str, float]:
     """Core-seconds per phase summed over the run's chunks."""
-    out = dict.fromkeys(PHASES, 0.0)
+    out = dict.fromkeys(CHUNK_SECONDS, 0.0)
     for i in spec.chunk_list:
-        for k, v in pickle.loads(chunk_path(run_dir, i).read_bytes())[1].items():
+        for k, v in store.read_pickle(chunk_path(run_dir, i))[1].items():
             out[k] += v
     return out
 
@@ -332,22 +219,23 @@ def _median(hist: np.ndarray) -> float:
     return (lo + hi) / 2
 
 
-def result_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dict[str, dict[str, Any]]:
+def aggregate_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dict[str, dict[str, Any]]:
     """One result's rows of each table, from its aggregates; the worst inputs' references
     recomputed with mpmath alone (each confirmed by agreement)."""
     bins = sorted(agg.bins.items())
     buckets = sum((b["buckets"] for _, b in bins), np.zeros(len(Bucket), dtype=np.int64))
     hist = sum((b["hist"] for _, b in bins), np.zeros(HIST_BINS, dtype=np.int64))
     n = sum(b["count"] for _, b in bins)
-    row = {
-        "status": Status.OK.value, "message": "", "n_points": n, "notes": f"every finite float32 input ({n:,})", "conventions": "",
+    stats = {
+        "n_points": n,
         "max_ulp": float(np.nanmax([b["max_ulp"] for _, b in bins])) if any(not math.isnan(b["max_ulp"]) for _, b in bins) else math.nan,
         "median_ulp": _median(hist),
         "max_ulp_ieee": float(np.nanmax([b["max_ulp_ieee"] for _, b in bins])) if any(not math.isnan(b["max_ulp_ieee"]) for _, b in bins) else math.nan,
         "flushed": sum(b["flushed"] for _, b in bins), "max_frac_ulp": agg.max_frac,
         **{b.column: int(buckets[b]) for b in Bucket}, "wrong_nan": agg.wrong_nan, "wrong_inf": agg.wrong_inf,
-        "compile_s": math.nan, "run_s": math.nan,
     }
+    outcome = Outcome(Status.OK, notes=(f"every finite float32 input ({n:,})",), compile_s=math.nan, run_s=math.nan)
+    row = summary_row(task, case, outcome, n, stats)
     b = binned_frame(
         [k[0] for k, _ in bins], [k[1] for k, _ in bins], [v["count"] for _, v in bins], [v["max_ulp"] for _, v in bins],
         [_median(v["hist"]) for _, v in bins], [v["max_ulp_ieee"] for _, v in bins],
@@ -356,7 +244,7 @@ def result_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dict[s
     )
     s = agg.samples
     samples = {"points": [s["in0"].to_numpy()], "computed": s["computed"], "ref_hi": s["ref_hi"], "dulp": s["dulp"]}
-    return rows_of(task, case, platform, row, b, confirm_worst(agg.worst, task, case), samples)
+    return result_rows(task, case, platform, row, b, confirm_worst(agg.worst, task, case), samples)
 
 
 def confirm_worst(w: pd.DataFrame, task: Task, case: Case) -> pd.DataFrame:

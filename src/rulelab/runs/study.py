@@ -1,6 +1,6 @@
-"""`rulelab study`: the main job. A sweep, a quick timing of every variant with the
+"""`rulelab study`: the main job. A sweep and a quick timing of every variant with the
 benchmarks' own measuring code (``rulelab.jaxrun.cost``, in this process: no asv environment or
-git checkout needed), and the HTML report.
+git checkout needed); the command then writes the HTML report.
 
 The timings go into the run folder as ``timings.parquet`` so the report can show them
 beside the accuracy results.
@@ -18,6 +18,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.model.case import Case, get_case
+from rulelab.runs.executors import Options, progress_bar
 
 TIMING_TRANSFORMS: tuple[str, ...] = ("value", "grad")
 TIMING_DTYPE = "float32"
@@ -61,7 +62,6 @@ def timing_rows(cases: Sequence[Case], backend: str | None = None, progress: Cal
 def run_study(
     plan: str = "quick",
     results: str | Path = "results",
-    reports: str | Path = "reports",
     modules: Sequence[str] = (),
     backend: str | None = None,
     workers: int | None = None,
@@ -70,38 +70,25 @@ def run_study(
     max_points: int | None = None,
     scheduler: str | None = None,
 ) -> Path:
-    """Sweep ``plan`` (on the dask cluster at ``scheduler`` if given), time every
-    variant here, write the report; returns ``index.html``."""
+    """Sweep ``plan`` (on the dask cluster at ``scheduler`` if given) and time every
+    variant here; returns the run folder (its report is the caller's to write)."""
     from rulelab.model.modules import load_modules
     from rulelab.model.plan import load_plan
     from rulelab.model.tasks import plan_tasks
-    from rulelab.report import build_report
-    from rulelab.report.terminal import run_digest
     from rulelab.runs import sampled as sweep
 
     load_modules(modules)
     p = load_plan(plan)
-    options = sweep.Options(backend=backend, workers=workers, progress=progress, scheduler=scheduler)
+    options = Options(backend=backend, workers=workers, progress=progress, scheduler=scheduler)
     if max_points is not None:
         options = replace(options, max_points=max_points)
     run = sweep.start(p, results, modules, options,
                       on_start=lambda r: print(f"study: sweeping plan {p.name!r} into {r}", file=sys.stderr))
-    print(run_digest(run))
     if timings:
         cases = [get_case(name) for name in dict.fromkeys(t.case for t in plan_tasks(p))]
         total = sum(len(c.variants) for c in cases) * len(TIMING_TRANSFORMS)
-        bar = _bar(total, "timing", progress)
-        df = timing_rows(cases, backend, progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        with progress_bar(total, "timing", "variant", options) as bar:
+            df = timing_rows(cases, backend, progress=bar.update)
         store.write_timings(run, df)
-    index = build_report([run], Path(results) / "asv", Path(reports), workers=workers)
-    return index
+    return run
 
-
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="variant", file=sys.stderr)

@@ -17,7 +17,7 @@ from rulelab.model.case import DERIVATIVE_ORDER, Case, get_case
 from rulelab.model.inputs import Sweep, SweepSpec, make_sweep
 from rulelab.reference.compute import references
 from rulelab.scoring.metrics import flush_reference, point_errors
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import Bucket, Status
 
 PROBE_SPEC = SweepSpec(exhaustive16=False, per_binade=2, grid_per_binade=1, grid_stride=8, specials=True)
 """Two points per binade and sign for one argument, a coarse grid for several, plus the
@@ -52,7 +52,7 @@ def probe(case_name: str, jobs: Sequence[tuple[str, str, str | None]], dtype: st
     flushes = flushes_subnormals(dtype, backend)
     out = [Probe(math.nan, o.status, o.message) for o in outcomes]
     for i, ((_, transform, arg), outcome) in enumerate(zip(jobs, outcomes)):
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             continue
         order = DERIVATIVE_ORDER[transform]
         hi, lo = references(case, order, arg, sweep.as_float64())

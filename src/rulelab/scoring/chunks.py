@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pandas as pd
 from rulelab.core.floats import binade, ordered, round_double_double, ulp
 from rulelab.model.case import Case, get_case
 from rulelab.model.contract import MAX_PRECISION
+from rulelab.model.exhaustive_spec import Spec
 from rulelab.model.tasks import Task
 from rulelab.reference.fast import Validation, decided, evaluate_fast, validate
 from rulelab.reference.settle import is_unsettled, reference_point
@@ -41,9 +42,6 @@ from rulelab.scoring.metrics import (
     worst_order,
 )
 from rulelab.store.vocabulary import Bucket
-
-if TYPE_CHECKING:
-    from rulelab.runs.exhaustive import Spec
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -196,7 +194,7 @@ def _program(case_name: str, jobs: tuple[tuple[str, str], ...]) -> Callable[...,
     return fused([(case.variants[v].fn, t, 0) for v, t in jobs], 1, f"{case_name}_exhaustive")
 
 
-PHASES = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
+CHUNK_SECONDS = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
 """Where a chunk's time goes, summed over chunks into the run's meta.json."""
 
 
@@ -318,7 +316,7 @@ def score_points(setup: Setup, x32: np.ndarray, secs: dict[str, float] | None = 
     xd = jax.device_put(x32, device)
     x = x32[keep].astype(np.float64)
     refs: dict[tuple[int, str], ChunkReference] = {}
-    secs = dict.fromkeys(PHASES, 0.0) if secs is None else secs
+    secs = dict.fromkeys(CHUNK_SECONDS, 0.0) if secs is None else secs
     for k, t in enumerate(spec.tasks):
         t0 = time.perf_counter()
         values = np.asarray(program(np.int32(k), xd))[keep]
@@ -418,7 +416,7 @@ def _samples(sc: Scored, bins: Bins) -> pd.DataFrame:
 def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], dict[str, float]]:
     """Aggregates of every task over chunk ``i``, and the seconds per phase."""
     out: dict[tuple[str, ...], Aggregate] = {}
-    secs = dict.fromkeys(PHASES, 0.0)
+    secs = dict.fromkeys(CHUNK_SECONDS, 0.0)
     bins = None
     for sc in score_chunk(setup, i, secs):
         t0 = time.perf_counter()

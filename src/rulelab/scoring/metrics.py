@@ -13,7 +13,6 @@ computation (an intermediate that underflows) stay the rule's responsibility.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,12 +189,6 @@ def summarize(errors: PointErrors) -> dict[str, Any]:
     counts = np.bincount(errors.bucket.astype(np.int64), minlength=len(Bucket))
     row.update({b.column: int(counts[b]) for b in Bucket})
     return row
-
-
-def worst_bucket(row: Mapping[str, Any]) -> Bucket:
-    """The most severe bucket with any points (for colouring a cell); exact when none."""
-    present = [b for b in Bucket if row.get(b.column, 0)]
-    return max(present, key=lambda b: b.severity, default=Bucket.EXACT)
 
 
 def binned(x: np.ndarray, errors: PointErrors) -> pd.DataFrame:

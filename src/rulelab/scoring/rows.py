@@ -4,7 +4,7 @@ thinned set of points for plots."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from rulelab.scoring.metrics import (
     summarize,
     worst,
 )
-from rulelab.store.vocabulary import KEYS, POINT_INPUTS, Bucket
+from rulelab.store.vocabulary import KEYS, POINT_INPUTS, Bucket, Status
 
 Rows = dict[str, dict[str, Any]]
 """Table name -> column name -> values (all columns of a table the same length)."""
@@ -56,6 +56,24 @@ def key_columns(task: Task, backend: str, n: int) -> dict[str, list[str]]:
     return {k: [v] * n for k, v in zip(KEYS, values)}
 
 
+def summary_row(task: Task, case: Case, outcome: Outcome, n_points: int, stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The one summary row of a result: its status and what explains it (message, notes,
+    the case's conventions for this derivative, compile and run seconds) and, for a
+    measured result, the statistics of its points (``metrics.summarize``'s columns and
+    the wrong NaN and inf counts), however they were aggregated."""
+    conventions = "; ".join(c.note for c in case.conventions_for(task.arg, task.order)) if task.order else ""
+    return {
+        "status": Status(outcome.status).value,
+        "message": outcome.message,
+        "n_points": n_points,
+        "notes": "; ".join(outcome.notes),
+        "conventions": conventions,
+        "compile_s": outcome.compile_s,
+        "run_s": outcome.run_s,
+        **(stats or {}),
+    }
+
+
 def task_rows(
     task: Task,
     case: Case,
@@ -73,25 +91,15 @@ def task_rows(
     ``rounded`` the same rounded to the task's dtype when already known, ``flush`` the
     flush-aware reference where the backend flushes the dtype. A result that
     is not ``ok`` has a summary row only."""
-    conventions = "; ".join(c.note for c in case.conventions_for(task.arg, task.order)) if task.order else ""
-    row: dict[str, Any] = {
-        "status": outcome.status,
-        "message": outcome.message,
-        "n_points": len(sweep),
-        "notes": "; ".join(outcome.notes),
-        "conventions": conventions,
-        "compile_s": outcome.compile_s,
-        "run_s": outcome.run_s,
-    }
-    if outcome.status != "ok" or outcome.values is None or ref is None:
+    if outcome.status != Status.OK or outcome.values is None or ref is None:
+        row = summary_row(task, case, outcome, len(sweep))
         return {"summary": {**key_columns(task, backend, 1), **{k: [v] for k, v in row.items()}}, "binned": {}, "worst": {}, "samples": {}}
     hi, lo = ref
     values = outcome.values
     errors = point_errors(values, hi, lo, task.dtype, rounded, flush)
-    row.update(summarize(errors))
     wrong = errors.bucket == Bucket.WRONG_NONFINITE
-    row["wrong_nan"] = int(np.isnan(values.astype(np.float64)[wrong]).sum())
-    row["wrong_inf"] = int(wrong.sum()) - row["wrong_nan"]
+    wrong_nan = int(np.isnan(values.astype(np.float64)[wrong]).sum())
+    row = summary_row(task, case, outcome, len(sweep), {**summarize(errors), "wrong_nan": wrong_nan, "wrong_inf": int(wrong.sum()) - wrong_nan})
 
     pos = case.args.index(task.arg) if task.arg else 0
     x = sweep.points[pos].astype(np.float64)

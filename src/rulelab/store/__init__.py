@@ -192,6 +192,31 @@ def latest(root: str | Path) -> Path | None:
     return run if run_id and run.is_dir() else None
 
 
+# --- pickled files: parts and exhaustive chunks ---------------------------------------------
+
+MOVED_MODULES = {
+    "rulelab.chunkscore": "rulelab.scoring.chunks",
+    "rulelab.fastref": "rulelab.reference.fast",
+    "rulelab.exhaustive": "rulelab.model.exhaustive_spec",
+    "rulelab.metrics": "rulelab.scoring.metrics",
+    "rulelab.case": "rulelab.model.case",
+    "rulelab.tasks": "rulelab.model.tasks",
+}
+"""Where the classes a file written by an earlier layout names now live, so that a run
+started before the move still resumes and assembles."""
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+def read_pickle(path: Path) -> Any:
+    """The object pickled in ``path`` (classes of modules that moved are found where they are now)."""
+    with open(path, "rb") as f:
+        return _Unpickler(f).load()
+
+
 # --- parts: one file per finished task -----------------------------------------------------
 
 
@@ -214,7 +239,7 @@ def write_part(run: Path, key: Sequence[str], tables: Mapping[str, Mapping[str, 
 def read_part(path: Path) -> dict[str, Any] | None:
     """A part's content, or None when it is unreadable (then its task is run again)."""
     try:
-        data = pickle.loads(path.read_bytes())
+        data = read_pickle(path)
     except Exception:  # noqa: BLE001 - an unreadable part is just unfinished work
         return None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:

@@ -4,7 +4,7 @@ The pitfall is a second copy. A bucket name, a table column or a file of the run
 spelled out again elsewhere (a report's own schema, a label table, a hand-built test
 store) drifts from this one without a word, and a renamed column then reads as
 missing, not as an error. So every other module imports these names: the buckets as
-an enumeration (name, labels, colours, severity, order), the result statuses, the
+an enumeration (name, labels, severity, order), the result statuses, the
 columns of every table, and the run folder's layout.
 """
 
@@ -29,30 +29,29 @@ ULP_UPPER = (0, 1, 4, 1024)
 
 class Bucket(enum.IntEnum):
     """The class of one point's error, best first. ``column`` is its summary column,
-    ``label`` and ``short`` what tables show, ``colour`` (background, text) what the
-    matrix paints, ``severity`` how bad a cell with such points is (higher worse;
-    unscored classes rank below every scored one)."""
+    ``label`` and ``short`` what tables show, ``severity`` how bad a cell with such
+    points is (higher worse; unscored classes rank below every scored one). Colours are
+    the report's (:mod:`rulelab.report.styles`)."""
 
     label: str
     short: str
-    colour: tuple[str, str]
     severity: int
 
-    def __new__(cls, code: int, label: str, short: str, colour: tuple[str, str], severity: int) -> Bucket:
+    def __new__(cls, code: int, label: str, short: str, severity: int) -> Bucket:
         obj = int.__new__(cls, code)
         obj._value_ = code
-        obj.label, obj.short, obj.colour, obj.severity = label, short, colour, severity
+        obj.label, obj.short, obj.severity = label, short, severity
         return obj
 
-    EXACT = (0, "exact (0 ULP)", "exact", ("#b8e0a8", "#000"), 4)
-    ULP_1 = (1, "1 ULP", "1", ("#d9efc2", "#000"), 5)
-    ULP_2_4 = (2, "2-4 ULP", "2-4", ("#fff3a8", "#000"), 6)
-    ULP_5_1024 = (3, "5-1024 ULP", "5-1024", ("#fdae61", "#000"), 7)
-    ULP_GT_1024 = (4, "> 1024 ULP", ">1024", ("#f46d43", "#000"), 8)
-    WRONG_NONFINITE = (5, "wrong non-finite", "wrong non-finite", ("#a50026", "#fff"), 10)
-    UNEXPECTED_FINITE = (6, "finite where undefined", "finite where undefined", ("#762a83", "#fff"), 9)
-    BOTH_UNDEFINED = (7, "undefined (both NaN)", "both undefined", ("#eeeeee", "#000"), 2)
-    UNSETTLED = (8, "reference unsettled (not scored)", "unsettled", ("#9ecae1", "#000"), 3)
+    EXACT = (0, "exact (0 ULP)", "exact", 4)
+    ULP_1 = (1, "1 ULP", "1", 5)
+    ULP_2_4 = (2, "2-4 ULP", "2-4", 6)
+    ULP_5_1024 = (3, "5-1024 ULP", "5-1024", 7)
+    ULP_GT_1024 = (4, "> 1024 ULP", ">1024", 8)
+    WRONG_NONFINITE = (5, "wrong non-finite", "wrong non-finite", 10)
+    UNEXPECTED_FINITE = (6, "finite where undefined", "finite where undefined", 9)
+    BOTH_UNDEFINED = (7, "undefined (both NaN)", "both undefined", 2)
+    UNSETTLED = (8, "reference unsettled (not scored)", "unsettled", 3)
 
     @property
     def column(self) -> str:
@@ -76,24 +75,32 @@ class Bucket(enum.IntEnum):
         return codes.astype(np.int8) if np.ndim(codes) else cls(int(codes))
 
 
-class Status(enum.Enum):
+def worst_bucket(row: Mapping[str, Any]) -> Bucket:
+    """The most severe bucket with any points in ``row`` (bucket column -> count); exact
+    when none."""
+    present = [b for b in Bucket if row.get(b.column, 0)]
+    return max(present, key=lambda b: b.severity, default=Bucket.EXACT)
+
+
+class Status(str, enum.Enum):
     """What came of one result (a summary row): measured, refused by JAX, or failed; and,
-    for a report cell, a result the runs do not have."""
+    for a report cell, a result the runs do not have. ``label`` is what tables show,
+    ``severity`` ranks it among the buckets' (higher worse). A member equals its value
+    (``Status.OK == "ok"``), the string the tables store."""
 
     label: str
-    colour: tuple[str, str]
     severity: int
 
-    def __new__(cls, value: str, label: str, colour: tuple[str, str], severity: int) -> Status:
-        obj = object.__new__(cls)
+    def __new__(cls, value: str, label: str, severity: int) -> Status:
+        obj = str.__new__(cls, value)
         obj._value_ = value
-        obj.label, obj.colour, obj.severity = label, colour, severity
+        obj.label, obj.severity = label, severity
         return obj
 
-    OK = ("ok", "ok", ("#ffffff", "#000"), 0)
-    UNSUPPORTED = ("unsupported", "unsupported", ("#d0d0d0", "#555"), 1)
-    ERROR = ("error", "error", ("#303030", "#fff"), 11)
-    MISSING = ("missing", "not run", ("#ffffff", "#999"), 0)
+    OK = ("ok", "ok", 0)
+    UNSUPPORTED = ("unsupported", "unsupported", 1)
+    ERROR = ("error", "error", 11)
+    MISSING = ("missing", "not run", 0)
 
 
 # --- tables --------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""What a sweep of every finite float32 input covers (``rulelab sweep exhaustive32``):
+one case of one argument, its variants and transforms, and which chunks of consecutive
+bit patterns (all of them, or those of some binades)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rulelab.core.errors import UsageError
+from rulelab.model.case import get_case
+from rulelab.model.tasks import Task
+
+PLAN = "exhaustive32"
+"""The plan name that asks for this sweep."""
+CHUNK_BITS = 22
+"""log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
+CHUNKS_DIR = "chunks"
+
+
+class ExhaustiveError(UsageError):
+    """The exhaustive sweep cannot run as asked (a case of several arguments, no fast reference …)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one exhaustive run covers: the case's ``variants`` under ``transforms``
+    over chunks ``chunks`` of ``chunk_bits`` bit patterns each (all of them by
+    default; fewer for a run over some binades)."""
+
+    case: str
+    variants: tuple[str, ...]
+    transforms: tuple[str, ...]
+    chunk_bits: int = CHUNK_BITS
+    chunks: tuple[int, ...] = ()
+
+    @property
+    def tasks(self) -> list[Task]:
+        case = get_case(self.case)
+        return [Task(self.case, v, t, "" if t == "value" else case.args[0], "float32") for v in self.variants for t in self.transforms]
+
+    @property
+    def chunk_list(self) -> tuple[int, ...]:
+        return self.chunks or tuple(range(1 << (32 - self.chunk_bits)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": PLAN, "case": self.case, "variants": list(self.variants), "transforms": list(self.transforms),
+                "chunk_bits": self.chunk_bits, "chunks": list(self.chunks), "dtypes": ["float32"], "cases": [self.case]}
+
+
+def chunks_of_binades(lo: int, hi: int, chunk_bits: int = CHUNK_BITS) -> tuple[int, ...]:
+    """The chunks holding every float32 of both signs whose biased exponent field lies in
+    [lo, hi] (a run over those binades: 1 to 254 are the normal binades, 0 the
+    subnormals and zeros)."""
+    per = 1 << (23 - chunk_bits) if chunk_bits <= 23 else None
+    if per is None:
+        raise ExhaustiveError("chunks of more than 2^23 bit patterns do not follow binades")
+    out = []
+    for sign in (0, 1):
+        for e in range(lo, hi + 1):
+            first = ((sign << 31) | (e << 23)) >> chunk_bits
+            out.extend(range(first, first + per))
+    return tuple(sorted(out))
