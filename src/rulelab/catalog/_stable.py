@@ -83,12 +83,6 @@ def exp_neg_half_square(x: Array) -> Array:
     return jnp.exp(-0.5 * hi) * exp_small(-0.5 * lo)
 
 
-def exp_square(x: Array) -> Array:
-    """``exp(x^2)`` to a few ulp (overflows where the true value does)."""
-    hi, lo = exact_square(x)
-    return jnp.exp(hi) * exp_small(lo)
-
-
 # --- logistic family ------------------------------------------------------------------
 
 

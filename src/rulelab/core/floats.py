@@ -191,15 +191,6 @@ def mpf_parts(x: Any) -> tuple[int, int, int] | None:
     return s, int(man), int(exp)
 
 
-def round_mpf(x: Any, dtype: Any) -> float:
-    """Correctly round an mpmath ``mpf`` to ``dtype`` (NaN and ±inf pass through)."""
-    parts = mpf_parts(x)
-    if parts is None:
-        v = float(x)
-        return v
-    return round_exact(*parts, dtype)
-
-
 def double_double(x: Any) -> tuple[float, float]:
     """(hi, lo) float64s with hi = RN64(x) and lo = RN64(x - hi): the unrounded value
     to about 106 bits. Non-finite x gives (x, 0)."""

@@ -287,11 +287,6 @@ def traced(t: Target) -> Any:
     return jitted(t).trace(*abstract_inputs(t)).jaxpr
 
 
-def jaxpr_eqn_count(t: Target) -> int:
-    """Equations the vectorised target traces to, counted by :func:`count_eqns`."""
-    return count_eqns(traced(t))
-
-
 _HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*\S")
 
 

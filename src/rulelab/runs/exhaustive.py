@@ -44,7 +44,6 @@ from rulelab.runs.executors import (
     run_items,
 )
 from rulelab.scoring.chunks import (
-    CHUNK_SECONDS,
     K_WORST,
     Aggregate,
     Setup,
@@ -54,10 +53,7 @@ from rulelab.scoring.chunks import (
 )
 from rulelab.scoring.metrics import HIST_BINS, binned_frame
 from rulelab.scoring.rows import result_rows, summary_row
-from rulelab.store.vocabulary import Bucket, Status
-
-PHASES = ("validation", "chunks", "aggregate")
-"""Wall-clock phases of an exhaustive session, recorded in meta.json."""
+from rulelab.store.vocabulary import CHUNK_SECONDS, EXHAUSTIVE_PHASES, Bucket, Status
 
 
 def chunk_path(run: Path, i: int) -> Path:
@@ -139,7 +135,7 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
     run = session.run
     t0 = time.perf_counter()
     record: dict[str, Any] = {"started": store.now(), "pid": os.getpid()}
-    phases: dict[str, float] = {}
+    phases = dict.fromkeys(EXHAUSTIVE_PHASES, 0.0)
     t = time.perf_counter()
     base = prepare(spec, options.backend, flushes=False)
     phases["validation"] = time.perf_counter() - t

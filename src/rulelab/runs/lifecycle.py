@@ -31,10 +31,9 @@ from rulelab.core.fingerprint import fingerprint
 from rulelab.core.provenance import git_commit, host, versions
 from rulelab.model.case import get_case
 from rulelab.model.tasks import Task
-from rulelab.store.vocabulary import RunMeta, Status
+from rulelab.store.vocabulary import RUN_STATUSES, RunMeta, Status
 
-RUNNING, STOPPED, COMPLETE = "running", "stopped", "complete"
-"""A run's ``status`` in meta.json."""
+RUNNING, STOPPED, COMPLETE = RUN_STATUSES
 
 
 class RunError(UsageError):

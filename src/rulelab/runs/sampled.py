@@ -74,13 +74,7 @@ from rulelab.runs.executors import (
 from rulelab.runs.lifecycle import RunError
 from rulelab.scoring.metrics import FlushReference, flush_reference
 from rulelab.scoring.rows import task_rows
-from rulelab.store.vocabulary import Status
-
-PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
-"""Wall-clock phases of a session, recorded in meta.json."""
-TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
-"""Where the time inside tasks goes, summed over tasks (and over workers)."""
-
+from rulelab.store.vocabulary import SAMPLED_PHASES, TASK_SECONDS, Status
 
 # --- phase 1: sweeps and references ---------------------------------------------------------
 
@@ -363,7 +357,7 @@ def _execute(session: lifecycle.Session, plan: Plan, tasks: list[Task], options:
 def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], options: Options) -> Path:
     run = session.run
     t_start = time.perf_counter()
-    phases = dict.fromkeys(PHASES, 0.0)
+    phases = dict.fromkeys(SAMPLED_PHASES, 0.0)
     record: dict[str, Any] = {"started": store.now(), "pid": os.getpid(), "host": socket.gethostname(), "phases": phases}
     keys = [t.key for t in tasks]
     done = store.finished(run, keys)
@@ -413,7 +407,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
     sessions = session.meta.sessions
     return lifecycle.complete(
         session, tables,
-        phases={k: sum(s.get("phases", {}).get(k, 0.0) for s in sessions) for k in PHASES},
+        phases={k: sum(s.get("phases", {}).get(k, 0.0) for s in sessions) for k in SAMPLED_PHASES},
         task_seconds={k: sum(s.get("task_seconds", {}).get(k, 0.0) for s in sessions) for k in TASK_SECONDS},
         tasks={"/".join(k): parts[tuple(k)]["info"].get("wall_s") for k in keys},
     )

@@ -41,7 +41,7 @@ from rulelab.scoring.metrics import (
     worst_key,
     worst_order,
 )
-from rulelab.store.vocabulary import Bucket
+from rulelab.store.vocabulary import CHUNK_SECONDS, Bucket
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -194,8 +194,6 @@ def _program(case_name: str, jobs: tuple[tuple[str, str], ...]) -> Callable[...,
     return fused([(case.variants[v].fn, t, 0) for v, t in jobs], 1, f"{case_name}_exhaustive")
 
 
-CHUNK_SECONDS = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
-"""Where a chunk's time goes, summed over chunks into the run's meta.json."""
 
 
 @dataclass(frozen=True)

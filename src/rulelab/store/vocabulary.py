@@ -235,6 +235,18 @@ RUN_STATUSES = ("running", "stopped", "complete")
 says why; ``--resume`` continues it) and a finished one."""
 
 
+SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
+"""Wall-clock phases of a sampled sweep's session (meta.json ``phases``)."""
+EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate")
+"""Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
+TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
+"""Where the time inside a sampled sweep's tasks goes, summed over tasks and workers
+(meta.json ``task_seconds``)."""
+CHUNK_SECONDS = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
+"""Where the time inside an exhaustive sweep's chunks goes, summed over chunks
+(meta.json ``task_seconds``)."""
+
+
 @dataclass(frozen=True)
 class RunMeta:
     """A run's meta.json, read and written only by the store (which adds and checks
