@@ -31,6 +31,7 @@ def one_line(res: subprocess.CompletedProcess) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_an_empty_plan_is_an_error_naming_the_file(tmp_path, env):
     plan = tmp_path / "empty.toml"
     plan.write_text("# nothing yet\n")
@@ -70,12 +71,14 @@ def test_a_cache_file_compacted_away_meanwhile_is_not_corruption(monkeypatch):
     assert not list(folder.glob("*.corrupt"))
 
 
+@pytest.mark.slow
 def test_a_run_id_is_a_name_not_a_path(tmp_path, env):
     line = one_line(rulelab("sweep", "--resume", "../../elsewhere/20260101T000000Z-1-abcd", "--results", str(tmp_path), env=env))
     assert "is not a run id" in line
 
 
 @pytest.mark.parametrize("where", ["out", "cache", "report"])
+@pytest.mark.slow
 def test_unwritable_places_get_one_line_naming_the_path(tmp_path, env, where):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -93,6 +96,7 @@ def test_unwritable_places_get_one_line_naming_the_path(tmp_path, env, where):
         assert "--resume" in line, "a run already started says how to continue it"
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_resume_command(tmp_path, env):
     plan = tmp_path / "tiny.toml"
     plan.write_text('cases = ["tslow"]\ntransforms = ["value"]\n[sweep]\nexhaustive16 = false\nper_binade = 1\n')
@@ -131,7 +135,7 @@ def test_resume_refuses_changed_library_versions(tmp_path, monkeypatch):
         sweep.start(plan, tmp_path / "out", [USER_CASES], sweep.Options(workers=1, progress=False, compile_cache=False))
     monkeypatch.setattr(store, "write_part", real)
     (run,) = (tmp_path / "out" / "accuracy").glob("2*")
-    changed = {**sweep.versions(), "jax": "9.9.9"}
+    changed = {**lifecycle.versions(), "jax": "9.9.9"}
     monkeypatch.setattr(lifecycle, "versions", lambda: changed)
     with pytest.raises(lifecycle.RunError, match=r"versions changed: jax .* -> 9\.9\.9"):
         sweep.resume(run.name, tmp_path / "out", sweep.Options(workers=1, progress=False, compile_cache=False))
@@ -171,6 +175,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+@pytest.mark.slow
 def test_reference_workers_die_with_a_killed_sweep(tmp_path, env):
     module = tmp_path / "slow_reference.py"
     module.write_text(SLOW_REFERENCE)
@@ -206,6 +211,7 @@ def test_compare_with_a_run_missing_a_table_says_so_and_counts_no_differences(tm
     assert "cannot be compared" in page and "has no summary.parquet" in page and "differ in class" not in page
 
 
+@pytest.mark.slow
 def test_a_plan_too_large_is_refused_before_it_runs_with_its_estimate(tmp_path, env):
     plan = tmp_path / "big.toml"
     plan.write_text('cases = ["softplus"]\n[sweep.float32]\nper_binade = 100000000\n')

@@ -161,6 +161,7 @@ def test_tracks_measure_once_and_skip_what_does_not_apply(toy, monkeypatch):
         bench.setup(cache, "naive", "grad2", "float32", "cpu")
 
 
+@pytest.mark.slow
 def test_solver_timings_run_the_executables_the_tracks_measured(solver, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # asv runs setup_cache and the benchmarks in one folder
     namespace = {"__name__": "bench.fake"}
@@ -239,6 +240,7 @@ def test_accuracy_skips_large_probes_and_refused_transforms(toy, monkeypatch):
     assert bench.ulp == max_ulp("bench_toy", "custom_vjp", "grad", "x", "float32", "cpu") and math.isfinite(bench.ulp)
 
 
+@pytest.mark.slow
 def test_exhaustive_throughput_scores_its_slice_and_skips_absent_backends():
     from bench import bench_exhaustive
 

@@ -454,6 +454,7 @@ def test_library_is_many_ulp_off_where_measured(case, transform, arg, dtype, poi
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float16 runs the same code (kept for time)
+@pytest.mark.slow
 def test_conventions_at_masked_and_singular_points(dtype):
     def one(case: str, variant: str, transform: str, arg: str, point: tuple) -> float:
         return float(run(case, variant, transform, arg, dtype, [point])[0])
@@ -511,6 +512,7 @@ def _grad_temp_bytes(case: str, variant: str, steps: int) -> int:
     ("case", "through_steps", "implicit"),
     [("ode_decay", "naive", "custom_vjp"), ("linear_solve", "naive", "custom_linear_solve"), ("kepler", "unrolled", "custom_jvp")],
 )
+@pytest.mark.slow
 def test_backprop_through_iterations_costs_memory_linear_in_steps(case, through_steps, implicit):
     small, large = _grad_temp_bytes(case, through_steps, 8), _grad_temp_bytes(case, through_steps, 128)
     assert large >= 8 * small > 0, (small, large)
@@ -518,6 +520,7 @@ def test_backprop_through_iterations_costs_memory_linear_in_steps(case, through_
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.slow
 def test_kepler_while_loop_has_no_reverse_mode_but_the_implicit_rules_do(dtype):
     c = rulelab.get_case("kepler")
     pts = (np.array([0.5, 2.0, 1e-3]), np.array([0.5, 0.3, 0.9]))
@@ -541,6 +544,7 @@ def test_ode_adjoint_gradient_matches_the_exact_solution(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.slow
 def test_linear_solve_implicit_gradient_is_finite_and_accurate(dtype):
     # 8 CG steps on a 4x4 system with condition number <= 65; the solve is converged, and
     # the derivative (one more CG solve) is within 8 ulp in float32, 16 in 16-bit types
@@ -557,6 +561,7 @@ def test_linear_solve_implicit_gradient_is_finite_and_accurate(dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.slow
 def test_every_variant_keeps_the_input_dtype_with_x64_on(dtype):
     # weak-typed constants only: with x64 on, a Python float must not promote to float64
     with jax.enable_x64(True):

@@ -203,6 +203,7 @@ def test_newton_sqrt_grads_across_binades(a):
         assert ulps_f32(got_grad, grad) <= 3, (v, a)
 
 
+@pytest.mark.slow
 def test_newton_sqrt_with_steps():
     case = rulelab.get_case("newton_sqrt")
     assert case.default_steps >= 1
@@ -346,6 +347,7 @@ def _out_dtypes(dtype):
         (True, jnp.float64),
     ],
 )
+@pytest.mark.slow
 def test_every_variant_keeps_the_input_dtype(x64, dtype):
     with jax.enable_x64(x64):
         results, refused = _out_dtypes(dtype)
@@ -357,6 +359,7 @@ def test_every_variant_keeps_the_input_dtype(x64, dtype):
     assert {(v, t) for _, v, t in refused} <= {("custom_vjp", "jvp")}
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_end_to_end():
     # Executed, not just traced: values and derivatives come back in bfloat16.
     x = jnp.asarray([0.5, 2.0, 7.0], dtype=jnp.bfloat16)

@@ -98,6 +98,7 @@ def test_unknown_backend_is_refused_by_the_parser(capsys):
 # --- end to end, in subprocesses ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_sweeps_at_once_of_a_user_module(tmp_path, env):
     plan = plan_file(tmp_path, '"tneg"')
     cmd = [sys.executable, "-m", "rulelab", "sweep", plan, "--module", USER_CASES, "--results", str(tmp_path / "res"), "--no-progress"]
@@ -118,6 +119,7 @@ def test_two_sweeps_at_once_of_a_user_module(tmp_path, env):
     assert store.latest(tmp_path / "res") in runs
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, env):
     plan = plan_file(tmp_path, '"tslow"')
     out = tmp_path / "res"
@@ -178,6 +180,7 @@ def broken_module(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_reference_computed_in_double_precision_is_refused_by_check(tmp_path, env):
     module = broken_module(tmp_path, "import math\n    return math.exp(float(x))")
     res = rulelab("check", "--module", module, env=env)
@@ -185,6 +188,7 @@ def test_a_reference_computed_in_double_precision_is_refused_by_check(tmp_path, 
     assert "user_broken" in res.stderr and "returned float" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_reference_broken_mid_sweep_stops_with_one_line_and_resumes_once_fixed(tmp_path, env):
     module = broken_module(tmp_path, "return mp.exp(x) if x < 100 else mp.exp(x) + undefined_name")
     plan = plan_file(tmp_path, '"user_broken"', '"value"')
@@ -217,6 +221,7 @@ def test_report_names_a_damaged_newer_run_and_builds_from_the_intact_one(tmp_pat
     assert "good" in (tmp_path / "reports" / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_resume_after_editing_a_variant_refuses_and_names_it(tmp_path, env, monkeypatch):
     """A run of examples/logcosh.py stopped after measuring its rule, the rule then
     edited: resuming would mix results of two programs, so it is refused, naming the

@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import Spec, rulelab, write_run
 
 from rulelab.cli import EXIT_BROKEN_PIPE, build_parser, main
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_the_command_quietly(env):
     proc = subprocess.Popen([sys.executable, "-m", "rulelab", "cases"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # the reader is gone before anything is written, as with `| head -0`
@@ -38,6 +40,7 @@ def test_the_earlier_out_still_works_with_a_note(tmp_path, capsys):
     assert "rulelab report --out is now --reports" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_study_backends_are_the_sweeps(env):
     res = rulelab("study", "--backend", "nope", env=env)
     assert res.returncode == 2 and "choose from 'cpu', 'gpu', 'tpu'" in res.stderr

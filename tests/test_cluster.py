@@ -24,6 +24,8 @@ from helpers import USER_CASES, plan_file, rulelab, tables  # noqa: E402
 from rulelab import store  # noqa: E402
 from rulelab.runs.cluster import ClusterError, local_workers, same_facts  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here starts dask processes and sweeps on them
+
 CASES = ["softplus", "hypot", "logaddexp"]
 
 
@@ -194,7 +196,7 @@ def test_ctrl_c_cancels_the_cluster_work_and_leaves_the_run_resumable(tmp_path, 
     _, err = proc.communicate(timeout=120)
     (run,) = out.glob("accuracy/2*")
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].endswith(f"--resume {run.name} --out {out} --scheduler {cluster.address}")
+    assert err.strip().splitlines()[-1].endswith(f"--resume {run.name} --results {out} --scheduler {cluster.address}")
     assert store.read_meta(run).status == "stopped"
     from distributed import Client
 

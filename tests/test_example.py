@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow  # each test sweeps the example end to end in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +47,7 @@ def test_study_runs_sweep_timings_and_report(tmp_path):
     plan.write_text(PLAN)
     res = subprocess.run(
         [sys.executable, "-m", "rulelab", "study", "--plan", str(plan), "--module", str(ROOT / "examples" / "logcosh.py"),
-         "--results", str(tmp_path / "results"), "--results", str(tmp_path / "reports"), "--no-progress", "--workers", "1"],
+         "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--no-progress", "--workers", "1"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     index = tmp_path / "reports" / "index.html"

@@ -81,6 +81,7 @@ def test_a_case_without_a_fast_reference_is_refused_with_what_it_needs():
 
 
 @pytest.mark.parametrize("plan_name, transforms", [("quick", ("value", "grad", "grad2")), ("default", ("value", "grad"))])
+@pytest.mark.slow
 def test_exhaustive_scoring_classifies_every_plan_point_as_the_sampled_sweep(plan_name, transforms):
     # Every softplus float32 point of the plan, scored as a sampled sweep scores it
     # (mpmath references at each point, metrics.point_errors) and by the exhaustive
@@ -107,6 +108,7 @@ def test_exhaustive_scoring_classifies_every_plan_point_as_the_sampled_sweep(pla
         assert np.array_equal(dulp, want.dulp, equal_nan=True), t
 
 
+@pytest.mark.slow
 def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate():
     # Chunks of 2^16 inputs where softplus's results and references take every path:
     # subnormal inputs, a subnormal gradient (x near -100, flushed on CPU), NaN from the
@@ -157,6 +159,7 @@ def test_largest_picks_the_r_largest_values_ties_and_nans_included():
             assert np.array_equal(np.sort(v[got])[::-1], finite[:r])
 
 
+@pytest.mark.slow
 def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
     spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=chunks_of_binades(127, 127, 18))
     whole = E.start(spec, tmp_path / "whole", ONE)
@@ -194,6 +197,7 @@ def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(t
     assert s.loc["stable", "max_ulp"] <= 2 and not math.isnan(a["worst"]["ref_hi"].iloc[0])
 
 
+@pytest.mark.slow
 def test_every_catalog_fast_reference_passes_its_validation():
     checked = []
     for case in rulelab.cases():

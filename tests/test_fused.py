@@ -30,6 +30,7 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("name, dtype", [(n, d) for n in sorted(SEED) for d in ("float32", "float16", "bfloat16")] + [("lbeta", "float32")])
+@pytest.mark.slow
 def test_fused_program_equals_separate_programs_bit_for_bit(name, dtype):
     """Every variant of the seed cases in every transform and argument, on a sweep that
     visits every binade, its specials and subnormals; and lbeta, whose grad2 changes in

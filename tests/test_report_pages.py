@@ -99,6 +99,7 @@ def test_compare_page_outlines_exactly_the_changed_result(full: Path) -> None:
     assert "grad in float32 on cpu: 1 changed" in compare and "grad in bfloat16 on cpu: 0 changed" in compare
 
 
+@pytest.mark.slow
 def test_accuracy_without_benchmarks(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     build_report([write_run(tmp_path / "run", standard_specs())], None, out)
@@ -156,6 +157,7 @@ def test_registered_case_shows_formula_and_code(tmp_path: Path) -> None:
     assert "not registered" not in page
 
 
+@pytest.mark.slow
 def test_case_pages_drawn_in_workers_match_serial(tmp_path: Path) -> None:
     specs = [Spec(case, "naive", t, "x" if t != "value" else "", ulp=u) for case, u in (("c1", 1), ("c2", 3), ("c3", 9)) for t in ("value", "grad")]
     run = write_run(tmp_path / "run", specs)

@@ -119,6 +119,7 @@ def test_float64_runs_after_the_narrow_dtypes():
     assert sorted(order, key=str) == sorted(plan_tasks(plan), key=str)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_recomputes_nothing_and_matches(tmp_path, monkeypatch):
     plan = tiny_plan('"tneg"', extra='transforms = ["value", "grad"]')
     whole = sweep.start(plan, tmp_path / "a", [USER_CASES], OPTIONS)

@@ -2,9 +2,9 @@
 
 The pitfall: a pool's workers outlive a parent killed with SIGKILL (or by the out-of-
 memory killer); they go on computing for nobody, holding memory, for minutes. Every pool
-is made by :func:`fork_pool`, whose workers start with :func:`worker_init`, so they
-leave Ctrl-C to the parent and, on Linux, are killed when it dies. Workers are forked,
-so they inherit the registry (a user's own cases) and whatever the parent set up.
+is made by :func:`process_pool`, whose workers start with :func:`worker_init`, so they
+leave Ctrl-C to the parent and, on Linux, are killed when it dies. Forked workers
+inherit the registry (a user's own cases) and whatever the parent set up.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def fork_pool(n: int) -> ProcessPoolExecutor:
-    """A pool of ``n`` forked workers that die with this process. JAX's warning about
-    forking a process that imported it is silenced: a worker starts its own backend."""
+def process_pool(n: int, start: str = "fork") -> ProcessPoolExecutor:
+    """A pool of ``n`` workers that die with this process: forked (they inherit this
+    process's state, its registry of cases among it) or, with ``start="spawn"``, fresh
+    interpreters. JAX's warning about forking a process that imported it is silenced: a
+    worker starts its own backend."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=worker_init, initargs=(os.getpid(),))
+        return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(start), initializer=worker_init, initargs=(os.getpid(),))

@@ -1,0 +1,1 @@
+"""The case model and registry, the reference contract, plans, sweep inputs, tasks, exhaustive specs, user modules: plain data, no JAX."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rulelab.core.processes import can_fork, fork_pool
+from rulelab.core.processes import can_fork, process_pool
 from rulelab.model.case import Case, get_case
 from rulelab.model.contract import MAX_PRECISION
 from rulelab.reference.cache import (
@@ -53,7 +53,7 @@ def reference_pool(workers: int | None = None) -> Iterator[Executor | None]:
     if n <= 1 or not can_fork():
         yield None
         return
-    ex = fork_pool(n)
+    ex = process_pool(n)
     try:
         yield ex
     finally:

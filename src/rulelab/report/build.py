@@ -3,10 +3,8 @@ two runs, their comparison, into one folder of static HTML files."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.core.files import atomic_write
+from rulelab.core.processes import process_pool
 from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
 from rulelab.report.findings import Finding, findings, in_order
@@ -57,7 +56,7 @@ def case_pages(acc: Accuracy, links: Links, workers: int | None = None) -> Itera
         for job in jobs:
             yield (job[1], *_case_job(job))
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(workers, "spawn") as pool:
         # the largest cases first, so that the workers finish together
         futures = {job[1]: pool.submit(_case_job, job) for job in sorted(jobs, key=lambda j: -len(j[0].binned))}
         for case in cases:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from rulelab.core.errors import UsageError, first_line
-from rulelab.core.processes import can_fork, fork_pool, kill_pool
+from rulelab.core.processes import can_fork, kill_pool, process_pool
 from rulelab.jaxrun import backend as backends
 from rulelab.model.sweep_size import MAX_POINTS
 
@@ -72,14 +72,13 @@ class Target:
 def compute(fn: Work, payload: Any, target: Target) -> tuple[Any, Facts]:
     """``fn(payload, facts)`` in this process, with the facts of this process's backend
     (started here on the first call); returns the result and the facts."""
-    backends.use_compilation_cache(target.compile_cache)
-    facts = backends.facts_here(target.backend, target.dtypes)
+    facts = _facts(target)
     return fn(payload, facts), facts
 
 
 def _facts(target: Target) -> Facts:
     backends.use_compilation_cache(target.compile_cache)
-    return backends.facts_here(target.backend, target.dtypes)
+    return backends.facts_here(target.backend, tuple(target.dtypes))
 
 
 _INHERITED: tuple[Work, Callable[[int], Any], Target] | None = None
@@ -163,7 +162,7 @@ def run_items(
         ex = None
         if n > 1:
             _INHERITED = (fn, payload, target)
-            ex = fork_pool(n)
+            ex = process_pool(n)
         try:
             facts = ex.submit(_facts, target).result() if ex is not None else _facts(target)
         except BaseException:
