@@ -76,12 +76,13 @@ def test_a_chunk_pickled_under_the_old_module_names_still_loads(tmp_path):
     agg = Aggregate({(1, 0.0): {"count": 3}}, wrong_nan=1, max_frac=0.5)
     data = pickle.dumps(({("c", "v"): agg}, {"jax": 1.0}), protocol=2)  # protocol 2 names classes as text
     assert b"rulelab.scoring.chunks\n" in data
-    old = data.replace(b"rulelab.scoring.chunks\n", b"rulelab.chunkscore\n")
-    path = tmp_path / "000001.pkl"
-    path.write_bytes(old)
-    with pytest.raises(ModuleNotFoundError):
-        pickle.loads(old)
-    aggs, secs = store.read_pickle(path)
-    got = aggs[("c", "v")]
-    assert isinstance(got, Aggregate) and got.wrong_nan == 1 and got.bins == {(1, 0.0): {"count": 3}} and secs == {"jax": 1.0}
+    for module in (b"rulelab.chunkscore", b"rulelab.exhaustive"):  # the two earlier homes of Aggregate
+        old = data.replace(b"rulelab.scoring.chunks\n", module + b"\n")
+        path = tmp_path / "000001.pkl"
+        path.write_bytes(old)
+        with pytest.raises(ModuleNotFoundError):
+            pickle.loads(old)
+        aggs, secs = store.read_pickle(path)
+        got = aggs[("c", "v")]
+        assert isinstance(got, Aggregate) and got.wrong_nan == 1 and got.bins == {(1, 0.0): {"count": 3}} and secs == {"jax": 1.0}
     assert np.isnan(Aggregate({}).max_frac)

@@ -195,20 +195,27 @@ def latest(root: str | Path) -> Path | None:
 # --- pickled files: parts and exhaustive chunks ---------------------------------------------
 
 MOVED_MODULES = {
-    "rulelab.chunkscore": "rulelab.scoring.chunks",
-    "rulelab.fastref": "rulelab.reference.fast",
-    "rulelab.exhaustive": "rulelab.model.exhaustive_spec",
-    "rulelab.metrics": "rulelab.scoring.metrics",
-    "rulelab.case": "rulelab.model.case",
-    "rulelab.tasks": "rulelab.model.tasks",
+    "rulelab.exhaustive": ("rulelab.scoring.chunks", "rulelab.model.exhaustive_spec"),
+    "rulelab.chunkscore": ("rulelab.scoring.chunks",),
+    "rulelab.fastref": ("rulelab.reference.fast",),
+    "rulelab.metrics": ("rulelab.scoring.metrics",),
+    "rulelab.case": ("rulelab.model.case",),
+    "rulelab.tasks": ("rulelab.model.tasks",),
 }
-"""Where the classes a file written by an earlier layout names now live, so that a run
-started before the move still resumes and assembles."""
+"""Where the classes that files written by an earlier layout name now live (the first of
+these modules that has the class), so that a run started before a move still resumes
+and assembles: chunk files name ``rulelab.exhaustive.Aggregate`` or
+``rulelab.chunkscore.Aggregate``."""
 
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(MOVED_MODULES.get(module, module), name)
+        for candidate in MOVED_MODULES.get(module, ()):
+            try:
+                return super().find_class(candidate, name)
+            except AttributeError:
+                continue
+        return super().find_class(module, name)
 
 
 def read_pickle(path: Path) -> Any:
