@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         results, reports = work / f"results{i}", work / f"reports{i}"
         if what == "report":
             last = work / f"results{i - 1}" if i else Path("results")
-            wall = timed([args.python, "-m", "rulelab", "report", "--results", str(last), "--out", str(reports)], env, work / f"{i}-report.log")
+            wall = timed([args.python, "-m", "rulelab", "report", "--results", str(last), "--reports", str(reports)], env, work / f"{i}-report.log")
             describe("report", wall, {})
             continue
         if what == "cold":
             env["RULELAB_CACHE"] = str(work / f"cache{i}")
-        cmd = [args.python, "-m", "rulelab", "study", "--plan", args.plan, "--results", str(results), "--out", str(reports), "--no-progress"]
+        cmd = [args.python, "-m", "rulelab", "study", "--plan", args.plan, "--results", str(results), "--reports", str(reports), "--no-progress"]
         wall = timed(cmd, env, work / f"{i}-{what}.log")
         describe(f"study {what}", wall, newest_meta(results))
 

@@ -4,7 +4,7 @@ and its custom rule is within a stated number of ULPs of mpmath at those points.
 The failure points are the thresholds measured on CPU and recorded in each case's
 ``notes`` and ``special_points``. Expected values are computed here, independently of
 the case modules, with mpmath (150 bits, more where a formula cancels), rounded once to
-the dtype with :func:`rulelab.core.floats.round_mpf`; distances are
+the dtype with ``helpers.round_mpf``; distances are
 :func:`rulelab.core.floats.ulp_distance`. Where a derivative is a convention (a masked
 log-sum-exp, the origin of a norm, xlogy at 0), the expected value is the convention.
 

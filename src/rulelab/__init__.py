@@ -1,6 +1,7 @@
 """rulelab: accuracy and cost of JAX custom derivative rules, measured against mpmath."""
 
 from rulelab.model.case import (
+    EXTENDED_REALS,
     NONNEGATIVE,
     POSITIVE,
     REALS,
@@ -20,6 +21,7 @@ from rulelab.model.case import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXTENDED_REALS",
     "NONNEGATIVE",
     "POSITIVE",
     "REALS",

@@ -252,9 +252,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                     ("--dtypes", args.dtypes), ("--transforms", args.transforms)) if v]  # fmt: skip
             if given:
                 raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
-            load_modules(args.module)
             driver = exhaustive if _is_exhaustive(args.results, args.resume) else sweep
-            run = driver.resume(args.resume, args.results, options, on_start=announce)
+            run = driver.resume(args.resume, args.results, options, on_start=announce, modules=args.module)
         elif args.plan == PLAN:
             load_modules(args.module)
             run = exhaustive.start(exhaustive_spec(args), args.results, options, args.module, on_start=announce)

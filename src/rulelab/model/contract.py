@@ -10,6 +10,7 @@ exception or result is a :class:`BrokenReference`, refused where the case is reg
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,6 +70,21 @@ def direct(case: Case, order: int, arg: str, point: tuple[float, ...], xs: Seque
     return NUMERICAL
 
 
+def guarded(what: Callable[[], str], thunk: Callable[[], Any]) -> Any:
+    """``thunk()`` (an evaluation of a reference) read by the contract: a domain signal
+    means "undefined here" (None); mpmath's ``NoConvergence`` passes through (a higher
+    precision may settle it), as does a :class:`BrokenReference`; anything else is a
+    BrokenReference naming ``what()``."""
+    try:
+        return thunk()
+    except (BrokenReference, NoConvergence):  # (BrokenReference is a ValueError, like the domain signals)
+        raise
+    except DOMAIN_SIGNALS:
+        return None
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
+        raise BrokenReference(f"{what()}: {type(exc).__name__}: {exc}") from None
+
+
 def probe(case: Case) -> None:
     """Evaluate the reference and its analytic derivatives at a few points of the
     domain, so that a reference that raises or returns a non-mpmath number (a Python
@@ -87,12 +103,5 @@ def probe(case: Case) -> None:
             def what(order: int = order, arg: str = arg, point: tuple[float, ...] = point) -> str:
                 return f"case {case.name!r}, {derivative_label(order, arg)} at {point}"
 
-            try:
-                with mpmath.workprec(64):
-                    direct(case, order, arg, point, [mpmath.mp.mpf(v) for v in point], what)
-            except BrokenReference:  # (a ValueError, like the domain signals)
-                raise
-            except (*DOMAIN_SIGNALS, NoConvergence):
-                continue
-            except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
-                raise BrokenReference(f"{what()}: {type(exc).__name__}: {exc}") from None
+            with mpmath.workprec(64), contextlib.suppress(NoConvergence):
+                guarded(what, lambda: direct(case, order, arg, point, [mpmath.mp.mpf(v) for v in point], what))

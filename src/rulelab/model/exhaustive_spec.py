@@ -4,6 +4,7 @@ bit patterns (all of them, or those of some binades)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,11 @@ class Spec:
     @property
     def chunk_list(self) -> tuple[int, ...]:
         return self.chunks or tuple(range(1 << (32 - self.chunk_bits)))
+
+    @classmethod
+    def from_dict(cls, plan: Mapping[str, Any]) -> Spec:
+        """The spec a run recorded with :meth:`to_dict`."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": PLAN, "case": self.case, "variants": list(self.variants), "transforms": list(self.transforms),

@@ -33,13 +33,12 @@ from mpmath.libmp import NoConvergence
 from rulelab.core.floats import FORMATS, double_double, float_parts, round_exact
 from rulelab.model.case import Case, derivative_label
 from rulelab.model.contract import (
-    DOMAIN_SIGNALS,
     MAX_PRECISION,
     NUMERICAL,
     START_PRECISIONS,
-    BrokenReference,
     checked,
     direct,
+    guarded,
 )
 from rulelab.reference.numdiff import derivative as numerical_derivative
 
@@ -88,7 +87,7 @@ def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec
     def call(fn: Callable[..., Any], *xs: Any) -> Any:
         return checked(fn(mp, *xs), where)
 
-    try:
+    def value() -> Any:
         with mpmath.workprec(prec):
             xs = [mp.mpf(v) for v in point]
             got = direct(case, order, arg, point, xs, where)
@@ -108,14 +107,11 @@ def evaluate_at(case: Case, order: int, arg: str, point: tuple[float, ...], prec
             dom = case.domain[i]
             direction = 1 if point[i] == dom.lo else -1 if point[i] == dom.hi else 0
             return numerical_derivative(along, point[i], n, prec, dom, direction)
-    except BrokenReference:
-        raise
-    except DOMAIN_SIGNALS:
-        return None
+
+    try:
+        return guarded(where, value)
     except NoConvergence as exc:
         raise Unconverged(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - anything else is a bug in the reference
-        raise BrokenReference(f"{where()}: {type(exc).__name__}: {exc}") from None
 
 
 _NARROW = tuple(f for f in FORMATS.values() if f.bits < 64)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.core.files import atomic_write
-from rulelab.core.processes import process_pool
+from rulelab.core.processes import kill_pool, process_pool
 from rulelab.report import html
 from rulelab.report.caseinfo import CaseInfo, case_info
 from rulelab.report.findings import Finding, findings, in_order
@@ -56,11 +56,16 @@ def case_pages(acc: Accuracy, links: Links, workers: int | None = None) -> Itera
         for job in jobs:
             yield (job[1], *_case_job(job))
         return
-    with process_pool(workers, "spawn") as pool:
+    pool = process_pool(workers, "spawn")
+    try:
         # the largest cases first, so that the workers finish together
         futures = {job[1]: pool.submit(_case_job, job) for job in sorted(jobs, key=lambda j: -len(j[0].binned))}
         for case in cases:
             yield (case, *futures[case].result())
+    except BaseException:  # an interrupt or a failed page: the queued pages are not waited for
+        kill_pool(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def study_timings(runs: Sequence[Path]) -> pd.DataFrame | None:

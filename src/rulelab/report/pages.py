@@ -30,9 +30,9 @@ from rulelab.report.tables import (
     worst_table,
 )
 from rulelab.report.verdict import verdict_table
-from rulelab.store.vocabulary import Bucket, Status, table_file
+from rulelab.store.vocabulary import COMPLETE, RUNNING, Bucket, Status, table_file
 
-SWEEP_HINT = "run an accuracy sweep, e.g. <code>rulelab sweep quick</code> (or <code>rulelab study --quick</code> for sweep, benchmarks and report in one go), then <code>rulelab report</code>"
+SWEEP_HINT = "run an accuracy sweep, e.g. <code>rulelab sweep quick</code> (or <code>rulelab study</code> for sweep, benchmarks and report in one go), then <code>rulelab report</code>"
 ASV_HINT = (
     "run the benchmarks: <code>asv run --python=same --quick --set-commit-hash $(git rev-parse HEAD)</code> "
     "(with <code>--python=same</code> asv keeps results only when given the commit), or <code>asv run --quick</code>, "
@@ -79,13 +79,13 @@ def run_notes(runs: Sequence[RunInfo]) -> str:
     out = []
     for r in runs:
         rid = html.esc(r.run_id)
-        if r.status == "running":
+        if r.status == RUNNING:
             out.append(html.note(
                 f"Run <b>{rid}</b> is still running (started {html.esc(r.meta.get('started', '?'))}): the tables show the tasks it has "
                 "finished so far. Build the report again when it completes (or resume it with <code>rulelab sweep --resume</code> if it stopped).",
                 "warn",
             ))
-        elif r.status not in ("complete", "unknown"):
+        elif r.status not in (COMPLETE, "unknown"):
             out.append(html.note(f"Run <b>{rid}</b> has status <b>{html.esc(r.status)}</b>.", "warn"))
         if r.missing:
             tables = ", ".join(html.esc(m) for m in r.missing)
@@ -247,7 +247,7 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
     smp = acc.samples[acc.samples["case"] == case]
     variants = variant_order(s)
     args = _arg_names(acc, case, info)
-    body = [run_notes([r for r in acc.runs if r.status == "running" or r.missing])]
+    body = [run_notes([r for r in acc.runs if r.status == RUNNING or r.missing])]
     body.append(_case_header(info, s))
     mine = [f for f in found if f.case == case]
     if mine:

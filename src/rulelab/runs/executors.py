@@ -31,6 +31,7 @@ from rulelab.core.errors import UsageError, first_line
 from rulelab.core.processes import can_fork, kill_pool, process_pool
 from rulelab.jaxrun import backend as backends
 from rulelab.model.sweep_size import MAX_POINTS
+from rulelab.runs.cluster import same_facts
 
 Facts = dict[str, Any]
 Work = Callable[[Any, Facts], Any]
@@ -128,7 +129,7 @@ def _on_cluster(cluster: Any, fn: Work, payload: Callable[[int], Any], items: li
         try:
             result, facts = fut.result()
         except Exception as exc:  # noqa: BLE001 - the cluster lost the item (a worker died too often)
-            raise ExecutorError(f"the cluster failed on {describe(i)}: {first_line(exc)}; {resume_hint} --scheduler {cluster.address}") from None
+            raise ExecutorError(f"the cluster failed on {describe(i)}: {first_line(exc)}; {resume_hint}") from None
         yield i, result, facts
 
 
@@ -150,38 +151,28 @@ def run_items(
     cluster_facts)`` is called once the run's backend facts are known, before any item
     runs. Returns the number of processes that computed."""
     global _INHERITED
-    if cluster is not None:
-        from rulelab.runs.cluster import same_facts
-
-        per_worker = cluster.facts(target.backend, target.dtypes)
-        facts = same_facts(per_worker)
-        begin(facts, {"scheduler": cluster.address, "workers": per_worker})
-        results, n, ex = _on_cluster(cluster, fn, payload, items, target, describe, resume_hint), len(per_worker), None
-    else:
+    n, ex = 1, None
+    if cluster is None:
         n = pool_size(workers, len(items), target.backend)
-        ex = None
         if n > 1:
             _INHERITED = (fn, payload, target)
             ex = process_pool(n)
-        try:
-            facts = ex.submit(_facts, target).result() if ex is not None else _facts(target)
-        except BaseException:
-            if ex is not None:
-                kill_pool(ex)
-            _INHERITED = None
-            raise
-        begin(facts, None)
-        results = _in_pool(ex, items) if ex is not None else _here(fn, payload, items, target)
     try:
+        if cluster is not None:
+            per_worker = cluster.facts(target.backend, target.dtypes)
+            facts, n = same_facts(per_worker), len(per_worker)
+            begin(facts, {"scheduler": cluster.address, "workers": per_worker})
+            results = _on_cluster(cluster, fn, payload, items, target, describe, resume_hint)
+        else:
+            facts = ex.submit(_facts, target).result() if ex is not None else _facts(target)
+            begin(facts, None)
+            results = _in_pool(ex, items) if ex is not None else _here(fn, payload, items, target)
         for i, result, got in results:
             if got != facts:
-                if cluster is not None:
-                    from rulelab.runs.cluster import same_facts
-
-                    same_facts({"the run's workers": facts, "a worker that joined during the run": got})
-                raise ExecutorError(f"the workers' backends differ: {got} against {facts}; one run uses workers of one kind")
+                same_facts({"the run's workers": facts, "a worker whose backend differs": got})
             write(i, result)
     except BrokenProcessPool:
+        kill_pool(ex)
         raise ExecutorError(
             f"a worker process died (a variant may have crashed the process); {resume_hint}, or with --workers 1 to run in one process"
         ) from None
@@ -194,7 +185,6 @@ def run_items(
     if ex is not None:
         ex.shutdown(wait=True)
     return n
-
 
 
 def progress_bar(total: int, desc: str, unit: str, options: Options, initial: int = 0) -> Any:

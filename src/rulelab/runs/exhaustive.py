@@ -28,7 +28,6 @@ import pandas as pd
 from rulelab import store
 from rulelab.core.floats import N_FINITE_FLOAT32
 from rulelab.core.malloc import keep_freed_memory
-from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import Outcome
 from rulelab.model.case import DERIVATIVE_ORDER, Case, derivative_label, get_case
 from rulelab.model.exhaustive_spec import CHUNKS_DIR, PLAN, ExhaustiveError, Spec
@@ -109,14 +108,14 @@ def start(spec: Spec, root: str | Path = "results", options: Options = Options()
     return _execute(session, spec, options)
 
 
-def resume(run_id: str, root: str | Path = "results", options: Options = Options(), on_start: Callable[[Path], None] | None = None) -> Path:
-    """Continue an exhaustive run as it was planned (its finished chunks are kept); a
-    complete run is returned as it is."""
-    session = lifecycle.reopen(root, run_id, options.backend)
+def resume(run_id: str, root: str | Path = "results", options: Options = Options(), on_start: Callable[[Path], None] | None = None,
+           modules: Sequence[str] = ()) -> Path:
+    """Continue an exhaustive run as it was planned, with its user modules (and
+    ``modules``) loaded; its finished chunks are kept. A complete run is returned as it is."""
+    session = lifecycle.reopen(root, run_id, options.backend, modules)
     if session.meta.status == lifecycle.COMPLETE:
         return session.run
-    plan = session.meta.plan
-    spec = Spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items() if k in Spec.__dataclass_fields__})
+    spec = Spec.from_dict(session.meta.plan)
     check_case(get_case(spec.case), spec.transforms)
     lifecycle.check_unchanged(session, spec.tasks, spec.tasks if done_chunks(session.run) else [])
     options = replace(options, backend=session.meta.backend_requested)
@@ -145,10 +144,7 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
     t = time.perf_counter()
 
     def begin(facts: dict[str, Any], cluster_facts: Any) -> None:
-        record["backend"] = facts
-        if cluster_facts:
-            record["cluster"] = cluster_facts
-        session.write(backend=session.meta.backend or facts)
+        session.begin(record, facts, cluster_facts)
 
     with progress_bar(len(chunks), f"{PLAN} {spec.case}", "chunk", options, initial=len(chunks) - len(todo)) as bar, \
             cluster_for(options, session.meta.modules, (spec.case,)) as cluster:
@@ -160,9 +156,9 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
         record["workers"] = run_items(
             score_chunk, lambda i: (base, todo[i]), list(range(len(todo))), Target(options.backend, ("float32",), options.compile_cache),
             write=write, begin=begin, workers=options.workers, cluster=cluster, describe=lambda i: f"chunk {todo[i]}",
-            resume_hint=f"the finished chunks are kept: continue with rulelab sweep --resume {run.name}",
+            resume_hint=f"the finished chunks are kept: continue with {session.resume_command(options.scheduler)}",
         )
-    facts = record.get("backend") or backends.facts_here(options.backend, ("float32",))
+    facts = session.meta.backend
     phases["chunks"] = time.perf_counter() - t
     t = time.perf_counter()
     case = get_case(spec.case)
@@ -181,9 +177,7 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
         "mpmath_points": {derivative_label(t.order, t.arg or case.args[0]): totals[t.key].mpmath_points for t in spec.tasks},
     }
     record.update(wall_s=time.perf_counter() - t0, phases=phases)
-    session.add_session(record)
-    return lifecycle.complete(session, tables, backend=session.meta.backend or facts, phases=phases, exhaustive=exhaustive,
-                              task_seconds=chunk_seconds(run, spec))
+    return lifecycle.complete(session, tables, phases=phases, exhaustive=exhaustive, task_seconds=chunk_seconds(run, spec))
 
 
 def merged(run_dir: Path, spec: Spec) -> dict[tuple[str, ...], Aggregate]:
@@ -223,7 +217,6 @@ def aggregate_rows(task: Task, case: Case, agg: Aggregate, platform: str) -> dic
     hist = sum((b["hist"] for _, b in bins), np.zeros(HIST_BINS, dtype=np.int64))
     n = sum(b["count"] for _, b in bins)
     stats = {
-        "n_points": n,
         "max_ulp": float(np.nanmax([b["max_ulp"] for _, b in bins])) if any(not math.isnan(b["max_ulp"]) for _, b in bins) else math.nan,
         "median_ulp": _median(hist),
         "max_ulp_ieee": float(np.nanmax([b["max_ulp_ieee"] for _, b in bins])) if any(not math.isnan(b["max_ulp_ieee"]) for _, b in bins) else math.nan,

@@ -30,10 +30,9 @@ from rulelab.core.errors import UsageError, first_line
 from rulelab.core.fingerprint import fingerprint
 from rulelab.core.provenance import git_commit, host, versions
 from rulelab.model.case import get_case
+from rulelab.model.modules import load_modules, module_key
 from rulelab.model.tasks import Task
-from rulelab.store.vocabulary import RUN_STATUSES, RunMeta, Status
-
-RUNNING, STOPPED, COMPLETE = RUN_STATUSES
+from rulelab.store.vocabulary import COMPLETE, RUNNING, STOPPED, RunMeta, Status
 
 
 class RunError(UsageError):
@@ -70,6 +69,24 @@ class Session:
         """Append one session's record (pid, backend facts, workers, seconds per phase)."""
         self.write(sessions=(*self.meta.sessions, record))
 
+    def begin(self, record: dict[str, Any], facts: Mapping[str, Any], cluster_facts: Mapping[str, Any] | None) -> None:
+        """Record this session (``record``, with the backend ``facts`` it runs under and
+        its cluster's) once its backend is known; RunError if the run's earlier sessions
+        ran on another platform (one run's results come from one backend)."""
+        record["backend"] = dict(facts)
+        if cluster_facts:
+            record["cluster"] = dict(cluster_facts)
+        first = self.meta.backend or facts
+        if facts["backend"] != first["backend"]:
+            raise RunError(f"run {self.run.name} ran on {first['backend']}; this session's backend is {facts['backend']}")
+        self.write(backend=first)
+        self.add_session(record)
+
+    def resume_command(self, scheduler: str | None = None) -> str:
+        """The command that continues this run."""
+        on = f" --scheduler {scheduler}" if scheduler else ""
+        return f"rulelab sweep --resume {self.run.name} --results {self.root}{on}"
+
 
 def create(root: str | Path, plan: Mapping[str, Any], tasks: Sequence[Task], *, backend: str | None,
            modules: Sequence[str] = (), plan_text: str | None = None) -> Session:
@@ -77,7 +94,7 @@ def create(root: str | Path, plan: Mapping[str, Any], tasks: Sequence[Task], *, 
     (fingerprints of the code measured, versions, commit, host)."""
     run = store.new_run(root)
     meta = RunMeta(
-        run_id=run.name, plan=dict(plan), started=store.now(), plan_text=plan_text, modules=tuple(modules),
+        run_id=run.name, plan=dict(plan), started=store.now(), plan_text=plan_text, modules=tuple(module_key(m) for m in modules),
         backend_requested=backend, n_tasks=len(tasks), code=code_fingerprints(tasks), versions=versions(),
         git=git_commit(), host=host(),
     )
@@ -85,26 +102,35 @@ def create(root: str | Path, plan: Mapping[str, Any], tasks: Sequence[Task], *, 
     return Session(run, Path(root), meta)
 
 
-def reopen(root: str | Path, run_id: str, backend: str | None = None) -> Session:
-    """The run ``run_id`` under ``root`` as it was left; RunError if ``backend`` is
-    given and is not the backend the run was started with."""
+def reopen(root: str | Path, run_id: str, backend: str | None = None, modules: Sequence[str] = ()) -> Session:
+    """The run ``run_id`` under ``root`` as it was left, with the user modules it
+    recorded loaded (and ``modules``, given now, added to them); RunError if ``backend``
+    is given and is not the backend the run was started with."""
     run = store.open_run(root, run_id)
     meta = store.read_meta(run)
-    if backend is not None and backend != meta.backend_requested and meta.status != COMPLETE:
+    session = Session(run, run.parent.parent, meta)
+    if meta.status == COMPLETE:
+        return session
+    if backend is not None and backend != meta.backend_requested:
         raise RunError(f"run {run.name} was started with backend {meta.backend_requested!r}; resume it on the same backend (drop --backend)")
-    return Session(run, run.parent.parent, meta)
+    load_modules(meta.modules)
+    added = [k for k in (module_key(m) for m in modules) if k not in meta.modules]
+    if added:
+        load_modules(added)
+        session.write(modules=(*meta.modules, *added))
+    return session
 
 
 def check_unchanged(session: Session, tasks: Sequence[Task], measured: Sequence[Task]) -> None:
     """Refuse to resume when the code of anything already ``measured`` or the library
     versions changed since (see the module docstring); otherwise record the fingerprints
     and versions now in force."""
-    now = code_fingerprints(tasks)
+    now, libraries = code_fingerprints(tasks), versions()
     if measured:
         keys = {f"{t.case}/{t.variant}" for t in measured} | {f"{t.case}/reference" for t in measured}
         was = session.meta.code
         changed = [k for k in now if k in keys and k in was and was[k] != now[k]]
-        moved = [f"{k} {v} -> {versions()[k]}" for k, v in session.meta.versions.items() if k in versions() and versions()[k] != v]
+        moved = [f"{k} {v} -> {libraries[k]}" for k, v in session.meta.versions.items() if k in libraries and libraries[k] != v]
         if changed or moved:
             what = "; ".join(filter(None, [
                 f"code changed since the run started: {', '.join(changed)}" if changed else "",
@@ -114,7 +140,7 @@ def check_unchanged(session: Session, tasks: Sequence[Task], measured: Sequence[
                 f"run {session.run.name} cannot be resumed without mixing results ({what}); start a new run "
                 "(rulelab sweep with the same plan), or restore the code and versions it was started with"
             )
-    session.write(code=now, versions=versions())
+    session.write(code=now, versions=libraries)
 
 
 @contextlib.contextmanager

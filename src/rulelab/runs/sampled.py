@@ -51,7 +51,6 @@ from rulelab.jaxrun.evaluate import Outcome, evaluate_many
 from rulelab.model.case import Case, get_case
 from rulelab.model.contract import MAX_PRECISION, BrokenReference
 from rulelab.model.inputs import Sweep, make_sweep
-from rulelab.model.modules import load_modules, module_key
 from rulelab.model.plan import Plan, plan_from_dict
 from rulelab.model.sweep_size import check_size
 from rulelab.model.tasks import (
@@ -253,7 +252,7 @@ def measure_group(g: GroupInput, facts: Mapping[str, Any]) -> tuple[Measured, di
     return out, secs
 
 
-def run_tasks(work: Work, options: Options, begin: Callable[..., None], cluster: Any = None) -> tuple[dict[str, float], int]:
+def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_command: str, cluster: Any = None) -> tuple[dict[str, float], int]:
     """Phase 2: every group of tasks evaluated and measured (in this process, forked
     workers or ``cluster``'s), each task's part written here as its group comes back;
     ``begin(facts, cluster_facts)`` is called once the backend's facts are known.
@@ -277,7 +276,7 @@ def run_tasks(work: Work, options: Options, begin: Callable[..., None], cluster:
             measure_group, lambda i: group_input(work, groups[i]), list(range(len(groups))),
             Target(work.backend, work.plan.dtypes, options.compile_cache), write=write, begin=begin,
             workers=options.workers, cluster=cluster, describe=lambda i: f"{groups[i][0].case} ({groups[i][0].dtype})",
-            resume_hint=f"the finished tasks are kept: continue with rulelab sweep --resume {work.run.name}",
+            resume_hint=f"the finished tasks are kept: continue with {resume_command}",
         )
     return secs, n
 
@@ -304,7 +303,7 @@ def start(
     if options.progress:
         print(f"plan {plan.name!r}: {size}", file=options.stream or sys.stderr)
     session = lifecycle.create(
-        root, plan.to_dict(), tasks, backend=options.backend, modules=[module_key(m) for m in modules],
+        root, plan.to_dict(), tasks, backend=options.backend, modules=modules,
         plan_text=Path(plan.path).read_text() if plan.path and Path(plan.path).is_file() else None,
     )
     if on_start:
@@ -313,15 +312,16 @@ def start(
 
 
 def resume(
-    run_id: str, root: str | Path = "results", options: Options | None = None, on_start: Callable[[Path], None] | None = None
+    run_id: str, root: str | Path = "results", options: Options | None = None, on_start: Callable[[Path], None] | None = None,
+    modules: Sequence[str] = (),
 ) -> Path:
-    """Continue a run that stopped part-way: load its modules and plan as recorded and
-    run only the tasks without a part. A complete run is returned as it is."""
+    """Continue a run that stopped part-way: load its modules (and ``modules``) and its
+    plan as recorded and run only the tasks without a part. A complete run is returned
+    as it is."""
     options = options or Options()
-    session = lifecycle.reopen(root, run_id, options.backend)
+    session = lifecycle.reopen(root, run_id, options.backend, modules)
     if session.meta.status == lifecycle.COMPLETE:
         return session.run
-    load_modules(session.meta.modules)
     plan = plan_from_dict(session.meta.plan)
     tasks = plan_tasks(plan)
     done = {tuple(k) for k in store.written(session.run, [t.key for t in tasks])}
@@ -350,7 +350,7 @@ def _execute(session: lifecycle.Session, plan: Plan, tasks: list[Task], options:
             return _execute_session(session, plan, tasks, options)
     except BrokenReference as exc:
         raise BrokenReference(
-            f"{exc}. The run is kept: fix the reference, then rulelab sweep --resume {session.run.name} --results {session.root}"
+            f"{exc}. The run is kept: fix the reference, then {session.resume_command()}"
         ) from None
 
 
@@ -385,17 +385,10 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
 
             def begin(facts: dict[str, Any], cluster_facts: Mapping[str, Any] | None = None) -> None:
                 phases["backend_init"] += time.perf_counter() - t_init
-                record["backend"] = facts
-                if cluster_facts:
-                    record["cluster"] = cluster_facts
-                first = session.meta.backend or facts
-                if facts["backend"] != first["backend"]:
-                    raise RunError(f"run {run.name} ran on {first['backend']}; this session's backend is {facts['backend']}")
-                session.write(backend=first)
-                session.add_session(record)
+                session.begin(record, facts, cluster_facts)
 
             t_tasks = time.perf_counter()
-            secs, record["workers"] = run_tasks(work, options, begin, cluster)
+            secs, record["workers"] = run_tasks(work, options, begin, session.resume_command(options.scheduler), cluster)
             phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
         else:
             session.add_session(record)

@@ -19,6 +19,7 @@ import pandas as pd
 from rulelab import store
 from rulelab.model.case import Case, get_case
 from rulelab.runs.executors import Options, progress_bar
+from rulelab.store.vocabulary import Status
 
 TIMING_TRANSFORMS: tuple[str, ...] = ("value", "grad")
 TIMING_DTYPE = "float32"
@@ -44,11 +45,11 @@ def timing_rows(cases: Sequence[Case], backend: str | None = None, progress: Cal
                 try:
                     t = cost.target(case, vname, transform, dtype=TIMING_DTYPE, size=TIMING_SIZE, backend=backend)
                     c = cost.measure(t, repeat=3, min_time=0.01)
-                    row.update(status="ok", message="", time_s=c.timing.best if c.timing else float("nan"),
+                    row.update(status=Status.OK.value, message="", time_s=c.timing.best if c.timing else float("nan"),
                                compile_ms=c.compile_ms, jaxpr_eqns=c.jaxpr_eqns, hlo_ops=c.hlo_ops,
                                temp_bytes=c.memory.temp_bytes if c.memory else None)
                 except Exception as exc:  # noqa: BLE001 - recorded, never fatal
-                    row.update(status="unsupported" if is_unsupported(exc) else "error", message=first_line(exc))
+                    row.update(status=(Status.UNSUPPORTED if is_unsupported(exc) else Status.ERROR).value, message=first_line(exc))
                 rows.append(row)
                 if progress:
                     progress(1)

@@ -38,7 +38,7 @@ class Probe:
     status (ok, unsupported, error) and message."""
 
     max_ulp: float
-    status: str
+    status: Status
     message: str
 
 
@@ -66,7 +66,7 @@ def probe(case_name: str, jobs: Sequence[tuple[str, str, str | None]], dtype: st
             ulp = math.inf
         else:
             ulp = float(errors.dulp[comparable].max()) if comparable.any() else 0.0
-        out[i] = Probe(ulp, "ok", "")
+        out[i] = Probe(ulp, Status.OK, "")
     return out
 
 

@@ -41,7 +41,7 @@ class FlushReference:
     """The reference as a backend that flushes subnormals can represent it: the function
     at the inputs as the backend reads them (subnormal inputs as signed zeros), rounded
     to the dtype, a subnormal result flushed to a signed zero (see
-    :func:`flushed_rounding`)."""
+    :func:`flush_reference`)."""
 
     rounded: np.ndarray
 

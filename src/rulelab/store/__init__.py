@@ -52,6 +52,7 @@ from rulelab.core.files import atomic_write
 from rulelab.store.vocabulary import (
     ACCURACY_DIR,
     BINNED,
+    COMPLETE,
     KEYS,
     LATEST_FILE,
     META_FILE,
@@ -137,7 +138,7 @@ def open_run(root: str | Path, run_id: str) -> Path:
     if not run_id or run_id in (".", "..") or "/" in run_id or os.sep in run_id:
         raise StoreError(
             f"{run_id!r} is not a run id: give the name of a folder under {accuracy_dir(root)} "
-            "(and --out/--results for another results folder)"
+            "(and --results for another results folder)"
         )
     run = accuracy_dir(root) / run_id
     if not (run / META_FILE).is_file():
@@ -367,7 +368,7 @@ class RunContents:
     def damage(self) -> tuple[str, ...]:
         """Why this run cannot stand as a complete result: problems, absent files, or a
         status other than complete."""
-        status = () if self.status == "complete" else (f"status {self.status}",)
+        status = () if self.status == COMPLETE else (f"status {self.status}",)
         return (*status, *(f"{m} is missing" for m in self.missing), *self.problems)
 
 

@@ -82,7 +82,7 @@ def worst_bucket(row: Mapping[str, Any]) -> Bucket:
     return max(present, key=lambda b: b.severity, default=Bucket.EXACT)
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """What came of one result (a summary row): measured, refused by JAX, or failed; and,
     for a report cell, a result the runs do not have. ``label`` is what tables show,
     ``severity`` ranks it among the buckets' (higher worse). A member equals its value
@@ -230,7 +230,8 @@ PARTS_DIR = "parts"
 """In a run folder while it runs: one file per finished task."""
 TIMINGS_FILE = "timings.parquet"
 """In a run folder after ``rulelab study``: the quick in-process timings."""
-RUN_STATUSES = ("running", "stopped", "complete")
+RUNNING, STOPPED, COMPLETE = "running", "stopped", "complete"
+RUN_STATUSES = (RUNNING, STOPPED, COMPLETE)
 """meta.json ``status``: a run being written, one that stopped part-way (``stopped``
 says why; ``--resume`` continues it) and a finished one."""
 
@@ -240,8 +241,9 @@ SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "
 EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
 TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
-"""Where the time inside a sampled sweep's tasks goes, summed over tasks and workers
-(meta.json ``task_seconds``)."""
+"""Where the time inside a sampled sweep's tasks goes (meta.json ``task_seconds``):
+compiling, evaluating and measuring summed over tasks and workers, and writing the
+parts, which this process alone does."""
 CHUNK_SECONDS = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
 """Where the time inside an exhaustive sweep's chunks goes, summed over chunks
 (meta.json ``task_seconds``)."""
@@ -265,7 +267,7 @@ class RunMeta:
     host: Mapping[str, Any] | str | None = None
     ended: str | None = None
     backend: Mapping[str, Any] | None = None
-    """evaluate.backend_facts of the first session: platform, device kind, jax/jaxlib,
+    """The backend facts (``jaxrun.backend.facts``) of the first session: platform, device kind, jax/jaxlib,
     x64, subnormal flushing per dtype."""
     sessions: tuple[Mapping[str, Any], ...] = ()
     """One per start or resume: pid, backend facts, workers, tasks run, wall seconds per
