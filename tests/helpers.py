@@ -265,3 +265,10 @@ def write_asv(root: Path, commits: Sequence[tuple[str, int]] = (("a" * 40, 1_700
         # asv writes NaN for skipped benchmarks and null for failed ones
         (asv_dir / machine / f"{commit[:8]}-existing-py.json").write_text(json.dumps(doc))
     return asv_dir
+
+
+def traced(t: Any) -> Any:
+    """The ClosedJaxpr of a cost target's vectorised program, traced on abstract inputs."""
+    from rulelab.jaxrun import cost
+
+    return cost.jitted(t).trace(*cost.abstract_inputs(t)).jaxpr

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import traced
 from jax import lax
 
 import rulelab
@@ -137,7 +138,7 @@ def test_target_with_steps_rebuilds_the_variant(solver):
     t4 = cost.target(solver, "naive", steps=4)
     t16 = cost.target(solver, "naive", steps=16)
     assert t4.variant.fn is not t16.variant.fn
-    assert cost.count_eqns(cost.traced(t16)) > cost.count_eqns(cost.traced(t4))
+    assert cost.count_eqns(traced(t16)) > cost.count_eqns(traced(t4))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
@@ -186,8 +187,8 @@ def test_count_eqns_sees_through_calls_but_counts_control_flow():
 
 def test_jaxpr_eqn_count_of_a_target(toy):
     # log1p(exp(x)): exactly two equations, vectorised or not
-    assert cost.count_eqns(cost.traced(cost.target(toy, "naive"))) == 2
-    assert cost.count_eqns(cost.traced(cost.target(toy, "naive", "grad2"))) > cost.count_eqns(cost.traced(cost.target(toy, "naive", "grad")))
+    assert cost.count_eqns(traced(cost.target(toy, "naive"))) == 2
+    assert cost.count_eqns(traced(cost.target(toy, "naive", "grad2"))) > cost.count_eqns(traced(cost.target(toy, "naive", "grad")))
 
 
 def test_count_hlo_ops_counts_instructions_only():
@@ -373,7 +374,7 @@ def test_support_says_unsupported_for_reverse_mode_through_while_loop():
 def test_build_gives_the_jaxpr_executable_and_time_of_one_compilation(toy):
     t = cost.target(toy, "naive", "grad", size=16)
     b = cost.build(t)
-    assert cost.count_eqns(b.jaxpr) == cost.count_eqns(cost.traced(t))
+    assert cost.count_eqns(b.jaxpr) == cost.count_eqns(traced(t))
     assert b.compile_ms > 0 and cost.hlo_op_count(b.executable) > 0
     x = cost.device_inputs(t)
     np.testing.assert_allclose(np.asarray(b.executable(*x)), jax.nn.sigmoid(np.asarray(x[0])), rtol=1e-5)

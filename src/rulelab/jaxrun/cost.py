@@ -282,11 +282,6 @@ def count_eqns(jaxpr: Any, *, recursive: bool = True) -> int:
     return total
 
 
-def traced(t: Target) -> Any:
-    """The ClosedJaxpr of the vectorised target (traced on abstract inputs)."""
-    return jitted(t).trace(*abstract_inputs(t)).jaxpr
-
-
 _HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*\S")
 
 
