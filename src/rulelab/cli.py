@@ -80,6 +80,20 @@ def _apply_renamed(args: argparse.Namespace) -> None:
             setattr(args, new.lstrip("-"), value)
 
 
+def checked_workers(workers: int | None) -> int | None:
+    """``--workers`` as given, at most the cores this machine has (more only queue behind
+    each other, each starting its own backend); UsageError below 1."""
+    if workers is None:
+        return None
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        print(f"note: --workers {workers} is more than this machine's {cores} cores; using {cores}", file=sys.stderr)
+        return cores
+    return workers
+
+
 def add_max_points_option(p: argparse.ArgumentParser) -> None:
     from rulelab.model.sweep_size import MAX_POINTS
 
@@ -233,10 +247,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rulelab.runs import sampled as sweep
     from rulelab.runs.executors import Options
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    workers = checked_workers(args.workers)
+    if args.max_points < 1:
+        raise UsageError(f"--max-points must be a positive number of points, got {args.max_points}")
+    if args.exponents and args.plan != PLAN and not args.resume:
+        raise UsageError(f"--exponents chooses binades of {PLAN} (every float32 input of one case); plan {args.plan or 'default'!r} has its own sweeps: drop --exponents")
     options = Options(
-        backend=args.backend, workers=args.workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
+        backend=args.backend, workers=workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
         max_points=args.max_points, scheduler=scheduler_address(args.scheduler),
     )
 
@@ -254,6 +271,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 raise UsageError(f"--resume continues run {args.resume} exactly as it was planned; drop {', '.join(given)}")
             driver = exhaustive if _is_exhaustive(args.results, args.resume) else sweep
             run = driver.resume(args.resume, args.results, options, on_start=announce, modules=args.module)
+            if not started:
+                print(f"rulelab sweep: run {run.name} is complete; nothing to resume", file=sys.stderr)
         elif args.plan == PLAN:
             load_modules(args.module)
             run = exhaustive.start(exhaustive_spec(args), args.results, options, args.module, on_start=announce)
@@ -263,7 +282,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             plan = with_overrides(plan, _names(args.cases), _names(args.variants), _names(args.transforms), _names(args.dtypes))
             run = sweep.start(plan, args.results, args.module, options, on_start=announce)
     except (KeyboardInterrupt, OSError) as exc:
-        if not started:
+        if not started or isinstance(exc, BrokenPipeError):  # (with the output gone, there is no one to tell)
             raise
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else os_problem(exc)
         on = f" --scheduler {options.scheduler}" if options.scheduler else ""
@@ -298,6 +317,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rulelab import store
     from rulelab.report import build_report, latest_runs
 
+    if not Path(args.results).is_dir() and not (args.asv and Path(args.asv).is_dir()):
+        raise UsageError(f"no results folder at {args.results}; run a sweep first (rulelab sweep quick), or give --results DIR")
     runs = [store.open_run(args.results, r) for r in args.runs] or latest_runs(
         store.accuracy_dir(args.results), warn=lambda m: print(f"rulelab report: {m}", file=sys.stderr)
     )
@@ -308,7 +329,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"rulelab report: run {run.name} given to --compare is not whole ({'; '.join(damage)}); "
                   "compare.html says so instead of comparing", file=sys.stderr)
     asv_dir = Path(args.asv) if args.asv else Path(args.results) / "asv"
-    print(build_report(runs, asv_dir, Path(args.reports), compare, workers=args.workers))
+    print(build_report(runs, asv_dir, Path(args.reports), compare, workers=checked_workers(args.workers)))
     return 0
 
 
@@ -346,11 +367,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if args.quick:
         print("note: rulelab study --quick is the default and the flag will be removed; drop it", file=sys.stderr)
-    run = run_study(args.plan, args.results, args.module, args.backend, args.workers,
+    workers = checked_workers(args.workers)
+    run = run_study(args.plan, args.results, args.module, args.backend, workers,
                     timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
                     scheduler=scheduler_address(args.scheduler))
     print(run_digest(run))
-    index = build_report([run], Path(args.results) / "asv", Path(args.reports), workers=args.workers)
+    index = build_report([run], Path(args.results) / "asv", Path(args.reports), workers=workers)
     print(f"report: {index}")
     return 0
 
@@ -427,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:  # output piped into `head` and the like: end quietly, as a Unix tool does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
         return EXIT_BROKEN_PIPE
     except (UsageError, CaseError) as exc:
         print(f"rulelab {args.command}: {exc}", file=sys.stderr)

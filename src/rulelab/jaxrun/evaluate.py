@@ -8,9 +8,11 @@ stops the caller.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +149,12 @@ def _prepare(case: Case, dtype: Any, inputs: tuple[np.ndarray, ...], backend: st
 def _outcome(where: str, out: Any, f: Any, shape: tuple[int, ...], compile_s: float, run_s: float) -> Outcome:
     """An ``ok`` outcome from a program's output, or ``error`` if it is not one scalar
     per point."""
+    if out is None:
+        return Outcome(Status.ERROR, f"{where}: returned None (a missing return?); a variant must return one scalar of the input's floating dtype")
     values = np.asarray(out)
+    if values.dtype.kind != "f":
+        got = "float0 (the derivative of a non-float output)" if values.dtype == _float0() else str(values.dtype)
+        return Outcome(Status.ERROR, f"{where}: returned {got}; a variant must return the input's floating dtype")
     if values.shape != shape:
         return Outcome(Status.ERROR, f"{where}: returned shape {values.shape[1:]} per point, expected a scalar")
     notes = ()
@@ -155,6 +162,26 @@ def _outcome(where: str, out: Any, f: Any, shape: tuple[int, ...], compile_s: fl
         notes = (f"returned {values.dtype} for {f.name} inputs; cast to {f.name}",)
         values = values.astype(f.dtype)
     return Outcome(Status.OK, "", values, compile_s=compile_s, run_s=run_s, notes=notes)
+
+
+@contextlib.contextmanager
+def callback_logs_off() -> Iterator[None]:
+    """JAX logs a failing host callback's whole traceback (``pure_callback``,
+    ``io_callback``) before it raises the error; the error itself reaches the outcome's
+    message, so inside this block the log is kept off the terminal."""
+    log = logging.getLogger("jax._src.callback")
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
+def _float0() -> Any:
+    import jax
+
+    return jax.dtypes.float0
 
 
 def evaluate(
@@ -183,7 +210,8 @@ def evaluate(
         t0 = time.perf_counter()
         compiled = compiled_fn.lower(*xs).compile()
         t1 = time.perf_counter()
-        out = jax.block_until_ready(compiled(*xs))
+        with callback_logs_off():
+            out = jax.block_until_ready(compiled(*xs))
         t2 = time.perf_counter()
     except Exception as exc:  # noqa: BLE001 - any failure of user code is recorded
         status = Status.UNSUPPORTED if is_unsupported(exc) else Status.ERROR
@@ -235,7 +263,8 @@ def evaluate_many(
         outs, run_s = [], []
         for k in range(len(keep)):
             t1 = time.perf_counter()
-            outs.append(jax.block_until_ready(compiled(np.int32(k), *xs)))
+            with callback_logs_off():
+                outs.append(jax.block_until_ready(compiled(np.int32(k), *xs)))
             run_s.append(time.perf_counter() - t1)
     except Exception:  # noqa: BLE001 - the fused program failed: each job alone says why
         return [alone(j) for j in jobs]

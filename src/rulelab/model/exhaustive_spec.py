@@ -17,6 +17,8 @@ PLAN = "exhaustive32"
 CHUNK_BITS = 22
 """log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
 CHUNKS_DIR = "chunks"
+MAX_EXPONENT = 254
+"""The largest biased float32 exponent of finite values (255 is inf and NaN)."""
 
 
 class ExhaustiveError(UsageError):
@@ -57,7 +59,13 @@ class Spec:
 def chunks_of_binades(lo: int, hi: int, chunk_bits: int = CHUNK_BITS) -> tuple[int, ...]:
     """The chunks holding every float32 of both signs whose biased exponent field lies in
     [lo, hi] (a run over those binades: 1 to 254 are the normal binades, 0 the
-    subnormals and zeros)."""
+    subnormals and zeros). ExhaustiveError for exponents outside [0, 254] (255 holds
+    inf and NaN) or LO > HI."""
+    if not (0 <= lo <= hi <= MAX_EXPONENT):
+        raise ExhaustiveError(
+            f"--exponents {lo} {hi}: give biased float32 exponents LO <= HI from 0 (subnormals and zeros) to {MAX_EXPONENT} "
+            "(the largest finite binade; 127 is [1, 2))"
+        )
     per = 1 << (23 - chunk_bits) if chunk_bits <= 23 else None
     if per is None:
         raise ExhaustiveError("chunks of more than 2^23 bit patterns do not follow binades")

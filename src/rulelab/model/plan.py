@@ -188,8 +188,8 @@ def locate(text: str, key: str, value: str | None = None, table: str = "") -> in
         h = _header(line)
         if h is not None:
             current = h
-            if key == "" and h == table:
-                return i + 1
+            if (key == "" and h == table) or (table == "" and key and (h == key or h.startswith(key + "."))):
+                return i + 1  # the table itself (or a key of the top level that is a table)
             continue
         if current == table and key and _assigns(line, key):
             start = i

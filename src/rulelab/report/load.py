@@ -141,8 +141,8 @@ def latest_runs(results_dir: Path, warn: Callable[[str], None] | None = None) ->
             newest[backend] = (started, d)
     for backend, started, d, damage in passed_over:
         if warn and (backend not in newest or started > newest[backend][0]):
-            chosen = newest.get(backend)
-            instead = f"; the report uses {chosen[1].name}" if chosen else "; no complete run to report instead"
+            chosen = [newest[backend]] if backend in newest else [] if backend else sorted(newest.values())  # (no backend yet: any)
+            instead = f"; the report uses {', '.join(c[1].name for c in chosen)}" if chosen else "; no complete run to report instead"
             warn(f"run {d.name} is passed over ({'; '.join(damage)}){instead}")
     return [p for _, p in sorted(newest.values())]
 

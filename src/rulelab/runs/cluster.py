@@ -48,6 +48,8 @@ LOCAL = "local:"
 CONNECT_TIMEOUT_S = 30
 WORKER_TIMEOUT_S = 120
 """How long to wait for the scheduler to answer, and for its first worker."""
+PROBE_TIMEOUT_S = 10
+"""How long a scheduler address is given to answer dask's handshake before a run starts."""
 
 
 class ClusterError(UsageError):
@@ -92,6 +94,43 @@ def check(address: str) -> None:
             socket.create_connection((host, port), timeout=10).close()
         except OSError as exc:
             raise ClusterError(f"--scheduler {address}: no dask scheduler answers there ({exc.strerror or exc}); start one with: dask scheduler") from None
+        other = not_a_scheduler(f"tcp://{host}:{port}")
+        if other:
+            raise ClusterError(f"--scheduler {address}: port {port} answers but is not a dask scheduler ({other}); "
+                               "give the scheduler's address (it prints it when it starts), not its dashboard's")
+
+
+def not_a_scheduler(address: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when a dask scheduler answers at ``address`` (asked who it is), else what
+    answered instead. Bounded by ``timeout``: a server of another protocol (a web
+    server, the dashboard) may never answer dask's handshake, and a client would wait."""
+    import asyncio
+    import logging
+
+    from distributed.comm import connect as dask_connect
+
+    async def identity() -> Any:
+        comm = await dask_connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            with contextlib.suppress(Exception):
+                await comm.close()
+
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its own account of the failed handshake is noise here
+    try:
+        reply = asyncio.run(asyncio.wait_for(identity(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        return f"nothing answered dask's handshake in {timeout:g} s"
+    except Exception as exc:  # noqa: BLE001 - whatever the other end did
+        return first_line(exc)
+    finally:
+        quiet.setLevel(level)
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    return None if kind == "Scheduler" else f"it says it is a {kind}" if kind else "its answer is not a dask scheduler's"
 
 
 # --- on the workers ------------------------------------------------------------------------

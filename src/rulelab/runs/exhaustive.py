@@ -103,9 +103,7 @@ def start(spec: Spec, root: str | Path = "results", options: Options = Options()
     check_case(get_case(spec.case), spec.transforms)
     check_scheduler(options)
     session = lifecycle.create(root, spec.to_dict(), spec.tasks, backend=options.backend, modules=modules)
-    if on_start:
-        on_start(session.run)
-    return _execute(session, spec, options)
+    return _execute(session, spec, options, on_start)
 
 
 def resume(run_id: str, root: str | Path = "results", options: Options = Options(), on_start: Callable[[Path], None] | None = None,
@@ -120,13 +118,11 @@ def resume(run_id: str, root: str | Path = "results", options: Options = Options
     lifecycle.check_unchanged(session, spec.tasks, spec.tasks if done_chunks(session.run) else [])
     options = replace(options, backend=session.meta.backend_requested)
     check_scheduler(options)
-    if on_start:
-        on_start(session.run)
-    return _execute(session, spec, options)
+    return _execute(session, spec, options, on_start)
 
 
-def _execute(session: lifecycle.Session, spec: Spec, options: Options) -> Path:
-    with lifecycle.running(session):
+def _execute(session: lifecycle.Session, spec: Spec, options: Options, on_start: Callable[[Path], None] | None) -> Path:
+    with lifecycle.running(session, on_start):
         return _execute_session(session, spec, options)
 
 

@@ -20,7 +20,7 @@ sweep) goes through these functions, and the promises are stated once:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -144,15 +144,19 @@ def check_unchanged(session: Session, tasks: Sequence[Task], measured: Sequence[
 
 
 @contextlib.contextmanager
-def running(session: Session) -> Iterator[Session]:
-    """Mark the run running for the block; if the block ends on an error or an interrupt,
-    mark it stopped with the reason (and re-raise)."""
+def running(session: Session, on_start: Callable[[Path], None] | None = None) -> Iterator[Session]:
+    """Mark the run running for the block (and call ``on_start(run)`` first); if it ends
+    on an error or an interrupt, ``on_start``'s own included, mark it stopped with the
+    reason (and re-raise)."""
     if session.meta.status != RUNNING or session.meta.stopped is not None:
         session.write(status=RUNNING, stopped=None)
     try:
+        if on_start:
+            on_start(session.run)
         yield session
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
+        reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "the output was closed (broken pipe)"
+                  if isinstance(exc, BrokenPipeError) else first_line(exc))
         with contextlib.suppress(Exception):
             session.write(status=STOPPED, stopped={"at": store.now(), "reason": reason})
         raise

@@ -306,9 +306,7 @@ def start(
         root, plan.to_dict(), tasks, backend=options.backend, modules=modules,
         plan_text=Path(plan.path).read_text() if plan.path and Path(plan.path).is_file() else None,
     )
-    if on_start:
-        on_start(session.run)
-    return _execute(session, plan, tasks, options)
+    return _execute(session, plan, tasks, options, on_start)
 
 
 def resume(
@@ -329,9 +327,7 @@ def resume(
     options = replace(options, backend=session.meta.backend_requested)
     backends.check(options.backend)
     check_scheduler(options)
-    if on_start:
-        on_start(session.run)
-    return _execute(session, plan, tasks, options)
+    return _execute(session, plan, tasks, options, on_start)
 
 
 @contextlib.contextmanager
@@ -343,10 +339,10 @@ def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
         phases[name] += time.perf_counter() - t0
 
 
-def _execute(session: lifecycle.Session, plan: Plan, tasks: list[Task], options: Options) -> Path:
+def _execute(session: lifecycle.Session, plan: Plan, tasks: list[Task], options: Options, on_start: Callable[[Path], None] | None) -> Path:
     """Phases 1 and 2 for the tasks of the run that have no part, then the tables."""
     try:
-        with lifecycle.running(session):
+        with lifecycle.running(session, on_start):
             return _execute_session(session, plan, tasks, options)
     except BrokenReference as exc:
         raise BrokenReference(
