@@ -255,6 +255,7 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
 
     import rulelab
     from rulelab.cli import os_problem
+    from rulelab.model.exhaustive_spec import chunks_of_binades
     from rulelab.model.plan import parse_plan
     from rulelab.model.sweep_size import check_size
     from rulelab.report.load import latest_runs
@@ -279,7 +280,28 @@ def _battery_messages(tmp: Path) -> dict[str, str]:
         "cannot be resumed without mixing results": _source_has("cannot be resumed without mixing results"),
         "the finished tasks are kept": _source_has("the finished tasks are kept"),
         "given to --compare is not whole": _source_has("given to --compare is not whole"),
+        "give biased float32 exponents LO <= HI": _message(lambda: chunks_of_binades(300, 400)),
+        "--exponents chooses binades of exhaustive32": _cli(["sweep", "quick", "--exponents", "1", "2", "--results", str(tmp / "x")]),
+        "a variant must return the input's floating dtype": _source_has("a variant must return the input's floating dtype"),
+        "returned None (a missing return?)": _source_has("returned None (a missing return?)"),
+        "answers but is not a dask scheduler": _source_has("answers but is not a dask scheduler"),
+        "no results folder at": _cli(["report", "--results", str(tmp / "no" / "such")]),
+        "is more than this machine's": _cli(["sweep", "quick", "--workers", "100000", "--exponents", "1", "2"]),
+        "is complete; nothing to resume": _source_has("is complete; nothing to resume"),
     }
+
+
+def _cli(argv: list[str]) -> str:
+    """What the command writes on stderr for ``argv`` (a mistake found before it runs)."""
+    import contextlib
+    import io
+
+    from rulelab.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        main(argv)
+    return err.getvalue()
 
 
 def _source_has(text: str) -> str:

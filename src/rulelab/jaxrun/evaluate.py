@@ -151,8 +151,10 @@ def _outcome(where: str, out: Any, f: Any, shape: tuple[int, ...], compile_s: fl
     per point."""
     if out is None:
         return Outcome(Status.ERROR, f"{where}: returned None (a missing return?); a variant must return one scalar of the input's floating dtype")
+    import jax.numpy as jnp
+
     values = np.asarray(out)
-    if values.dtype.kind != "f":
+    if not jnp.issubdtype(values.dtype, jnp.floating):  # (bfloat16 is floating, though numpy calls it "V")
         got = "float0 (the derivative of a non-float output)" if values.dtype == _float0() else str(values.dtype)
         return Outcome(Status.ERROR, f"{where}: returned {got}; a variant must return the input's floating dtype")
     if values.shape != shape:
