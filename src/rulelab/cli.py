@@ -1,4 +1,4 @@
-"""The ``rulelab`` command: ``cases``, ``sweep``, ``report``, ``study``, ``check``.
+"""The ``rulelab`` command: ``cases``, ``sweep``, ``report``, ``study``, ``blame``, ``check``.
 
 Each subcommand is one ``add_<name>`` function (its parser block, which sets ``run``)
 and one ``cmd_<name>`` function (what it does, returning the exit status); adding a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import shutil
 import sys
@@ -377,6 +378,66 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- blame ----------------------------------------------------------------------------------------
+
+
+def add_blame(sub: argparse._SubParsersAction) -> None:
+    from rulelab.core.floats import DTYPES
+    from rulelab.jaxrun.backend import BACKENDS
+    from rulelab.model.case import TRANSFORMS
+
+    p = sub.add_parser(
+        "blame",
+        help="which operation and source line lose the digits of one variant at one input",
+        description="Trace the variant under the transform as a sweep measures it and evaluate it equation by equation, in the "
+        "dtype and exactly (mpmath); print each equation's local error (the operation on its exact inputs rounded, against "
+        "its exact result rounded) and blame the one that loses the digits.",
+        epilog="example: rulelab blame softplus custom_jvp grad --at -20",
+    )
+    p.add_argument("case")
+    p.add_argument("variant")
+    p.add_argument("transform", choices=TRANSFORMS)
+    p.add_argument("--at", required=True, metavar="X[,Y…]", help="the input: one number per argument, comma-separated")
+    p.add_argument("--arg", help="the argument the derivative is in (default: the first)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="the dtype (default: float32)")
+    p.add_argument("--backend", choices=BACKENDS, help="run on this backend (default: JAX's default device)")
+    p.add_argument("--all", action="store_true", help="list every equation, not only those the result depends on")
+    add_module_option(p)
+    p.set_defaults(run=cmd_blame)
+
+
+def cmd_blame(args: argparse.Namespace) -> int:
+    from rulelab.model.case import get_case
+    from rulelab.model.modules import load_modules
+    from rulelab.scoring.blame import localize
+
+    load_modules(args.module)
+    case = get_case(args.case)
+    if args.variant not in case.variants:
+        raise UsageError(f"case {case.name!r} has no variant {args.variant!r}; it has {', '.join(case.variants)}")
+    try:
+        point = tuple(float(v) for v in args.at.split(","))
+    except ValueError:
+        raise UsageError(f"--at {args.at}: give one number per argument of {case.name} ({', '.join(case.args)}), comma-separated") from None
+    if len(point) != len(case.args):
+        raise UsageError(f"--at {args.at}: {case.name} takes {len(case.args)} arguments ({', '.join(case.args)}); give one number each")
+    arg = None if args.transform == "value" else (args.arg or case.args[0])
+    if arg is not None and arg not in case.args:
+        raise UsageError(f"--arg {arg}: {case.name} has arguments {', '.join(case.args)}")
+    loc = localize(case, args.variant, args.transform, arg, args.dtype, point, args.backend)
+    rows = [(str(s.index), s.primitive, f"{Path(s.source.file).name}:{s.source.line}" + (" (JAX)" if s.source.jax else ""),
+             f"{s.computed:.9g}", f"{s.exact:.9g}", "" if s.local_ulp == 0 else f"{s.local_ulp:.3g}", " ".join((*s.flags, s.label)).strip())
+            for s in loc.steps if (s.live or args.all) and not math.isnan(s.computed)]
+    if rows:
+        print(table(rows, ("eqn", "primitive", "source", "computed", "exact", "local ULP", "flags")))
+    print(f"{case.name} {args.variant} {args.transform}{f' in {arg}' if arg else ''} at {args.at} ({args.dtype}): "
+          f"computed {loc.computed!r}, exact {loc.exact!r} (confirmed at {loc.precision} bits)")
+    if loc.blamed is not None and loc.blamed.source.text:
+        print(f"  {loc.blamed.source.file}:{loc.blamed.source.line}: {loc.blamed.source.text}")
+    print(loc.summary())
+    return 0
+
+
 # --- check ----------------------------------------------------------------------------------------
 
 
@@ -409,7 +470,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # --- the command ----------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep, add_report, add_study, add_check]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep, add_report, add_study, add_blame, add_check]
 """Parser blocks of the subcommands, in the order ``--help`` lists them."""
 
 

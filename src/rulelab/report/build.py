@@ -34,7 +34,7 @@ def _write(path: Path, text: str) -> None:
 
 def _only(acc: Accuracy, case: str) -> Accuracy:
     """``acc`` restricted to one case (what a worker process needs)."""
-    pick = {name: getattr(acc, name) for name in ("summary", "binned", "worst", "samples")}
+    pick = {name: getattr(acc, name) for name in ("summary", "binned", "worst", "samples", "blame")}
     return replace(acc, **{name: df[df["case"] == case] for name, df in pick.items()})
 
 

@@ -54,6 +54,8 @@ class Accuracy:
     binned: pd.DataFrame
     worst: pd.DataFrame
     samples: pd.DataFrame
+    blame: pd.DataFrame = field(default_factory=store.empty_blame)
+    """Why failing results fail: the operation and line blamed at their worst inputs."""
 
     @property
     def empty(self) -> bool:
@@ -114,7 +116,9 @@ def load_accuracy(paths: Sequence[Path]) -> Accuracy:
             latest = df.groupby(list(KEYS), sort=False)["run"].transform("last")
             df = df[df["run"] == latest].reset_index(drop=True)
         combined[name] = df
-    return Accuracy(infos, **combined)
+    blames = [store.load_blame(info.path).assign(run=info.path.name) for info in infos]
+    blame = pd.concat([b for b in blames if not b.empty], ignore_index=True) if any(not b.empty for b in blames) else store.empty_blame()
+    return Accuracy(infos, **combined, blame=blame)
 
 
 def latest_runs(results_dir: Path, warn: Callable[[str], None] | None = None) -> list[Path]:

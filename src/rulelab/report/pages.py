@@ -17,6 +17,7 @@ from rulelab.report.styles import CLASS_LABELS
 from rulelab.report.tables import (
     DTYPE_ORDER,
     arg_label,
+    blame_table,
     blocks,
     compare_matrix,
     facts_table,
@@ -275,6 +276,10 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
         if conventions:
             body.append(html.note("<b>convention:</b> " + html.esc(conventions) + " The reference follows it; the numbers below are measured against it.", "conv"))
         body.append(html.table(summary_table(s, transform, arg), caption=f"{case}: {label}"))
+        why = blame_table(acc.blame[(acc.blame["case"] == case) & (acc.blame["transform"] == transform) & (acc.blame["arg"] == arg)])
+        if not why.empty:
+            body.append(html.table(why, caption=f"{case}: {label}, where the digits are lost (the operation with the largest local error "
+                                   "at the worst input, or the first to turn non-finite)"))
         unsettled = unsettled_table(w[(w["transform"] == transform) & (w["arg"] == arg)])
         if not unsettled.empty:
             body.append(html.note(

@@ -305,6 +305,30 @@ def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "rank"]), columns=["input", "computed", "reference", "dULP", "frac. ULP", "bucket"])
 
 
+def blame_table(blame_sel: pd.DataFrame) -> pd.DataFrame:
+    """Where each failing variant loses its digits at its worst input (rank 0): the
+    operation, its source line and text, the cause and the operation's local error."""
+    sel = blame_sel[blame_sel["rank"] == 0]
+    data, index = [], []
+    for r in sel.to_dict("records"):
+        n_in = sum(1 for i in range(3) if not math.isnan(_num(r.get(f"in{i}"))))
+        inputs = ", ".join(_fmt_float(r.get(f"in{i}")) for i in range(n_in))
+        if r.get("note", "").startswith("not localized"):
+            what = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell(r["note"], "text"), Cell("", "text")]
+        elif not r.get("primitive"):
+            what = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell("no operation loses more than 1 ULP", "text"), Cell("", "text")]
+        else:
+            src = str(r.get("source", ""))
+            where = src.rsplit("/", 1)[-1]
+            ulp = _num(r.get("local_ulp"))
+            what = [Cell(inputs, "text"), Cell(f"{r['primitive']} at {where}", "text"), Cell(str(r.get("line_text", "")), "code"),
+                    Cell(str(r.get("label", "")), "text"), Cell("inf" if math.isinf(ulp) else f"{ulp:.3g}", "num")]
+        data.append(what)
+        index.append((r["variant"], r["dtype"]))
+    return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "dtype"]) if index else None,
+                        columns=["worst input", "lost at", "line", "cause", "local ULP"])
+
+
 def unsettled_table(worst_sel: pd.DataFrame) -> pd.DataFrame:
     """The stored points whose reference never settled (one row per input and dtype,
     whichever variants listed it), with the highest precision tried."""

@@ -52,6 +52,8 @@ from rulelab.core.files import atomic_write
 from rulelab.store.vocabulary import (
     ACCURACY_DIR,
     BINNED,
+    BLAME,
+    BLAME_FILE,
     COMPLETE,
     KEYS,
     LATEST_FILE,
@@ -418,6 +420,23 @@ def inspect_run(run: str | Path) -> RunContents:
             problems.append(f"{file.name} unreadable: {exc}")
             tables[name] = None
     return RunContents(path, meta, tables, tuple(missing), tuple(problems))
+
+
+def write_blame(run: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store a run's blame table (``vocabulary.BLAME``'s columns, one row per localized point)."""
+    df = pd.DataFrame({c: [r.get(c) for r in rows] for c in BLAME})
+    write_parquet(run / BLAME_FILE, df.astype({c: t for c, (t, _) in BLAME.items()}))
+
+
+def load_blame(run: str | Path) -> pd.DataFrame:
+    """A run's blame table (empty, with its columns, for a run without one)."""
+    path = Path(run) / BLAME_FILE
+    return pd.read_parquet(path) if path.is_file() else empty_blame()
+
+
+def empty_blame() -> pd.DataFrame:
+    """A blame table without rows."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, (t, _) in BLAME.items()})
 
 
 def write_timings(run: Path, df: pd.DataFrame) -> None:

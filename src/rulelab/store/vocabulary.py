@@ -210,6 +210,30 @@ SAMPLES: Columns = MappingProxyType(
 sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
 
 TABLES: Mapping[str, Columns] = MappingProxyType({"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES})
+
+BLAME: Columns = MappingProxyType(
+    {
+        **KEYS,
+        "rank": ("int64", "the input's rank among the result's worst (0 = worst)"),
+        **_INPUTS,
+        "primitive": ("string", "the blamed equation's primitive; empty where no equation loses more than 1 ULP, or the point is not localized"),
+        "source": ("string", "file:line (function) of the blamed equation: the innermost frame of the variant's own code, else JAX's"),
+        "line_text": ("string", "the text of that source line"),
+        "jax_wrote": ("bool", "whether JAX wrote the equation (a rule of its own, e.g. a library function's derivative)"),
+        "name_stack": ("string", "JAX's name stack of the equation (jvp, transpose …)"),
+        "local_ulp": ("float64", "the equation's local error: the operation in the dtype on its exact inputs rounded, against its exact result "
+                      "rounded, in ULPs (inf: a non-finite result where the exact one is finite)"),
+        "label": ("string", "the cause: cancellation, overflow, underflow/flush, 0/0, inf - inf, inf * 0, domain, NaN, "
+                  "inaccurate library function, rounding"),
+        "computed": ("float64", "the variant's result as the equation-by-equation run computes it"),
+        "exact": ("float64", "the exact result, rounded to the dtype"),
+        "note": ("string", "why the point is not localized, or where the equation-by-equation run differs from the sweep; else empty"),
+    }
+)
+"""blame.parquet: for every result over 4 ULP or with wrong non-finite values, the
+operation and source line that lose the digits at its worst inputs."""
+BLAME_FILE = "blame.parquet"
+"""In a run folder: the blame table (written at the end of a sampled sweep)."""
 """Every accuracy table of a run, by file stem."""
 
 TEXT_COLUMNS: frozenset[str] = frozenset(c for t in TABLES.values() for c, (dtype, _) in t.items() if dtype == "string")
@@ -236,7 +260,7 @@ RUN_STATUSES = (RUNNING, STOPPED, COMPLETE)
 says why; ``--resume`` continues it) and a finished one."""
 
 
-SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble")
+SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble", "blame")
 """Wall-clock phases of a sampled sweep's session (meta.json ``phases``)."""
 EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
