@@ -40,11 +40,13 @@ from rulelab.store.vocabulary import POINT_INPUTS, ULP_UPPER, Bucket, Status
 
 PRECISIONS = (256, 512, 1024, 2048)
 """Precisions of the exact run, tried in turn until two agree on every equation."""
-MAX_STEPS = 5_000
+MAX_STEPS = 1_000
 """Equations evaluated (loop iterations unrolled) before a point is given up as not
 localized: an ODE solver's thousands of steps would cost minutes per point."""
-POINTS = 3
-"""How many of a failing result's worst inputs a sweep localizes."""
+POINTS = 1
+"""How many of a failing result's worst inputs a sweep localizes: the worst alone keeps
+the blame phase near a fifth of a cold quick study (three cost about three times as
+much); ``rulelab blame`` localizes any input."""
 CANCELLATION_BITS = 8
 """An add or sub whose exact result is this many binades below its largest input cancels."""
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
@@ -129,6 +131,7 @@ class _Run:
     prec: int
     memo: dict[Any, list[np.ndarray]]
     steps: list[Step] = field(default_factory=list)
+    pending: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     next_id: int = 0
     select: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
@@ -152,12 +155,21 @@ def _is_float(aval: Any) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.floating)
 
 
-def _source(eqn: Any, site: Source | None) -> Source:
+def _source(run: _Run | None, eqn: Any, site: Source | None) -> Source:
     """The innermost user frame of ``eqn`` (rulelab's own transform wrappers skipped);
     inside a called ``jit`` function, the call's site; where only JAX's frames exist,
     the innermost JAX frame past its tracing machinery, marked as JAX's."""
     if site is not None:
         return site
+    if run is None:
+        return _frame_of(eqn)
+    key = ("source", id(eqn))  # (found once per point: the runs at each precision share the memo)
+    if key not in run.memo:
+        run.memo[key] = _frame_of(eqn)
+    return run.memo[key]
+
+
+def _frame_of(eqn: Any) -> Source:
     from jax._src import source_info_util as siu
 
     tb = eqn.source_info.traceback
@@ -179,10 +191,8 @@ def _frame_source(fr: Any, jax_wrote: bool) -> Source:
 
 def _bind(eqn: Any, values: Sequence[Any]) -> list[np.ndarray]:
     """The primitive applied eagerly (the backend's own kernel) to float ``values``."""
-    import jax.numpy as jnp
-
     with callback_logs_off():
-        out = eqn.primitive.bind(*[jnp.asarray(v) for v in values], **eqn.params)
+        out = eqn.primitive.bind(*[np.asarray(v) for v in values], **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     return [np.asarray(o) for o in outs]
 
@@ -302,7 +312,7 @@ def _eqn(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sour
     if name in CALLS:
         inner = p.get("jaxpr") or p.get("call_jaxpr") or p.get("fun_jaxpr")
         jaxpr, consts = _closed(inner)
-        call_site = site if site is not None else (_source(eqn, None) if name in ("jit", "pjit") else None)
+        call_site = site if site is not None else (_source(run, eqn, None) if name in ("jit", "pjit") else None)
         return _run_jaxpr(run, jaxpr, consts, ins[: len(jaxpr.invars)] if name.startswith("custom_vjp") else ins, call_site)
     if name == "cond":
         branch = int(np.asarray(ins[0][0]))
@@ -348,7 +358,7 @@ def _eqn(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sour
         chosen = sorted({int(c) for c in np.asarray(ins[0][0]).reshape(-1)})
         run.select[ids[0]] = (in_ids[0], *(in_ids[1 + c] for c in chosen))
     step_ins = run.select.get(ids[0], in_ids)
-    source = _source(eqn, site)
+    source = _source(run, eqn, site)
     if floats[0] and name in exact.ARITHMETIC:
         _record(run, eqn, name, source, ins, outs_f[0], outs_x[0], step_ins, ids)
     else:
@@ -358,19 +368,27 @@ def _eqn(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sour
 
 def _record(run: _Run, eqn: Any, name: str, source: Source, ins: list[tuple[np.ndarray, Any, int]], out_f: np.ndarray, out_x: Any,
             in_ids: tuple[int, ...], ids: tuple[int, ...]) -> None:
-    """One arithmetic step: its local error (the op in the dtype on its exact inputs
-    rounded, against its exact result rounded) and its flags."""
-    dtype = eqn.outvars[0].aval.dtype
-    rounded_ins = [_rounded(x, v.aval.dtype) if _is_float(v.aval) else f for (f, x, _), v in zip(ins, eqn.invars)]
-    rounded_out = _rounded(out_x, dtype)
-    local = _ulps(run.bind(eqn, rounded_ins)[0], rounded_out, dtype)
-    flags = _flags(name, [f for f, _, _ in ins], out_f, out_x, rounded_out, dtype)
+    """One arithmetic step with its exact result rounded (what two precisions must agree
+    on); its local error and flags are charged later, and only if the result depends on it."""
+    rounded_out = _rounded(out_x, eqn.outvars[0].aval.dtype)
     first = float(np.asarray(out_f, dtype=np.float64).reshape(-1)[0]) if np.size(out_f) else math.nan
     first_x = float(np.asarray(rounded_out, dtype=np.float64).reshape(-1)[0]) if np.size(rounded_out) else math.nan
     inputs = tuple(float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f, _, _ in ins if np.size(f))
-    step = Step(len(run.steps), name, source, str(eqn.source_info.name_stack), first, first_x, local, flags, ins=in_ids, outs=ids, inputs=inputs)
-    step.label = _label(step, name, [f for f, _, _ in ins], [x for _, x, _ in ins], out_x)
+    step = Step(len(run.steps), name, source, str(eqn.source_info.name_stack), first, first_x, 0.0, ins=in_ids, outs=ids, inputs=inputs)
     run.steps.append(step)
+    run.pending[step.index] = (eqn, ins, out_f, out_x, rounded_out)
+
+
+def _charge(run: _Run, step: Step) -> None:
+    """A step's local error (the op in the dtype on its exact inputs rounded, against its
+    exact result rounded), its flags and the cause."""
+    eqn, ins, out_f, out_x, rounded_out = run.pending[step.index]
+    dtype = eqn.outvars[0].aval.dtype
+    rounded_ins = [_rounded(x, v.aval.dtype) if _is_float(v.aval) else f for (f, x, _), v in zip(ins, eqn.invars)]
+    same = all(np.array_equal(np.asarray(r), np.asarray(f), equal_nan=True) for r, (f, _, _) in zip(rounded_ins, ins))
+    step.local_ulp = _ulps(out_f if same else run.bind(eqn, rounded_ins)[0], rounded_out, dtype)  # (same inputs: the op's own result)
+    step.flags = _flags(step.primitive, [f for f, _, _ in ins], out_f, out_x, rounded_out, dtype)
+    step.label = _label(step, step.primitive, [f for f, _, _ in ins], [x for _, x, _ in ins], out_x)
 
 
 def _structural(eqn: Any, ins: list[tuple[np.ndarray, Any, int]], outs_f: list[np.ndarray]) -> list[Any]:
@@ -430,7 +448,7 @@ def _scan(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sou
             xs_k[t] = val if val.ndim else val.item()
         stacked.append((fs, xs_k if _is_float(v.aval) else fs, run.new_id()))
         run.select[stacked[-1][2]] = tuple(y[k][2] for y in ys)
-        run.steps.append(Step(len(run.steps), "scan", _source(eqn, site), "", math.nan, math.nan, 0.0, ins=tuple(y[k][2] for y in ys), outs=(stacked[-1][2],)))
+        run.steps.append(Step(len(run.steps), "scan", _source(run, eqn, site), "", math.nan, math.nan, 0.0, ins=tuple(y[k][2] for y in ys), outs=(stacked[-1][2],)))
     return [*carry, *stacked]
 
 
@@ -516,6 +534,9 @@ def _localize(closed: Any, xs: list[np.ndarray], dtype: str) -> Localization:
         if previous is not None and _same(previous, now):
             break
         previous = now
+    for step in run.steps:
+        if step.live and step.index in run.pending:
+            _charge(run, step)
     return Localization(run.steps, _blamed(run.steps, computed), computed, exact_out, run.prec)
 
 
