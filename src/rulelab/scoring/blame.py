@@ -93,15 +93,14 @@ class Step:
     label: str = ""
     ins: tuple[int, ...] = ()
     outs: tuple[int, ...] = ()
-    inputs: tuple[float, ...] = ()
     live: bool = False
 
 
 @dataclass
 class Localization:
     """Every equation of one point's program, the blamed one (None when no equation
-    loses more than one ULP), the precision that settled it, and whether the float run
-    reproduces the sweep's value."""
+    loses more than one ULP), the result computed and exact, the precision that settled
+    it, and why the point could not be localized, if it could not."""
 
     steps: list[Step]
     blamed: Step | None
@@ -109,7 +108,6 @@ class Localization:
     exact: float
     precision: int
     not_localized: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def summary(self) -> str:
         """One line: the blamed primitive, its source, its local error and the cause."""
@@ -373,8 +371,7 @@ def _record(run: _Run, eqn: Any, name: str, source: Source, ins: list[tuple[np.n
     rounded_out = _rounded(out_x, eqn.outvars[0].aval.dtype)
     first = float(np.asarray(out_f, dtype=np.float64).reshape(-1)[0]) if np.size(out_f) else math.nan
     first_x = float(np.asarray(rounded_out, dtype=np.float64).reshape(-1)[0]) if np.size(rounded_out) else math.nan
-    inputs = tuple(float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f, _, _ in ins if np.size(f))
-    step = Step(len(run.steps), name, source, str(eqn.source_info.name_stack), first, first_x, 0.0, ins=in_ids, outs=ids, inputs=inputs)
+    step = Step(len(run.steps), name, source, str(eqn.source_info.name_stack), first, first_x, 0.0, ins=in_ids, outs=ids)
     run.steps.append(step)
     run.pending[step.index] = (eqn, ins, out_f, out_x, rounded_out)
 
@@ -405,11 +402,8 @@ def _structural(eqn: Any, ins: list[tuple[np.ndarray, Any, int]], outs_f: list[n
             positions.append(f)
     import jax.numpy as jnp
 
-    params = dict(eqn.params)
-    if eqn.primitive.name == "pad":  # the padding value is an operand: its position is already in the pool
-        pass
-    with callback_logs_off():
-        out = eqn.primitive.bind(*[jnp.asarray(p) for p in positions], **params)
+    with callback_logs_off():  # (pad's padding value is an operand: its position is in the pool like any other)
+        out = eqn.primitive.bind(*[jnp.asarray(p) for p in positions], **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     result = []
     for o, f, v in zip(outs, outs_f, eqn.outvars):
