@@ -155,6 +155,10 @@ def test_a_sweep_writes_the_blame_table_and_the_case_page_shows_the_line(tmp_pat
     index = build_report([run], tmp_path / "results" / "asv", tmp_path / "reports", workers=1)
     page = (index.parent / "softplus.html").read_text()
     assert "where the digits are lost" in page and "1.0 - 1.0 / (1.0 + jnp.exp(x))" in page and "cancellation" in page
+    import rulelab.catalog.softplus as sp
+
+    line = next(i for i, text in enumerate(Path(sp.__file__).read_text().splitlines(), 1) if "1.0 - 1.0 / (1.0 + jnp.exp(x))" in text)
+    assert f"lost at softplus.py:{line} (_softplus_jvp_rule) (sub, cancellation, in float32)" in index.read_text()
 
 
 def test_the_blame_command_ends_with_its_verdict(env):

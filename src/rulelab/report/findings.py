@@ -343,6 +343,20 @@ def _arg_names(acc: Accuracy) -> dict[str, list[str]]:
     return out
 
 
+def _lost_at(blame: Any, case: str, variant: str, transform: str, arg: str, backend: str, dtypes: Sequence[str]) -> str:
+    """"; lost at FILE:LINE (primitive, cause)" from the blame table, for the first of
+    ``dtypes`` whose worst input has a blamed operation; empty where none has."""
+    b = blame[(blame["case"] == case) & (blame["variant"] == variant) & (blame["transform"] == transform) & (blame["arg"] == arg)
+              & (blame["backend"] == backend) & (blame["rank"] == 0) & (blame["primitive"] != "")]
+    for dtype in dtypes:
+        rows = b[b["dtype"] == dtype]
+        if len(rows):
+            r = rows.iloc[0]
+            where = str(r["source"]).rsplit("/", 1)[-1]
+            return f"; lost at {where} ({r['primitive']}, {r['label']}, in {dtype})"
+    return ""
+
+
 def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Finding]:
     """Every finding of ``acc``, most severe kind first, then in case order.
     ``several_backends``: whether findings name their backend (default: whether ``acc``
@@ -385,7 +399,8 @@ def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Findin
             else:
                 head = f"{case} {variant}: {label} off by more than {LARGE_ULP} ULP for "
                 tail = f"; within {GOOD_ULP} ULP there: {', '.join(fine_list)}" if fine_list else ""
-            out.append(Finding(kind, case, variant, transform, head + "; ".join(p[1] for p in parts) + where + tail))
+            why = _lost_at(acc.blame, case, variant, transform, arg, backend, [p[0] for p in parts])
+            out.append(Finding(kind, case, variant, transform, head + "; ".join(p[1] for p in parts) + where + tail + why))
         for status in (Status.ERROR.value, Status.UNSUPPORTED.value):
             bad = g[g["status"] == status]
             if bad.empty:
