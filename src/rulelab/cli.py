@@ -429,7 +429,7 @@ def cmd_blame(args: argparse.Namespace) -> int:
              f"{s.computed:.9g}", f"{s.exact:.9g}", "" if s.local_ulp == 0 else f"{s.local_ulp:.3g}", " ".join((*s.flags, s.label)).strip())
             for s in loc.steps if (s.live or args.all) and not math.isnan(s.computed)]
     if rows:
-        print(table(rows, ("eqn", "primitive", "source", "computed", "exact", "local ULP", "flags")))
+        print(table(rows, ("eqn", "primitive", "source", "computed", "exact (rounded)", "local ULP", "flags")))
     print(f"{case.name} {args.variant} {args.transform}{f' in {arg}' if arg else ''} at {args.at} ({args.dtype}): "
           f"computed {loc.computed!r}, exact {loc.exact!r} (confirmed at {loc.precision} bits)")
     if loc.blamed is not None and loc.blamed.source.text:

@@ -34,6 +34,7 @@ from rulelab.model.exhaustive_spec import CHUNKS_DIR, PLAN, ExhaustiveError, Spe
 from rulelab.model.tasks import Task
 from rulelab.reference.settle import reference_point
 from rulelab.runs import lifecycle
+from rulelab.runs.blaming import blame_run
 from rulelab.runs.executors import (
     Options,
     Target,
@@ -164,6 +165,9 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
     keys = [task.key for task in spec.tasks]
     tables = store.assemble(run, keys, store.finished(run, keys))
     phases["aggregate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    blame_run(session, tables, ("float32",), options)
+    phases["blame"] = time.perf_counter() - t
     n_inputs = sum(int(np.isfinite(chunk_inputs(i, spec.chunk_bits)).sum()) for i in chunks) if spec.chunks else N_FINITE_FLOAT32
     exhaustive = {
         "inputs": n_inputs,

@@ -62,6 +62,7 @@ from rulelab.model.tasks import (
 )
 from rulelab.reference.compute import reference_pool, references_many
 from rulelab.runs import lifecycle
+from rulelab.runs.blaming import blame_run
 from rulelab.runs.executors import (
     Options,
     Target,
@@ -71,7 +72,6 @@ from rulelab.runs.executors import (
     run_items,
 )
 from rulelab.runs.lifecycle import RunError
-from rulelab.scoring.blame import blame_job, blame_jobs
 from rulelab.scoring.metrics import FlushReference, flush_reference
 from rulelab.scoring.rows import task_rows
 from rulelab.store.vocabulary import SAMPLED_PHASES, TASK_SECONDS, Status
@@ -282,25 +282,6 @@ def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_c
     return secs, n
 
 
-def blame_run(session: lifecycle.Session, tables: Mapping[str, Any], plan: Plan, options: Options) -> None:
-    """Localize the worst inputs of every failing result (``scoring.blame``) and write
-    the run's blame table; each result is localized where the tasks ran (a process of
-    the pool on a CPU backend)."""
-    jobs = blame_jobs(tables["summary"], tables["worst"], options.backend)
-    rows: list[dict[str, Any]] = []
-    with progress_bar(len(jobs), "blame", "result", options) as bar:
-
-        def write(i: int, result: list[dict[str, Any]]) -> None:
-            rows.extend(result)
-            bar.update(1)
-
-        run_items(blame_job, lambda i: jobs[i], list(range(len(jobs))), Target(options.backend, tuple(plan.dtypes), options.compile_cache),
-                  write=write, workers=options.workers, describe=lambda i: f"the blame of {jobs[i][0]} {jobs[i][1]} {jobs[i][2]}",
-                  resume_hint=f"the tables are kept: continue with {session.resume_command()}")
-    rows.sort(key=lambda r: (r["case"], r["variant"], r["transform"], r["arg"], r["dtype"], r["rank"]))
-    store.write_blame(session.run, rows)
-
-
 # --- runs ----------------------------------------------------------------------------------------------
 
 
@@ -413,7 +394,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
         parts = store.finished(run, keys)
         tables = store.assemble(run, keys, parts)
     with _timed(phases, "blame"):
-        blame_run(session, tables, plan, options)
+        blame_run(session, tables, tuple(plan.dtypes), options)
     record.update(ended=store.now(), tasks_run=len(todo), wall_s=time.perf_counter() - t_start, task_seconds=secs)
     sessions = session.meta.sessions
     return lifecycle.complete(

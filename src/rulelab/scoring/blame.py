@@ -36,7 +36,7 @@ from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import callback_logs_off, scalar_transform
 from rulelab.model.case import Case
 from rulelab.scoring import exact
-from rulelab.store.vocabulary import POINT_INPUTS, ULP_UPPER, Bucket, Status
+from rulelab.store.vocabulary import KEYS, POINT_INPUTS, ULP_UPPER, Bucket, Status
 
 PRECISIONS = (256, 512, 1024, 2048)
 """Precisions of the exact run, tried in turn until two agree on every equation."""
@@ -554,7 +554,7 @@ inputs' ranks, points and the values the sweep computed there."""
 
 def blame_jobs(summary: Any, worst: Any, backend: str | None, points: int = POINTS) -> list[Job]:
     """The localization jobs of a sweep's tables: each failing result's ``points`` worst inputs."""
-    keys = ["case", "variant", "transform", "arg", "dtype"]
+    keys = [k for k in KEYS if k != "backend"]  # (the backend is the one the blame runs on)
     todo = failing(summary)[keys]
     rows = worst[worst["rank"] < points].merge(todo, on=keys)
     jobs = []
@@ -578,11 +578,10 @@ def blame_job(job: Job, facts: Any) -> list[dict[str, Any]]:
         note = loc.not_localized and f"not localized: {loc.not_localized}"
         if not note and not (swept == loc.computed or (math.isnan(swept) and math.isnan(loc.computed))):
             note = f"the equation-by-equation run gives {loc.computed!r} where the sweep's compiled program gave {swept!r}"
-        row = {"case": case_name, "variant": variant, "transform": transform, "arg": arg, "dtype": dtype, "backend": facts["backend"],
-               "rank": rank, **{f"in{i}": (point[i] if i < len(point) else math.nan) for i in range(len(POINT_INPUTS))},
+        row = {**dict(zip(KEYS, (case_name, variant, transform, arg, dtype, facts["backend"]))), "rank": rank, **{f"in{i}": (point[i] if i < len(point) else math.nan) for i in range(len(POINT_INPUTS))},
                "primitive": b.primitive if b else "", "source": str(b.source) if b else "", "line_text": b.source.text if b else "",
                "jax_wrote": bool(b and b.source.jax), "name_stack": b.name_stack if b else "",
                "local_ulp": b.local_ulp if b else (math.nan if loc.not_localized else 0.0), "label": b.label if b else "",
-               "computed": loc.computed, "exact": loc.exact, "note": note or ""}
+               "computed": loc.computed, "exact_rounded": loc.exact, "note": note or ""}
         out.append(row)
     return out

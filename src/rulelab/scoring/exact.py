@@ -134,9 +134,9 @@ STRUCTURAL = frozenset({
 """Primitives that only move or choose elements."""
 
 
-AS_COMPUTED = frozenset({"bitcast_convert_type", "iota"})
-"""Primitives whose floating result is exact by construction (bits reinterpreted, an
-index counted): the exact value is the computed one."""
+AS_COMPUTED = frozenset({"bitcast_convert_type", "iota", "nextafter"})
+"""Primitives whose floating result is a fact of the float format, not an approximation
+(bits reinterpreted, an index counted, the next float): the exact value is the computed one."""
 
 
 def exact_scalar(x: Any) -> Any:

@@ -226,14 +226,14 @@ BLAME: Columns = MappingProxyType(
         "label": ("string", "the cause: cancellation, overflow, underflow/flush, 0/0, inf - inf, inf * 0, domain, NaN, "
                   "inaccurate library function, rounding"),
         "computed": ("float64", "the variant's result as the equation-by-equation run computes it"),
-        "exact": ("float64", "the exact result, rounded to the dtype"),
+        "exact_rounded": ("float64", "the exact result of the program, rounded to the dtype"),
         "note": ("string", "why the point is not localized, or where the equation-by-equation run differs from the sweep; else empty"),
     }
 )
 """blame.parquet: for every result over 4 ULP or with wrong non-finite values, the
 operation and source line that lose the digits at its worst inputs."""
 BLAME_FILE = "blame.parquet"
-"""In a run folder: the blame table (written at the end of a sampled sweep)."""
+"""In a run folder: the blame table (written at the end of every sweep)."""
 """Every accuracy table of a run, by file stem."""
 
 TEXT_COLUMNS: frozenset[str] = frozenset(c for t in TABLES.values() for c, (dtype, _) in t.items() if dtype == "string")
@@ -262,7 +262,7 @@ says why; ``--resume`` continues it) and a finished one."""
 
 SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble", "blame")
 """Wall-clock phases of a sampled sweep's session (meta.json ``phases``)."""
-EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate")
+EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate", "blame")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
 TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
 """Where the time inside a sampled sweep's tasks goes (meta.json ``task_seconds``):
