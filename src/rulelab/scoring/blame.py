@@ -125,13 +125,11 @@ class Localization:
 
 @dataclass
 class _Run:
-    dtype: Any
     prec: int
-    memo: dict[Any, list[np.ndarray]]
+    memo: dict[Any, Any]
     steps: list[Step] = field(default_factory=list)
     pending: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     next_id: int = 0
-    select: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def bind(self, eqn: Any, values: Sequence[Any]) -> list[np.ndarray]:
         """``_bind``, remembered across the runs at each precision (the float program
@@ -153,14 +151,12 @@ def _is_float(aval: Any) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.floating)
 
 
-def _source(run: _Run | None, eqn: Any, site: Source | None) -> Source:
+def _source(run: _Run, eqn: Any, site: Source | None) -> Source:
     """The innermost user frame of ``eqn`` (rulelab's own transform wrappers skipped);
     inside a called ``jit`` function, the call's site; where only JAX's frames exist,
     the innermost JAX frame past its tracing machinery, marked as JAX's."""
     if site is not None:
         return site
-    if run is None:
-        return _frame_of(eqn)
     key = ("source", id(eqn))  # (found once per point: the runs at each precision share the memo)
     if key not in run.memo:
         run.memo[key] = _frame_of(eqn)
@@ -220,7 +216,7 @@ def _ulps(a: np.ndarray, b: np.ndarray, dtype: Any) -> float:
     return worst
 
 
-def _flags(name: str, ins_f: Sequence[np.ndarray], out_f: np.ndarray, out_x: np.ndarray, rounded: np.ndarray, dtype: Any) -> tuple[str, ...]:
+def _flags(ins_f: Sequence[np.ndarray], out_f: np.ndarray, out_x: np.ndarray, dtype: Any) -> tuple[str, ...]:
     finite_in = all(np.all(np.isfinite(np.asarray(v, dtype=np.float64))) for v in ins_f)
     nan_in = any(np.any(np.isnan(np.asarray(v, dtype=np.float64))) for v in ins_f)
     f = np.asarray(out_f, dtype=np.float64)
@@ -238,8 +234,9 @@ def _flags(name: str, ins_f: Sequence[np.ndarray], out_f: np.ndarray, out_x: np.
     return tuple(out)
 
 
-def _label(step: Step, name: str, ins_f: Sequence[np.ndarray], ins_x: Sequence[np.ndarray], out_x: np.ndarray) -> str:
+def _label(step: Step, ins_f: Sequence[np.ndarray], ins_x: Sequence[np.ndarray], out_x: np.ndarray) -> str:
     """The cause of a step's error, in words."""
+    name = step.primitive
     fins = [np.asarray(v, dtype=np.float64).reshape(-1) for v in ins_f]
     if name == "div" and any(np.all(v == 0) for v in fins[:1]) and np.all(fins[1] == 0):
         return "0/0"
@@ -352,10 +349,10 @@ def _eqn(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sour
             outs_x = [exact.arithmetic(name, [_as_exact(x) for _, x, _ in ins], p)]
     else:
         raise NotLocalized(f"primitive {name}")
-    if name == "select_n":
+    step_ins = in_ids
+    if name == "select_n":  # only the predicate and the cases it chose feed the result
         chosen = sorted({int(c) for c in np.asarray(ins[0][0]).reshape(-1)})
-        run.select[ids[0]] = (in_ids[0], *(in_ids[1 + c] for c in chosen))
-    step_ins = run.select.get(ids[0], in_ids)
+        step_ins = (in_ids[0], *(in_ids[1 + c] for c in chosen))
     source = _source(run, eqn, site)
     if floats[0] and name in exact.ARITHMETIC:
         _record(run, eqn, name, source, ins, outs_f[0], outs_x[0], step_ins, ids)
@@ -384,8 +381,8 @@ def _charge(run: _Run, step: Step) -> None:
     rounded_ins = [_rounded(x, v.aval.dtype) if _is_float(v.aval) else f for (f, x, _), v in zip(ins, eqn.invars)]
     same = all(np.array_equal(np.asarray(r), np.asarray(f), equal_nan=True) for r, (f, _, _) in zip(rounded_ins, ins))
     step.local_ulp = _ulps(out_f if same else run.bind(eqn, rounded_ins)[0], rounded_out, dtype)  # (same inputs: the op's own result)
-    step.flags = _flags(step.primitive, [f for f, _, _ in ins], out_f, out_x, rounded_out, dtype)
-    step.label = _label(step, step.primitive, [f for f, _, _ in ins], [x for _, x, _ in ins], out_x)
+    step.flags = _flags([f for f, _, _ in ins], out_f, out_x, dtype)
+    step.label = _label(step, [f for f, _, _ in ins], [x for _, x, _ in ins], out_x)
 
 
 def _structural(eqn: Any, ins: list[tuple[np.ndarray, Any, int]], outs_f: list[np.ndarray]) -> list[Any]:
@@ -400,13 +397,8 @@ def _structural(eqn: Any, ins: list[tuple[np.ndarray, Any, int]], outs_f: list[n
             positions.append(np.arange(start, start + np.size(f), dtype=np.int32).reshape(np.shape(f)))
         else:
             positions.append(f)
-    import jax.numpy as jnp
-
-    with callback_logs_off():  # (pad's padding value is an operand: its position is in the pool like any other)
-        out = eqn.primitive.bind(*[jnp.asarray(p) for p in positions], **eqn.params)
-    outs = out if eqn.primitive.multiple_results else [out]
-    result = []
-    for o, f, v in zip(outs, outs_f, eqn.outvars):
+    result = []  # (pad's padding value is an operand: its position is in the pool like any other)
+    for o, f, v in zip(_bind(eqn, positions), outs_f, eqn.outvars):
         if not _is_float(v.aval):
             result.append(f)
             continue
@@ -441,7 +433,6 @@ def _scan(run: _Run, eqn: Any, ins: list[tuple[np.ndarray, Any, int]], site: Sou
             val = np.asarray(y[k][1], dtype=object)
             xs_k[t] = val if val.ndim else val.item()
         stacked.append((fs, xs_k if _is_float(v.aval) else fs, run.new_id()))
-        run.select[stacked[-1][2]] = tuple(y[k][2] for y in ys)
         run.steps.append(Step(len(run.steps), "scan", _source(run, eqn, site), "", math.nan, math.nan, 0.0, ins=tuple(y[k][2] for y in ys), outs=(stacked[-1][2],)))
     return [*carry, *stacked]
 
@@ -468,20 +459,19 @@ def _blamed(steps: list[Step], computed: float) -> Step | None:
     return worst if worst is not None and worst.local_ulp > 1 else None
 
 
-def _trace(case: Case, variant: str, transform: str, arg: str | None, dtype: str, point: Sequence[float]) -> tuple[Any, list[np.ndarray]]:
-    """The program the sweep measures at ``point``, traced without an outer jit (so each
-    equation keeps its source), and the inputs in ``dtype``."""
+def _trace(case: Case, variant: str, transform: str, arg: str | None, dtype: str) -> Any:
+    """The program the sweep measures, traced on scalars of ``dtype`` without an outer jit
+    (so each equation keeps its source)."""
     import jax
 
     f = fmt(dtype)
     argnum = 0 if arg is None else case.args.index(arg)
     fn = scalar_transform(case.variants[variant].fn, transform, argnum, len(case.args))
-    xs = [np.asarray(v, dtype=np.float64).astype(f.dtype) for v in point]
-    return jax.make_jaxpr(fn)(*xs), xs
+    return jax.make_jaxpr(fn)(*[np.zeros((), f.dtype) for _ in case.args])
 
 
 def _run_once(closed: Any, xs: list[np.ndarray], dtype: str, prec: int, memo: dict[Any, list[np.ndarray]]) -> tuple[_Run, float, float]:
-    run = _Run(dtype, prec, memo)
+    run = _Run(prec, memo)
     args = [(x, exact.lift(x), run.new_id()) for x in xs]
     (out,) = _run_jaxpr(run, closed.jaxpr, closed.consts, args, None)
     _live(run.steps, [out[2]])
@@ -511,7 +501,7 @@ def localize_many(case: Case, variant: str, transform: str, arg: str | None, dty
 
     with backends.x64(dtype == "float64"), jax.default_device(backends.device_for(backend)):
         try:
-            closed, _ = _trace(case, variant, transform, arg, dtype, points[0])
+            closed = _trace(case, variant, transform, arg, dtype)
         except Exception as exc:  # noqa: BLE001 - the variant does not trace here: nothing to localize
             return [Localization([], None, math.nan, math.nan, 0, not_localized=f"the program does not trace: {first_line(exc)}")] * len(points)
         return [_localize(closed, [np.asarray(v, dtype=np.float64).astype(fmt(dtype).dtype) for v in p], dtype) for p in points]

@@ -26,9 +26,6 @@ from typing import Any
 import mpmath
 import numpy as np
 
-UNDEFINED = None
-"""The exact value where the operation is undefined (mpmath's domain signals)."""
-
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def safe(*xs: Any) -> Any:
