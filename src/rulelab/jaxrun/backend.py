@@ -50,9 +50,11 @@ def _probe(backend: str | None, conn: Any) -> None:
         conn.close()
 
 
+@functools.lru_cache(maxsize=None)
 def probe(backend: str | None) -> tuple[bool, str]:
     """(available, platform or why not) for ``backend`` (None: JAX's default), found in a
-    forked child when this process's backend has not started, else here."""
+    forked child when this process's backend has not started, else here; once per
+    process (a sweep asks before its tasks and again before its blame phase)."""
     if started() or "fork" not in multiprocessing.get_all_start_methods():
         import jax
 

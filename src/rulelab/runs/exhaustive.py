@@ -159,7 +159,7 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
     phases["chunks"] = time.perf_counter() - t
     t = time.perf_counter()
     case = get_case(spec.case)
-    totals = merged(run, spec)
+    totals, seconds = merged(run, spec)
     for task in spec.tasks:
         store.write_part(run, task.key, aggregate_rows(task, case, totals[task.key], facts["backend"]), {"wall_s": None})
     keys = [task.key for task in spec.tasks]
@@ -177,26 +177,21 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
         "mpmath_points": {derivative_label(t.order, t.arg or case.args[0]): totals[t.key].mpmath_points for t in spec.tasks},
     }
     record.update(wall_s=time.perf_counter() - t0, phases=phases)
-    return lifecycle.complete(session, tables, phases=phases, exhaustive=exhaustive, task_seconds=chunk_seconds(run, spec))
+    return lifecycle.complete(session, tables, phases=phases, exhaustive=exhaustive, task_seconds=seconds)
 
 
-def merged(run_dir: Path, spec: Spec) -> dict[tuple[str, ...], Aggregate]:
-    """Every chunk's aggregates summed per task."""
+def merged(run_dir: Path, spec: Spec) -> tuple[dict[tuple[str, ...], Aggregate], dict[str, float]]:
+    """Every chunk's aggregates summed per task, and the core-seconds per step summed
+    over the chunks (each chunk file read once)."""
     totals: dict[tuple[str, ...], Aggregate] = {}
+    seconds = dict.fromkeys(CHUNK_SECONDS, 0.0)
     for i in spec.chunk_list:
-        aggs, _ = store.read_pickle(chunk_path(run_dir, i))
+        aggs, secs = store.read_pickle(chunk_path(run_dir, i))
         for key, agg in aggs.items():
             totals[key] = totals[key].merge(agg, K_WORST) if key in totals else agg
-    return totals
-
-
-def chunk_seconds(run_dir: Path, spec: Spec) -> dict[str, float]:
-    """Core-seconds per phase summed over the run's chunks."""
-    out = dict.fromkeys(CHUNK_SECONDS, 0.0)
-    for i in spec.chunk_list:
-        for k, v in store.read_pickle(chunk_path(run_dir, i))[1].items():
-            out[k] += v
-    return out
+        for k, v in secs.items():
+            seconds[k] += v
+    return totals, seconds
 
 
 def _median(hist: np.ndarray) -> float:
