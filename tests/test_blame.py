@@ -51,6 +51,9 @@ def test_jaxs_own_logistic_derivative_is_blamed_and_marked_as_jaxs():
     s = 1 / (1 + mpmath.exp(-20))
     assert loc.exact == f32(s * (1 - s)) and loc.computed == 0.0
     assert b.primitive == "sub" and b.source.jax and b.label == "cancellation"
+    # JAX inlines the derivative of its jit-compiled sigmoid with its machinery's frames
+    # only: the variant's own function names it, not pjit.py
+    assert b.source.function == "sigmoid" and b.source.file.endswith("nn/functions.py") and "def sigmoid" in b.source.text
 
 
 def test_the_cancellation_in_jaxs_sinc_derivative_is_found():
@@ -185,6 +188,7 @@ def test_an_exhaustive_sweep_ends_with_its_blame_table_too(tmp_path):
     spec = Spec("softplus", ("naive",), ("grad",), chunk_bits=18, chunks=chunks_of_binades(133, 133, 18))
     run = exhaustive.start(spec, tmp_path / "results", Options(workers=1, progress=False, compile_cache=False))
     blame = store.load_blame(run)
-    assert len(blame) == 1 and blame.iloc[0]["primitive"] == "exp" and blame.iloc[0]["label"] == "overflow"
-    assert blame.iloc[0]["in0"] > math.log(float(np.finfo(np.float32).max))
+    assert list(blame["rank"]) == [0, 1, 2]  # the result's three worst inputs
+    assert set(blame["primitive"]) == {"exp"} and set(blame["label"]) == {"overflow"}
+    assert (blame["in0"] > math.log(float(np.finfo(np.float32).max))).all()
     assert "blame" in store.read_meta(run).phases

@@ -306,27 +306,33 @@ def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
 
 
 def blame_table(blame_sel: pd.DataFrame) -> pd.DataFrame:
-    """Where each failing variant loses its digits at its worst input (rank 0): the
-    operation, its source line and text, the cause and the operation's local error."""
-    sel = blame_sel[blame_sel["rank"] == 0]
+    """Where each failing variant loses its digits at its worst inputs: the operation,
+    its source line and text, the cause and the operation's local error (the largest),
+    one row per line blamed, with the inputs blamed there (worst first)."""
     data, index = [], []
-    for r in sel.to_dict("records"):
-        n_in = sum(1 for i in range(3) if not math.isnan(_num(r.get(f"in{i}"))))
-        inputs = ", ".join(_fmt_float(r.get(f"in{i}")) for i in range(n_in))
-        if r.get("note", "").startswith("not localized"):
-            what = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell(r["note"], "text"), Cell("", "text")]
-        elif not r.get("primitive"):
-            what = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell("no operation loses more than 1 ULP", "text"), Cell("", "text")]
-        else:
-            src = str(r.get("source", ""))
-            where = src.rsplit("/", 1)[-1]
-            ulp = _num(r.get("local_ulp"))
-            what = [Cell(inputs, "text"), Cell(f"{r['primitive']} at {where}", "text"), Cell(str(r.get("line_text", "")), "code"),
-                    Cell(str(r.get("label", "")), "text"), Cell("inf" if math.isinf(ulp) else f"{ulp:.3g}", "num")]
-        data.append(what)
-        index.append((r["variant"], r["dtype"]))
+    for (variant, dtype), g in blame_sel.sort_values("rank", kind="stable").groupby(["variant", "dtype"], sort=False):
+        lines: dict[tuple[str, str, str, str], list[dict]] = {}
+        for r in g.to_dict("records"):
+            note = str(r.get("note", ""))
+            what = note if note.startswith("not localized") else "" if r.get("primitive") else "no operation loses more than 1 ULP"
+            lines.setdefault((what, str(r.get("primitive", "")), str(r.get("source", "")), str(r.get("label", ""))), []).append(r)
+        for (what, prim, src, label), rows in lines.items():
+            inputs = "; ".join(_point(r) for r in rows)
+            if what:
+                cells = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell(what, "text"), Cell("", "text")]
+            else:
+                ulp = max(_num(r.get("local_ulp")) for r in rows)
+                cells = [Cell(inputs, "text"), Cell(f"{prim} at {src.rsplit('/', 1)[-1]}", "text"), Cell(str(rows[0].get("line_text", "")), "code"),
+                         Cell(label, "text"), Cell("inf" if math.isinf(ulp) else f"{ulp:.3g}", "num")]
+            data.append(cells)
+            index.append((variant, dtype))
     return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "dtype"]) if index else None,
-                        columns=["worst input", "lost at", "line", "cause", "local ULP"])
+                        columns=["worst inputs", "lost at", "line", "cause", "local ULP"])
+
+
+def _point(r: dict) -> str:
+    n_in = sum(1 for i in range(3) if not math.isnan(_num(r.get(f"in{i}"))))
+    return ", ".join(_fmt_float(r.get(f"in{i}")) for i in range(n_in))
 
 
 def unsettled_table(worst_sel: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ import mpmath
 import numpy as np
 
 from rulelab.core.errors import first_line
-from rulelab.core.floats import double_double, fmt, round_double_double, ulp_distance
+from rulelab.core.floats import fmt, mpf_parts, round_exact, ulp_distance
 from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import callback_logs_off, scalar_transform
 from rulelab.model.case import Case
@@ -43,17 +43,18 @@ PRECISIONS = (256, 512, 1024, 2048)
 MAX_STEPS = 1_000
 """Equations evaluated (loop iterations unrolled) before a point is given up as not
 localized: an ODE solver's thousands of steps would cost minutes per point."""
-POINTS = 1
-"""How many of a failing result's worst inputs a sweep localizes: the worst alone keeps
-the blame phase near a fifth of a cold quick study (three cost about three times as
-much); ``rulelab blame`` localizes any input."""
+POINTS = 3
+"""How many of a failing result's worst inputs a sweep localizes (``rulelab blame``
+localizes any input)."""
 CANCELLATION_BITS = 8
 """An add or sub whose exact result is this many binades below its largest input cancels."""
 CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 """Primitives that call a jaxpr: evaluated by running it."""
-_JAX_MACHINERY = ("source_info_util.py", "partial_eval.py", "core.py", "ad.py", "batching.py", "linear_util.py", "api_util.py",
-                  "traceback_util.py", "dispatch.py")
-"""Frames of JAX's tracing machinery, skipped when naming the JAX code that wrote an equation."""
+_JAX_MACHINERY = ("source_info_util.py", "partial_eval.py", "core.py", "linear_util.py", "traceback_util.py", "profiler.py",
+                  "ad.py", "pjit.py", "api.py", "api_util.py", "custom_derivatives.py", "batching.py", "dispatch.py")
+"""Files of JAX's tracing, differentiation and jit machinery, skipped when naming the
+JAX code that wrote an equation. (Differentiating a jit-compiled JAX function, such as
+``jax.nn.sigmoid``, inlines its derivative with only these frames.)"""
 
 
 class NotLocalized(Exception):
@@ -127,6 +128,7 @@ class Localization:
 class _Run:
     prec: int
     memo: dict[Any, Any]
+    entry: Source
     steps: list[Step] = field(default_factory=list)
     pending: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     next_id: int = 0
@@ -152,30 +154,44 @@ def _is_float(aval: Any) -> bool:
 
 
 def _source(run: _Run, eqn: Any, site: Source | None) -> Source:
-    """The innermost user frame of ``eqn`` (rulelab's own transform wrappers skipped);
-    inside a called ``jit`` function, the call's site; where only JAX's frames exist,
-    the innermost JAX frame past its tracing machinery, marked as JAX's."""
+    """Where ``eqn`` comes from (:func:`_frame_of`); inside a called ``jit`` function, the call's site."""
     if site is not None:
         return site
     key = ("source", id(eqn))  # (found once per point: the runs at each precision share the memo)
     if key not in run.memo:
-        run.memo[key] = _frame_of(eqn)
+        run.memo[key] = _frame_of(eqn, run.entry)
     return run.memo[key]
 
 
-def _frame_of(eqn: Any) -> Source:
+def _frame_of(eqn: Any, entry: Source) -> Source:
+    """Where ``eqn`` comes from: its innermost user frame (rulelab's own transform
+    wrappers skipped); with none, JAX wrote it: the innermost frame of JAX's library past
+    its machinery, else ``entry`` (the variant's function), marked as JAX's."""
     from jax._src import source_info_util as siu
 
     tb = eqn.source_info.traceback
-    for fr in siu.user_frames(tb) if tb is not None else ():
-        if "/rulelab/jaxrun/" in fr.file_name:
-            continue
-        return _frame_source(fr, jax_wrote=False)
-    frames = list(tb.frames) if tb is not None else []
+    frames = [fr for fr in (tb.frames if tb is not None else ()) if "/rulelab/jaxrun/" not in fr.file_name]
     for fr in frames:
-        if not fr.file_name.endswith(_JAX_MACHINERY):
+        if siu.is_user_filename(fr.file_name):
+            return _frame_source(fr, jax_wrote=False)
+    for fr in frames:
+        if "/jax/" in fr.file_name and not fr.file_name.endswith(_JAX_MACHINERY):
             return _frame_source(fr, jax_wrote=True)
-    return Source("<jax>", 0, eqn.primitive.name, "", True)
+    return entry
+
+
+def _entry_source(fn: Any) -> Source:
+    """The definition of a variant's function, marked as JAX's (what names the
+    equations JAX wrote with no other frame)."""
+    import inspect
+
+    fn = inspect.unwrap(fn)
+    try:
+        file, (lines, start) = inspect.getsourcefile(fn) or "<unknown>", inspect.getsourcelines(fn)
+        first = next((i for i, t in enumerate(lines) if t.lstrip().startswith("def ")), 0)
+        return Source(file, start + first, getattr(fn, "__name__", "?"), lines[first].strip(), True)
+    except (TypeError, OSError):
+        return Source("<jax>", 0, getattr(fn, "__name__", "?"), "", True)
 
 
 def _frame_source(fr: Any, jax_wrote: bool) -> Source:
@@ -194,10 +210,11 @@ def _bind(eqn: Any, values: Sequence[Any]) -> list[np.ndarray]:
 def _rounded(values: np.ndarray, dtype: Any) -> np.ndarray:
     """Exact values (object array of mpf or None) correctly rounded to ``dtype``."""
     flat = np.asarray(values, dtype=object).reshape(-1)
-    hi, lo = np.empty(flat.size), np.zeros(flat.size)
+    out = np.empty(flat.size)
     for i, v in enumerate(flat):
-        hi[i], lo[i] = (math.nan, 0.0) if v is None else double_double(v)
-    return round_double_double(hi, lo, dtype).reshape(np.shape(values))
+        parts = None if v is None else mpf_parts(v if isinstance(v, mpmath.mpf) else mpmath.mpf(v))
+        out[i] = math.nan if v is None else float(v) if parts is None else round_exact(*parts, dtype)
+    return out.astype(fmt(dtype).dtype).reshape(np.shape(values))
 
 
 def _ulps(a: np.ndarray, b: np.ndarray, dtype: Any) -> float:
@@ -470,8 +487,31 @@ def _trace(case: Case, variant: str, transform: str, arg: str | None, dtype: str
     return jax.make_jaxpr(fn)(*[np.zeros((), f.dtype) for _ in case.args])
 
 
-def _run_once(closed: Any, xs: list[np.ndarray], dtype: str, prec: int, memo: dict[Any, list[np.ndarray]]) -> tuple[_Run, float, float]:
-    run = _Run(prec, memo)
+def _least_steps(jaxpr: Any) -> int:
+    """The fewest equations a run of ``jaxpr`` evaluates (a scan's iterations counted,
+    a ``while`` once, a ``cond``'s shortest branch): a program over :data:`MAX_STEPS`
+    is known not to be localized before it is run."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        p = eqn.params
+        inner = p.get("jaxpr") or p.get("call_jaxpr") or p.get("fun_jaxpr")
+        if eqn.primitive.name == "scan":
+            n += p["length"] * _least_steps(_closed(inner)[0])
+        elif eqn.primitive.name in CALLS:
+            n += _least_steps(_closed(inner)[0])
+        elif eqn.primitive.name == "cond":
+            n += min(_least_steps(_closed(b)[0]) for b in p["branches"])
+        elif eqn.primitive.name == "while":
+            n += _least_steps(_closed(p["cond_jaxpr"])[0])
+        elif eqn.primitive.name == "custom_linear_solve":
+            n += _least_steps(_closed(p["jaxprs"].solve)[0])
+        else:
+            n += 1
+    return n
+
+
+def _run_once(closed: Any, xs: list[np.ndarray], dtype: str, prec: int, memo: dict[Any, list[np.ndarray]], entry: Source) -> tuple[_Run, float, float]:
+    run = _Run(prec, memo, entry)
     args = [(x, exact.lift(x), run.new_id()) for x in xs]
     (out,) = _run_jaxpr(run, closed.jaxpr, closed.consts, args, None)
     _live(run.steps, [out[2]])
@@ -504,14 +544,17 @@ def localize_many(case: Case, variant: str, transform: str, arg: str | None, dty
             closed = _trace(case, variant, transform, arg, dtype)
         except Exception as exc:  # noqa: BLE001 - the variant does not trace here: nothing to localize
             return [Localization([], None, math.nan, math.nan, 0, not_localized=f"the program does not trace: {first_line(exc)}")] * len(points)
-        return [_localize(closed, [np.asarray(v, dtype=np.float64).astype(fmt(dtype).dtype) for v in p], dtype) for p in points]
+        if (least := _least_steps(closed.jaxpr)) > MAX_STEPS:
+            return [Localization([], None, math.nan, math.nan, 0, not_localized=f"the program runs at least {least:,} equations (over {MAX_STEPS:,})")] * len(points)
+        entry = _entry_source(case.variants[variant].fn)
+        return [_localize(closed, [np.asarray(v, dtype=np.float64).astype(fmt(dtype).dtype) for v in p], dtype, entry) for p in points]
 
 
-def _localize(closed: Any, xs: list[np.ndarray], dtype: str) -> Localization:
+def _localize(closed: Any, xs: list[np.ndarray], dtype: str, entry: Source) -> Localization:
     previous, memo = None, {}
     for prec in PRECISIONS:
         try:
-            run, computed, exact_out = _run_once(closed, xs, dtype, prec, memo)
+            run, computed, exact_out = _run_once(closed, xs, dtype, prec, memo, entry)
         except NotLocalized as exc:
             return Localization([], None, math.nan, math.nan, prec, not_localized=str(exc))
         now = [s.exact for s in run.steps]
