@@ -65,10 +65,17 @@ N_FINITE_FLOAT32 = 2**32 - 2**24
 """Finite float32 values: every bit pattern but the 2^24 with an all-ones exponent."""
 
 
+_FORMAT_OF: dict[Any, FloatFormat] = {k: f for f in FORMATS.values() for k in (f.name, f.dtype, f.dtype.type)}
+
+
 def fmt(dtype: Any) -> FloatFormat:
     """The :class:`FloatFormat` of a dtype name, numpy dtype or scalar type."""
     if isinstance(dtype, FloatFormat):
         return dtype
+    try:
+        return _FORMAT_OF[dtype]
+    except (KeyError, TypeError):  # (another spelling of a known dtype, or an unhashable one)
+        pass
     name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
     try:
         return FORMATS[name]
