@@ -31,3 +31,6 @@ def registered():
 def env(tmp_path_factory):
     """Environment of command-line subprocess runs: one reference cache per test module."""
     return {**os.environ, "RULELAB_CACHE": str(tmp_path_factory.mktemp("cache")), "RULELAB_TEST_SLOW": "0.3"}
+
+
+collect_ignore = ["user_project"]  # a user's own project, run by test_testing.py in a subprocess

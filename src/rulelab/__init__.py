@@ -20,6 +20,19 @@ from rulelab.model.case import (
 
 __version__ = "0.1.0"
 
+_API = {"sweep": "rulelab.api", "load_run": "rulelab.api", "Run": "rulelab.api"}
+"""Names served from modules that import pandas and the report, loaded on first use
+(``import rulelab`` stays light for the worker processes)."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'rulelab' has no attribute {name!r}")
+
+
 __all__ = [
     "EXTENDED_REALS",
     "NONNEGATIVE",
@@ -30,10 +43,13 @@ __all__ = [
     "CaseError",
     "Convention",
     "Interval",
+    "Run",
     "Variant",
     "cases",
     "get_case",
+    "load_run",
     "make_case",
     "register",
+    "sweep",
     "unregister",
 ]

@@ -438,6 +438,63 @@ def cmd_blame(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the accuracy ratchet ------------------------------------------------------------------------
+
+
+def add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="write what each result of a run achieves, as the baseline rulelab gate compares later runs with",
+        description="Write, per result of a complete run, its headline max dULP, its worst bucket, its non-finite count and "
+        "its status, one line per result in a TOML file a person can read and edit.",
+        epilog="example: rulelab baseline 20261205T101500Z-1234-ab12 -o accuracy-baseline.toml",
+    )
+    p.add_argument("run_ref", nargs="?", metavar="RUN", help="a run folder's path, or a run id under --results (default: the newest complete run)")
+    p.add_argument("-o", "--output", default="accuracy-baseline.toml", metavar="FILE", help="where to write (default: accuracy-baseline.toml)")
+    add_results_option(p)
+    p.set_defaults(run=cmd_baseline)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from rulelab.ratchet import resolve_run, write_baseline
+
+    out = write_baseline(resolve_run(args.run_ref, args.results), args.output)
+    print(f"baseline written to {out}")
+    return 0
+
+
+def add_gate(sub: argparse._SubParsersAction) -> None:
+    from rulelab.ratchet import TOLERANCE
+
+    p = sub.add_parser(
+        "gate",
+        help="fail (exit 1) where a run does worse than a baseline: for CI",
+        description="Compare a complete run with a baseline written by rulelab baseline. Exit 1 and list every result that got "
+        "worse (a worse bucket, a larger max dULP beyond the tolerance, more non-finite points, a new error or unsupported "
+        "transform, a result missing); exit 0 otherwise, naming the results that improved. A baseline of another backend, or "
+        "a run that did not sweep the baseline's results, is refused (exit 2).",
+        epilog="example: rulelab gate --baseline accuracy-baseline.toml",
+    )
+    p.add_argument("run_ref", nargs="?", metavar="RUN", help="a run folder's path, or a run id under --results (default: the newest complete run)")
+    p.add_argument("--baseline", required=True, metavar="FILE", help="the baseline TOML")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F",
+                   help=f"a max dULP is larger only beyond this fraction of the baseline's, and by more than 1 ULP (default: {TOLERANCE})")
+    add_results_option(p)
+    p.set_defaults(run=cmd_gate)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from rulelab.ratchet import gate, gate_lines, load_baseline, resolve_run
+
+    if not args.tolerance >= 0:
+        raise UsageError(f"--tolerance must be a fraction of 0 or more, got {args.tolerance}")
+    baseline = load_baseline(args.baseline)
+    run = resolve_run(args.run_ref, args.results)
+    result = gate(baseline, run, args.tolerance)
+    print("\n".join(gate_lines(result, args.baseline, run, args.results)))
+    return 1 if result.worse else 0
+
+
 # --- check ----------------------------------------------------------------------------------------
 
 
@@ -470,7 +527,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # --- the command ----------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep, add_report, add_study, add_blame, add_check]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_cases, add_sweep, add_report, add_study, add_blame, add_baseline, add_gate, add_check]
 """Parser blocks of the subcommands, in the order ``--help`` lists them."""
 
 

@@ -190,6 +190,21 @@ code { font-size: 12px; }
 """
 
 
+def fragment(body: str) -> str:
+    """``body`` (HTML) with the report's styles scoped to it, to show inside another page
+    (a Jupyter cell): the same tables and colours, nothing loaded from elsewhere, and the
+    host page's own styles left alone."""
+    rules = []
+    for rule in _stylesheet().split("}"):
+        if "{" not in rule:
+            continue
+        selectors, decls = rule.split("{", 1)
+        scoped = [f".rulelab {s.strip()}" for s in selectors.split(",") if s.strip() and s.strip() != "body"]
+        if scoped:
+            rules.append(f"{', '.join(scoped)} {{{decls}}}")
+    return f'<div class="rulelab"><style>{" ".join(rules)}</style>{body}</div>'
+
+
 def page(title: str, body: str, *, nav: Sequence[tuple[str, str]] = ()) -> str:
     """A complete HTML document: ``title``, a navigation bar of (href, text) and
     ``body`` (HTML)."""

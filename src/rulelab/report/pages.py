@@ -131,7 +131,7 @@ def _findings_by_case(found: Sequence[Finding], per_case: int = FINDINGS_PER_CAS
     return '<ul class="findings">' + "".join(items) + "</ul>"
 
 
-def _matrices(acc: Accuracy) -> str:
+def _matrices(acc: Accuracy, links: bool = True) -> str:
     parts = [html.legend()]
     current = None
     multi_backend = acc.summary["backend"].nunique() > 1
@@ -139,7 +139,7 @@ def _matrices(acc: Accuracy) -> str:
         if transform != current:
             parts.append(("</div>" if current is not None else "") + f'<h2 id="matrix-{transform}">{html.esc(transform)}</h2><div class="blocks">')
             current = transform
-        df = matrix(acc.summary, transform, dtype, backend, href=lambda c, a, t=transform: f"{case_file(c)}#{anchor(t, a)}")
+        df = matrix(acc.summary, transform, dtype, backend, href=lambda c, a, t=transform: f"{case_file(c)}#{anchor(t, a)}" if links else "")
         caption = f"{transform} in {dtype}" + (f" on {backend}" if multi_backend else "")
         parts.append(html.table(df, cls="matrix", caption=caption))
     if current is not None:
@@ -147,7 +147,7 @@ def _matrices(acc: Accuracy) -> str:
     return "\n".join(parts)
 
 
-def _verdict(acc: Accuracy, timings: pd.DataFrame | None) -> str:
+def _verdict(acc: Accuracy, timings: pd.DataFrame | None, links: bool = True) -> str:
     v = verdict_table(acc.summary, timings)
     if v.empty:
         return ""
@@ -157,12 +157,20 @@ def _verdict(acc: Accuracy, timings: pd.DataFrame | None) -> str:
         "non-finite": [html.Cell(str(n) if n else "0", Bucket.WRONG_NONFINITE.column if n else "") for n in v["non-finite"]],
         "time vs naive": [html.Cell(t) for t in v["time vs naive"]],
         "fail here": [html.Cell(f, "text") for f in v["fail here"]],
-    }, index=pd.MultiIndex.from_tuples([(html.Cell(c, "text", href=case_file(c)), d) for c, d in zip(v["case"], v["dtype"])], names=["case", "dtype"]))
+    }, index=pd.MultiIndex.from_tuples([(html.Cell(c, "text", href=case_file(c) if links else ""), d) for c, d in zip(v["case"], v["dtype"])], names=["case", "dtype"]))
     timing_note = "" if timings is not None else " (time per call needs the timings of <code>rulelab study</code>)"
     return ("<h2>Verdict</h2><p>Per case and dtype, the variant to use: no non-finite results first, then the smallest "
             "worst max dULP over every transform (the headline, flush-aware), then the cheapest" + timing_note + "; and the "
             "variants that fail there (non-finite results, over 1024 ULP, an error, or a transform they cannot do).</p>"
             + html.table(cells, cls="verdict"))
+
+
+def inline_view(acc: Accuracy, timings: pd.DataFrame | None = None) -> str:
+    """The verdict and the matrices of the index page as one HTML fragment with its
+    styles (what a run shows in a Jupyter cell); no links, since no case pages exist."""
+    if acc.empty:
+        return html.fragment(html.note("The run holds no results.", "missing"))
+    return html.fragment(_verdict(acc, timings, links=False) + _matrices(acc, links=False))
 
 
 def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note: str, timings: pd.DataFrame | None = None) -> str:

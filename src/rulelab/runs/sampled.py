@@ -368,7 +368,9 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
     with cluster_for(options, session.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
-        with contextlib.nullcontext(cluster.executor) if cluster else reference_pool(options.workers) as pool:
+        # (a process whose JAX has started, a notebook's or a test's, is not forked: references are computed in it)
+        ref_workers = 1 if backends.started() else options.workers
+        with contextlib.nullcontext(cluster.executor) if cluster else reference_pool(ref_workers) as pool:
             with _timed(phases, "references"):
                 # a pool: 16 tasks per worker, for balance; a cluster: 4, as each is a round trip
                 n = 4 * len(cluster.workers()) if cluster else 16 * (options.workers or os.cpu_count() or 1)
