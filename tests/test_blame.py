@@ -101,6 +101,17 @@ def test_a_users_cancelling_rule_is_blamed_at_the_users_own_line(tmp_path, regis
     assert Path(b.source.file) == module and b.source.line == 11 and b.source.text == "slope = 1.0 - 1.0 / (1.0 + jnp.exp(x))"
 
 
+def test_an_operation_on_exact_inputs_that_underflow_is_not_charged():
+    # float16 CG on this 2x2 system: the exact run converges (its residuals fall to ~1e-1236,
+    # 0 in float16) where the float one does not, so the next alpha = rr / pap is 0/0 on the
+    # exact inputs rounded: no local error exists there, and the result is exact anyway
+    loc = B.localize(rulelab.get_case("linear_solve"), "custom_linear_solve", "grad", "a", "float16", (-1.8505859375, 1.9990234375))
+    assert loc.computed == loc.exact
+    undefined = [s for s in loc.steps if "exact inputs underflow" in s.flags]
+    assert undefined and all(s.primitive == "div" and math.isnan(s.local_ulp) for s in undefined)
+    assert loc.blamed is None or math.isfinite(loc.blamed.local_ulp)
+
+
 def test_the_float_run_reproduces_the_sweeps_value():
     case = rulelab.get_case("logaddexp")
     xs = (np.array([3.5], np.float32), np.array([-7.25], np.float32))

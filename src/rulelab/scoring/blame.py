@@ -447,9 +447,28 @@ def _charge(run: _Run, step: Step) -> None:
     dtype = eqn.outvars[0].aval.dtype
     rounded_ins = [_rounded(x, v.aval.dtype) if _is_float(v.aval) else f for (f, x, _), v in zip(ins, eqn.invars)]
     same = all(np.array_equal(np.asarray(r), np.asarray(f), equal_nan=True) for r, (f, _, _) in zip(rounded_ins, ins))
-    step.local_ulp = _ulps(out_f if same else run.bind(eqn, rounded_ins)[0], rounded_out, dtype)  # (same inputs: the op's own result)
+    local = out_f if same else run.bind(eqn, rounded_ins)[0]  # (same inputs: the op's own result)
     step.flags = _flags([f for f, _, _ in ins], out_f, out_x, dtype)
+    if _undefined_locally(local, rounded_out, ins, rounded_ins):
+        step.local_ulp, step.flags = math.nan, (*step.flags, "exact inputs underflow")
+        return
+    step.local_ulp = _ulps(local, rounded_out, dtype)
     step.label = _label(step, [f for f, _, _ in ins], [x for _, x, _ in ins], out_x)
+
+
+def _undefined_locally(local: np.ndarray, rounded_out: np.ndarray, ins: list[tuple[np.ndarray, Any, int]], rounded_ins: list[Any]) -> bool:
+    """Whether a step's local error is undefined: its exact inputs underflow to 0 in the
+    dtype (the float program is far from the exact one before this step, as when an exact
+    iteration converged where the float one did not), so the op on them is not finite
+    where its exact result is. Such a step is not charged: the digits were lost before it."""
+    if np.all(np.isfinite(np.asarray(local, dtype=np.float64))) or not np.all(np.isfinite(np.asarray(rounded_out, dtype=np.float64))):
+        return False
+    for (_, x, _), r in zip(ins, rounded_ins):
+        exact_values = np.asarray(x, dtype=object).reshape(-1)
+        zeros = np.asarray(r, dtype=np.float64).reshape(-1) == 0
+        if any(z and v is not None and v != 0 for z, v in zip(zeros, exact_values)):
+            return True
+    return False
 
 
 def _structural(eqn: Any, ins: list[tuple[np.ndarray, Any, int]], outs_f: list[np.ndarray]) -> list[Any]:
