@@ -210,6 +210,7 @@ SAMPLES: Columns = MappingProxyType(
 sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
 
 TABLES: Mapping[str, Columns] = MappingProxyType({"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES})
+"""Every accuracy table of a run, by file stem."""
 
 BLAME: Columns = MappingProxyType(
     {
@@ -234,7 +235,6 @@ BLAME: Columns = MappingProxyType(
 operation and source line that lose the digits at its worst inputs."""
 BLAME_FILE = "blame.parquet"
 """In a run folder: the blame table (written at the end of every sweep)."""
-"""Every accuracy table of a run, by file stem."""
 
 TEXT_COLUMNS: frozenset[str] = frozenset(c for t in TABLES.values() for c, (dtype, _) in t.items() if dtype == "string")
 """Columns holding text (the rest hold numbers or flags)."""
