@@ -91,3 +91,36 @@ def cbrt_d2(t: np.ndarray) -> np.ndarray:
 sqrt = np.sqrt
 cbrt = np.cbrt
 """Correctly rounded in float64 (sqrt) or within an ulp (cbrt): the values themselves."""
+
+
+def tanh_d1(x: np.ndarray) -> np.ndarray:
+    """sech(x)^2 as (2 e^-|x| / (1 + e^-2|x|))^2."""
+    z = np.exp(-np.abs(x))
+    return (2.0 * z / (1.0 + z * z)) ** 2
+
+
+def tanh_d2(x: np.ndarray) -> np.ndarray:
+    return -2.0 * np.tanh(x) * tanh_d1(x)
+
+
+def elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def elu_d1(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def elu_d2(x: np.ndarray) -> np.ndarray:
+    """0 for x > 0, e^x for x <= 0 (the convention at 0: the left branch)."""
+    return np.where(x > 0, 0.0, np.exp(np.minimum(x, 0.0)))
+
+
+def entr(x: np.ndarray) -> np.ndarray:
+    safe = np.where(x == 0, 1.0, x)
+    return np.where(x == 0, 0.0, -x * np.log(safe))
+
+
+def entr_d2(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(x == 0, -np.inf, -1.0 / np.where(x == 0, 1.0, x))

@@ -1,4 +1,4 @@
-"""Elementary functions with a removable singularity: xlogy and sinc.
+"""Elementary functions with a removable singularity: xlogy, entr and sinc.
 
 Both are defined at a point where the obvious formula is 0 * log 0 or 0 / 0, and
 JAX differentiates the obvious formula. The custom rules use the double-where
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
+from rulelab.catalog import _fast
 from rulelab.catalog._stable import is_zero
 from rulelab.model.case import (
     NONNEGATIVE,
@@ -146,6 +147,54 @@ register(
             "formulation, since 0 * log 0 is NaN; closing over x avoids it."
         ),
         special_points=((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.0, 1e-30), (1e-30, 0.0), (2.0, 3.0)),
+    )
+)
+
+
+# --- entr ------------------------------------------------------------------------------
+
+
+def naive_entr(x: Array) -> Array:
+    """-x log x, plain autodiff: 0 * -inf = NaN at x = 0, and its derivatives too."""
+    return -x * jnp.log(x)
+
+
+@jax.custom_jvp
+def custom_entr(x: Array) -> Array:
+    """-x log x, 0 at x = 0 (double where: log never sees 0); rule -(log x + 1), +inf at 0."""
+    return jnp.where(x == 0, 0, -x * jnp.log(jnp.where(x == 0, 1, x)))
+
+
+custom_entr.defjvps(lambda t, ans, x: -t * (jnp.log(x) + 1))
+
+
+register(
+    make_case(
+        name="entr",
+        formula="-x log x, 0 at x = 0",
+        args=("x",),
+        domain=NONNEGATIVE,
+        reference=lambda mp, x: mp.mpf(0) if x == 0 else -x * mp.log(x),
+        derivatives={
+            ("x", 1): lambda mp, x: mp.inf if x == 0 else -mp.log(x) - 1,  # the one-sided limit at 0
+            ("x", 2): lambda mp, x: -mp.inf if x == 0 else -1 / x,
+        },
+        # (no fast first derivative: -(log x + 1) cancels near x = 1/e in float64 as well, beyond the fast tier's bound)
+        fast_reference={("x", 0): _fast.entr, ("x", 2): _fast.entr_d2},
+        variants=[
+            Variant("naive", naive_entr, "-x * log(x), plain autodiff"),
+            Variant("custom_jvp", custom_entr, "custom_jvp: double where at 0, rule -(log x + 1)"),
+            Variant("library", jsp.entr, "jax.scipy.special.entr (fixed in PR #15737: its gradient at 0 is +inf)"),
+        ],
+        source="jax-ml/jax#15709 (the gradient of jax.scipy.special.entr at 0 was NaN; PR #15737 made it inf)",
+        notes=(
+            "The derivative at 0 is the one-sided limit: entr'(0) = +inf and entr''(0) = -inf. Measured (JAX 0.10.2, "
+            "CPU): naive value, grad and grad2 are NaN at x = 0 (0 * -inf) in every dtype; the library value is "
+            "-0, its grad +inf and grad2 -inf there, the true one-sided values; at x = -0 the grad2 of both "
+            "the library and the custom rule is -1 / -0 = +inf. Near x = 1/e the derivative -(log x + 1) "
+            "crosses 0 and every variant loses its relative accuracy there (log x + 1 cancels)."
+        ),
+        special_points=(0.0, 1e-30, 1e-7, 1.0, 0.36787944117144233, 1e30),
     )
 )
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rulelab.catalog import _fast
+from rulelab.catalog import _fast, _highest
 from rulelab.catalog._stable import sigmoid as stable_sigmoid
 from rulelab.catalog._stable import sigmoid_minus
 from rulelab.catalog._stable import softplus as stable_softplus
@@ -60,6 +60,7 @@ register(
             Variant("naive", naive_sigmoid, "1 / (1 + exp(-x)), plain autodiff"),
             Variant("custom_jvp", custom_sigmoid, "custom_jvp: s(x) * s(-x), each from exp(-|x|)"),
             Variant("library", jax.nn.sigmoid, "jax.nn.sigmoid (lax.logistic; default JVP s * (1 - s))"),
+            *_highest.variants("logistic", lambda f: f, "lax.logistic(x, accuracy=HIGHEST): JAX's accurate mode and its JVP"),
         ],
         source=(
             "jax-ml/jax#40385 and #40342: grad(jax.nn.sigmoid) is exactly 0 for large x, because "
@@ -70,10 +71,13 @@ register(
             "x >= 16.635532 (float32), >= 7.625 (float16), >= 5.5625 (bfloat16); it is more than "
             "4 ulp off from x ~ 1.9 (float32), 2.7 (float16), 3.0 (bfloat16) because 1 - s cancels. "
             "naive grad is NaN once exp(-x) overflows: x <= -88.72284 (float32), <= -11.09375 "
-            "(float16), <= -89 (bfloat16)."
+            "(float16), <= -89 (bfloat16). library_highest grad is 2.0611537e-09 at x = 20 (float32); in "
+            "float64 at x = 40 the library grad is 0 and library_highest 4.2483543e-18 (jax-ml/jax#40342)."
+            + _highest.note("logistic")
         ),
         special_points=(
             16.635532, 7.625, 5.5625,  # library grad becomes exactly 0 (f32, f16, bf16)
+            40.0,  # float64: library grad 0, library_highest 4.25e-18 (#40342)
             -88.72284, -11.09375, -89.0,  # naive grad becomes NaN (f32, f16, bf16)
             0.0, 2.0, 20.0, -20.0,
         ),

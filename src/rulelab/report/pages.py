@@ -200,6 +200,15 @@ def index_page(acc: Accuracy, found: Sequence[Finding], links: Links, bench_note
     return html.page("rulelab accuracy report", "\n".join(body), nav=links.nav())
 
 
+def jax_reports(source: str) -> list[tuple[str, str]]:
+    """The JAX issues and pull requests a case's source cites ("jax-ml/jax#39794 …
+    #39796; PR #40820"), each with its GitHub address (issues redirect to pull requests)."""
+    if "jax-ml/jax#" not in source:
+        return []
+    numbers = dict.fromkeys(re.findall(r"#(\d{3,6})\b", source))
+    return [(n, f"https://github.com/jax-ml/jax/issues/{n}") for n in numbers]
+
+
 def _case_header(info: CaseInfo, acc_case: pd.DataFrame) -> str:
     if not info.registered:
         conventions = [c for c in dict.fromkeys(acc_case["conventions"]) if c]
@@ -215,6 +224,8 @@ def _case_header(info: CaseInfo, acc_case: pd.DataFrame) -> str:
     rows = [("formula", info.formula), ("arguments", info.domain), ("source", info.source)]
     facts = pd.DataFrame({"": [html.Cell(v, "text") for _, v in rows]}, index=pd.Index([k for k, _ in rows]))
     out = [html.table(facts, cls="facts")]
+    if reports := jax_reports(info.source):
+        out.append("<p>The reports it reproduces: " + ", ".join(html.link(url, f"jax-ml/jax#{n}") for n, url in reports) + ".</p>")
     if info.notes:
         out.append(f"<p>{html.esc(info.notes)}</p>")
     if info.conventions:
