@@ -168,12 +168,55 @@ def test_sigmoid_in_float64_at_40_as_reported():
 
 
 def test_the_new_cases_cite_their_reports():
-    for name in ("tanh", "expm1", "elu", "entr", "sigmoid"):
+    for name in ("tanh", "expm1", "elu", "entr", "i0", "i0e", "sigmoid"):
         case = rulelab.get_case(name)
         assert case.source and case.notes, name
-    for name in ("expm1", "elu", "entr"):
+    for name in ("expm1", "elu", "entr", "i0", "i0e"):
         assert "jax-ml/jax#" in rulelab.get_case(name).source, name
     from rulelab.report.pages import jax_reports  # the case page links each report
 
     links = dict(jax_reports(rulelab.get_case("elu").source))
     assert {"39795", "39796", "40820"} <= set(links) and links["39796"] == "https://github.com/jax-ml/jax/issues/39796"
+
+
+# --- i0 and i0e --------------------------------------------------------------------------------
+
+
+def i1(x):
+    return mpmath.besseli(1, x)
+
+
+def test_the_library_i0_derivative_is_wrong_at_and_near_zero():
+    assert at("i0", "library", "grad", "float32", 0.0) == pytest.approx(1.0, rel=1e-6)  # I1(0) = 0
+    assert at("i0", "library", "grad", "float32", 1e-8) == 0.0 and exact(i1, "float32", 1e-8) > 4e-9
+    assert ulps(at("i0", "library", "grad", "float32", 1e-4), exact(i1, "float32", 1e-4), "float32") > 1024
+    assert at("i0", "library", "grad2", "float32", 0.0) == pytest.approx(1.5, rel=1e-6)  # I0''(0) = 1/2
+    for x in (0.0, 1e-8, 1e-4):
+        assert ulps(at("i0", "custom_jvp", "grad", "float32", x), exact(i1, "float32", x), "float32") <= ULP_TOL
+    assert at("i0", "custom_jvp", "grad2", "float32", 0.0) == 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("x", [0.01, 0.05, 0.1])
+def test_the_library_i0_derivative_is_off_in_16_bits_below_the_stated_bound(dtype, x):
+    assert ulps(at("i0", "library", "grad", dtype, x), exact(i1, dtype, x), dtype) > ULP_TOL
+
+
+@pytest.mark.parametrize(("dtype", "x"), [("float32", 88.725235), ("float16", 17.34375), ("bfloat16", 89.0)])
+def test_naive_i0e_is_nan_once_i0_overflows(dtype, x):
+    assert math.isnan(at("i0e", "naive", "value", dtype, x))
+    true = exact(lambda v: mpmath.exp(-v) * mpmath.besseli(0, v), dtype, x)
+    assert ulps(at("i0e", "library", "value", dtype, x), true, dtype) <= ULP_TOL
+
+
+def test_the_library_i0e_derivative_at_the_kink_and_for_large_x():
+    assert at("i0e", "library", "grad", "float32", 0.0) == 0.0 and at("i0e", "library", "grad2", "float32", 0.0) == 0.5
+    with mpmath.workprec(150):  # the one-sided second derivatives at 0 are both 3/2
+        h = mpmath.mpf(2) ** -60
+        for side in (h, -h):
+            d2 = mpmath.exp(-abs(side)) * (2 * mpmath.besseli(0, side) - 2 * mpmath.sign(side) * i1(side) - i1(side) / side)
+            assert abs(d2 - 1.5) < 1e-12
+    x = 32180922.0
+    true = exact(lambda v: mpmath.exp(-v) * (i1(v) - mpmath.besseli(0, v)), "float32", x)
+    got = at("i0e", "library", "grad", "float32", x)
+    assert true < 0 < got  # i1e(x) - i0e(x) cancels to the wrong sign

@@ -104,6 +104,8 @@ ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "pow": _pow,
     "erf": mpmath.erf,
     "erfc": mpmath.erfc,
+    "bessel_i0e": lambda a: mpmath.besseli(0, a) * mpmath.exp(-abs(a)),
+    "bessel_i1e": lambda a: mpmath.besseli(1, a) * mpmath.exp(-abs(a)),
     "lgamma": lambda a: mpmath.log(abs(mpmath.gamma(a))),
     "digamma": mpmath.digamma,
     "round": _round_half_away,
@@ -121,7 +123,7 @@ exact value (the rounding is what the float program does)."""
 
 TRANSCENDENTAL = frozenset({"exp", "exp2", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sinh", "cosh", "asin", "acos", "atan",
                             "asinh", "acosh", "atanh", "atan2", "logistic", "sqrt", "rsqrt", "cbrt", "pow", "erf", "erfc", "erf_inv",
-                            "lgamma", "digamma", "polygamma"})
+                            "lgamma", "digamma", "polygamma", "bessel_i0e", "bessel_i1e"})
 """Library functions: a large local error of one of these is the library's inaccuracy."""
 
 STRUCTURAL = frozenset({
