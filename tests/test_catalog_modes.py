@@ -220,3 +220,13 @@ def test_the_library_i0e_derivative_at_the_kink_and_for_large_x():
     true = exact(lambda v: mpmath.exp(-v) * (i1(v) - mpmath.besseli(0, v)), "float32", x)
     got = at("i0e", "library", "grad", "float32", x)
     assert true < 0 < got  # i1e(x) - i0e(x) cancels to the wrong sign
+
+
+def test_the_library_erfcx_is_zero_on_a_float64_band_near_26_6():
+    erfcx = lambda v: mpmath.exp(v * v) * mpmath.erfc(v)  # noqa: E731
+    with x64(True):
+        for x in (26.543258454250985, 26.6, 26.641747557046326):
+            assert at("erfcx", "library", "value", "float64", x) == 0.0 and exact(erfcx, "float64", x) > 0.02
+        assert at("erfcx", "library", "grad", "float64", 26.6) == pytest.approx(-2 / math.sqrt(math.pi), rel=1e-12)
+        assert at("erfcx", "library", "value", "float64", 26.5) > 0 and at("erfcx", "library", "value", "float64", 26.7) > 0
+    assert exact(lambda v: 2 * v * erfcx(v) - 2 / mpmath.sqrt(mpmath.pi), "float64", 26.6) == pytest.approx(-7.957e-04, rel=1e-3)

@@ -201,13 +201,15 @@ register(
             "from x >= 9.41928 (float32), >= 9.4375 (bfloat16); float16: inf on [3.3320312, "
             "3.9179688], NaN from 3.9199219. The library value is 0 on the same kind of band: "
             "[9.1945496, 9.4192791] (float32), [9.1953125, 9.4140625] (float16), [9.25, 9.375] "
-            "(bfloat16) (16-bit inputs are computed in float32). Its derivative 2x erfcx - "
+            "(bfloat16) (16-bit inputs are computed in float32), and [26.543258, 26.641748] in float64, "
+            "where its grad is then -2/sqrt(pi) = -1.1283792 (true -7.957e-04 at 26.6). Its derivative 2x erfcx - "
             "2/sqrt(pi) cancels: more than 4 ulp off from x ~ 0.8 (float32), 1.16 (float16), "
             "1.21 (bfloat16), more than 10% off from x ~ 672 (float32), 10.2 (float16), 3.03 "
             "(bfloat16). The custom value uses erfc only for x < 0 (XLA's float32 erfc is up "
             "to 7 ulp off on [0, 1)); a Taylor polynomial covers [0, 1)."
         ),
-        special_points=(9.1945496, 9.41928, 9.25, 9.4375, 3.3320312, 3.9199219, 0.8, 1.16, 1.21, 672.0, 1e4, -9.0, 0.0),
+        special_points=(9.1945496, 9.41928, 9.25, 9.4375, 3.3320312, 3.9199219, 0.8, 1.16, 1.21, 672.0, 1e4, -9.0, 0.0,
+                        26.543258, 26.6, 26.641748),  # (the float64 band where the library value is 0)
     )
 )
 
