@@ -230,3 +230,11 @@ def test_the_library_erfcx_is_zero_on_a_float64_band_near_26_6():
         assert at("erfcx", "library", "grad", "float64", 26.6) == pytest.approx(-2 / math.sqrt(math.pi), rel=1e-12)
         assert at("erfcx", "library", "value", "float64", 26.5) > 0 and at("erfcx", "library", "value", "float64", 26.7) > 0
     assert exact(lambda v: 2 * v * erfcx(v) - 2 / mpmath.sqrt(mpmath.pi), "float64", 26.6) == pytest.approx(-7.957e-04, rel=1e-3)
+
+
+def test_a_lax_function_without_accuracy_gives_no_variant_and_says_so():
+    # lax.add takes no accuracy=: a case built on it would get no library_highest variant
+    assert _highest.highest("add") is None and _highest.variants("add", lambda f: f, "") == []
+    assert "library_highest is absent" in _highest.note("add")
+    if _highest.highest("tanh") is not None:
+        assert _highest.note("tanh") == "" and [v.name for v in _highest.variants("tanh", lambda f: f, "")] == ["library_highest"]
