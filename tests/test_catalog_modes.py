@@ -171,7 +171,7 @@ def test_the_new_cases_cite_their_reports():
     for name in ("tanh", "expm1", "elu", "entr", "i0", "i0e", "sigmoid"):
         case = rulelab.get_case(name)
         assert case.source and case.notes, name
-    for name in ("expm1", "elu", "entr", "i0", "i0e"):
+    for name in ("expm1", "elu", "entr", "i0", "i0e", "eigh_max"):
         assert "jax-ml/jax#" in rulelab.get_case(name).source, name
     from rulelab.report.pages import jax_reports  # the case page links each report
 
@@ -238,3 +238,49 @@ def test_a_lax_function_without_accuracy_gives_no_variant_and_says_so():
     assert "library_highest is absent" in _highest.note("add")
     if _highest.highest("tanh") is not None:
         assert _highest.note("tanh") == "" and [v.name for v in _highest.variants("tanh", lambda f: f, "")] == ["library_highest"]
+
+
+# --- eigh_max ----------------------------------------------------------------------------------
+
+
+def eig_grads(variant: str, dtype: str, p: tuple) -> list[float]:
+    fn = rulelab.get_case("eigh_max").variants[variant].fn
+    args = [np.float64(v).astype(fmt(dtype).dtype) for v in p]
+    return [float(g) for g in jax.grad(fn, argnums=(0, 1, 2))(*args)]
+
+
+def test_eigh_near_a_degenerate_pair_gives_one_eigenvalues_gradient():
+    a, b, c = 1.0, 1e-20, 1.0
+    with mpmath.workprec(150):  # d = 0, so r = |b|: (1/2, sign b, 1/2)
+        d, r = mpmath.mpf(0), abs(mpmath.mpf(float(np.float32(b))))
+        true = [float((1 + d / r) / 2), float(mpmath.mpf(float(np.float32(b))) / r), float((1 - d / r) / 2)]
+    assert true == [0.5, 1.0, 0.5]
+    for variant in ("naive", "library"):
+        assert eig_grads(variant, "float32", (a, b, c)) == [0.0, 0.0, 1.0], variant
+        assert eig_grads(variant, "float32", (1.0, 0.0, 1.0)) == [0.0, 0.0, 1.0], variant  # the convention is the mean
+    assert eig_grads("custom_jvp", "float32", (a, b, c)) == true
+    assert eig_grads("custom_jvp", "float32", (1.0, 0.0, 1.0)) == [0.5, 0.0, 0.5]
+
+
+def test_eigh_max_custom_value_where_m_plus_r_cancels():
+    a, b, c = 0.0, 1e-10, -2.0
+    with mpmath.workprec(200):
+        x = [mpmath.mpf(float(np.float32(v))) for v in (a, b, c)]
+        lam = (x[0] + x[2]) / 2 + mpmath.hypot((x[0] - x[2]) / 2, x[1])
+    got = at_args("eigh_max", "custom_jvp", "float32", (a, b, c))
+    assert ulps(got, round_mpf(lam, "float32"), "float32") <= ULP_TOL
+
+
+def at_args(case: str, variant: str, dtype: str, p: tuple) -> float:
+    fn = rulelab.get_case(case).variants[variant].fn
+    return float(np.asarray(fn(*[np.float64(v).astype(fmt(dtype).dtype) for v in p])).astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_eigh_refuses_16_bit_matrices_on_cpu(dtype):
+    from rulelab.jaxrun.evaluate import evaluate
+
+    pts = tuple(np.array([v], fmt(dtype).dtype) for v in (2.0, 1.0, 0.0))
+    out = evaluate(rulelab.get_case("eigh_max"), "library", "value", None, dtype, pts)
+    assert out.status == "error" and "Unsupported dtype" in out.message
+    assert evaluate(rulelab.get_case("eigh_max"), "custom_jvp", "value", None, dtype, pts).status == "ok"

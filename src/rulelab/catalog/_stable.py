@@ -68,6 +68,22 @@ def exact_square(x: Array) -> tuple[Array, Array]:
     return sq, jnp.where(ok, err, 0)
 
 
+def two_product(x: Array, y: Array) -> tuple[Array, Array]:
+    """``(p, e)`` with ``p = fl(x*y)`` and ``x*y = p + e`` exactly (Dekker's product with
+    Veltkamp's split); ``e`` is 0 where a factor is too large to split or p is not finite."""
+    dtype = jnp.asarray(x).dtype
+    c = _split_factor(dtype)
+    limit = float(np.sqrt(float(jnp.finfo(dtype).max)) / 2)
+    ok = (jnp.abs(x) < limit) & (jnp.abs(y) < limit)
+    xs, ys = jnp.where(ok, x, 0), jnp.where(ok, y, 0)
+    tx, ty = c * xs, c * ys
+    xh, yh = tx - (tx - xs), ty - (ty - ys)
+    xl, yl = xs - xh, ys - yh
+    p = x * y
+    e = ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
+    return p, jnp.where(ok & jnp.isfinite(p), e, 0)
+
+
 def exp_small(e: Array) -> Array:
     """exp(e) for |e| <= 1/4 by its Taylor polynomial (error below 1e-5 relative), for
     correction factors: XLA rewrites exp(a) * exp(b) into exp(a + b), which would round

@@ -133,6 +133,12 @@ STRUCTURAL = frozenset({
 """Primitives that only move or choose elements."""
 
 
+NOT_LOCALIZED = frozenset({"eigh", "scatter-add"})
+"""Primitives known to have no exact counterpart yet: a point whose program runs one is
+"not localized (primitive …)", counted and shown, never guessed. (An exact eigh would
+have to choose each eigenvector's sign as the float one did; scatter-add appears in the
+same programs, transposing the indexing of eigh's results.)"""
+
 AS_COMPUTED = frozenset({"bitcast_convert_type", "iota", "nextafter"})
 """Primitives whose floating result is a fact of the float format, not an approximation
 (bits reinterpreted, an index counted, the next float): the exact value is the computed one."""
