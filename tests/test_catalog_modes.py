@@ -284,3 +284,18 @@ def test_eigh_refuses_16_bit_matrices_on_cpu(dtype):
     out = evaluate(rulelab.get_case("eigh_max"), "library", "value", None, dtype, pts)
     assert out.status == "error" and "Unsupported dtype" in out.message
     assert evaluate(rulelab.get_case("eigh_max"), "custom_jvp", "value", None, dtype, pts).status == "ok"
+
+
+def test_the_remaining_claims_of_the_notes():
+    # elu: the naive value loses small negative x to e^x - 1, as naive expm1 does
+    x = -1e-4
+    assert ulps(at("elu", "naive", "value", "float32", x), exact(mpmath.expm1, "float32", x), "float32") > 1024
+    # entr: the naive variant loses near 1/e too
+    e = float(np.float32(1 / math.e))
+    assert ulps(at("entr", "naive", "grad", "float32", e), exact(lambda v: -mpmath.log(v) - 1, "float32", e), "float32") > 1024
+    # i0: the custom rule is jax.scipy.special.i1 itself, 5 ulp from I1 at 7.93 (float32)
+    import jax.scipy.special as jsp
+
+    got = at("i0", "custom_jvp", "grad", "float32", 7.93)
+    assert got == float(jsp.i1(np.float32(7.93)))
+    assert ulps(got, exact(i1, "float32", 7.93), "float32") == 5
