@@ -25,6 +25,7 @@ import pandas as pd
 from rulelab import store
 from rulelab.core.errors import UsageError
 from rulelab.core.files import atomic_write
+from rulelab.report.styles import nonfinite_count
 from rulelab.store.vocabulary import COMPLETE, Bucket, Status, worst_bucket
 
 TOLERANCE = 0.25
@@ -76,7 +77,7 @@ def entries(summary: pd.DataFrame) -> dict[str, Entry]:
     out = {}
     for r in summary.to_dict("records"):
         ok = r["status"] == Status.OK
-        nonfinite = sum(int(r.get(b.column, 0) or 0) for b in Bucket if b.nonfinite) if ok else 0
+        nonfinite = nonfinite_count(r) if ok else 0
         out[result_key(r)] = Entry(str(r["status"]), float(r["max_ulp"]) if ok else math.nan, worst_bucket(r).column if ok else "", nonfinite)
     return out
 

@@ -25,8 +25,17 @@ from typing import Any
 import pandas as pd
 
 from rulelab.api import sweep
-from rulelab.model.case import REALS, Case, Convention, Interval, get_case, make_case
+from rulelab.model.case import (
+    REALS,
+    Case,
+    Convention,
+    Interval,
+    cases,
+    get_case,
+    make_case,
+)
 from rulelab.model.modules import load_modules
+from rulelab.report.styles import nonfinite_count
 from rulelab.store.vocabulary import KEYS, ULP_UPPER, Bucket, Status
 
 DEFAULT_MAX_ULP = 4
@@ -97,7 +106,7 @@ def _assert(case: Case, variant: str, transforms: Sequence[str], dtypes: Sequenc
     if problems.empty:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    raise AssertionError(message(case.name, variant, problems, run.worst, run.blame, run.path))
+    raise AssertionError(message(case.name, problems, run.worst, run.blame, run.path))
 
 
 def bound_for(max_ulp: MaxUlp, transform: str, dtype: str) -> float:
@@ -116,7 +125,7 @@ def failures(summary: pd.DataFrame, max_ulp: MaxUlp, allow_nonfinite: bool) -> p
     rows = []
     for r in summary.to_dict("records"):
         bound = bound_for(max_ulp, r["transform"], r["dtype"])
-        nonfinite = sum(int(r.get(b.column, 0) or 0) for b in Bucket if b.nonfinite)
+        nonfinite = nonfinite_count(r)
         if r["status"] != Status.OK:
             why = f"{Status(r['status']).label}: {r.get('message') or ''}".rstrip(": ")
         elif r["max_ulp"] > bound or (nonfinite and not allow_nonfinite):
@@ -135,7 +144,7 @@ def points_over(row: Mapping[str, Any], bound: float) -> tuple[int, bool]:
     return count, bound in ULP_UPPER or bound >= ULP_UPPER[-1]
 
 
-def message(case: str, variant: str, problems: pd.DataFrame, worst: pd.DataFrame, blame: pd.DataFrame, run: Path) -> str:
+def message(case: str, problems: pd.DataFrame, worst: pd.DataFrame, blame: pd.DataFrame, run: Path) -> str:
     """What fails, per transform and dtype: the max dULP against the bound, how many
     points are over it, and the worst inputs with computed value, reference and dULP
     (and the line blamed for them)."""
@@ -183,8 +192,14 @@ def _num(v: float) -> str:
 
 
 def _case_name(fn: Callable[..., Any]) -> str:
+    """The function's name as a case name; one a registered case has already (a
+    function called softplus) gets ``_under_test`` added, so the catalog is untouched."""
     name = re.sub(r"\W", "_", getattr(fn, "__name__", "fn")).strip("_") or "fn"
-    return name if name.isidentifier() else f"fn_{name}"
+    name = name if name.isidentifier() else f"fn_{name}"
+    taken = {c.name for c in cases()}
+    while name in taken:
+        name += "_under_test"
+    return name
 
 
 def _variant_name(fn: Callable[..., Any]) -> str:
