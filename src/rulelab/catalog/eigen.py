@@ -151,7 +151,7 @@ register(
             "eigenvectors are the unit vectors (float32). jnp.linalg.eigh and eigvalsh refuse float16 and "
             "bfloat16 on CPU (Unsupported dtype): those results are errors."
         ),
-        special_points=((1.0, 0.0, 1.0), (1.0, 1e-20, 1.0), (1.0, 1e-8, 1.0), (0.0, 0.0, 0.0), (2.0, 1.0, 0.0),
-                        (1.0, 0.0, 1.0000001), (-1.0, 1e-30, -1.0), (0.0, 1e-20, -2.0), (1e30, 1.0, 1e30)),
+        # (few distinct values per argument: a three-argument sweep crosses each with the others' grids)
+        special_points=((1.0, 0.0, 1.0), (1.0, 1e-20, 1.0), (0.0, 0.0, 0.0), (2.0, 1.0, 0.0), (1.0, 0.0, 1.0000001), (0.0, 1e-20, -2.0)),
     )
 )
