@@ -21,7 +21,6 @@ blamed).
 
 from __future__ import annotations
 
-import functools
 import linecache
 import math
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import mpmath
 import numpy as np
 
 from rulelab.core.errors import first_line
-from rulelab.core.floats import DTYPES, fmt, mpf_parts, round_exact, ulp_distance
+from rulelab.core.floats import fmt, mpf_parts, round_exact, ulp_distance
 from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import callback_logs_off, scalar_transform
 from rulelab.model.case import Case
@@ -130,8 +129,6 @@ class _Run:
     prec: int
     memo: dict[Any, Any]
     entry: Source
-    ieee_here: bool = False
-    """Whether IEEE-exact operations may run as numpy (:func:`_numpy_op`)."""
     steps: list[Step] = field(default_factory=list)
     pending: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     next_id: int = 0
@@ -142,7 +139,7 @@ class _Run:
         arrays = [np.asarray(v) for v in values]
         key = (id(eqn), tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrays))
         if key not in self.memo:
-            self.memo[key] = _bind(eqn, arrays, self.ieee_here)
+            self.memo[key] = _bind(eqn, arrays)
         return self.memo[key]
 
     def new_id(self) -> int:
@@ -202,15 +199,15 @@ def _frame_source(fr: Any, jax_wrote: bool) -> Source:
     return Source(fr.file_name, line, fr.function_name, linecache.getline(fr.file_name, line).strip(), jax_wrote)
 
 
-def _bind(eqn: Any, values: Sequence[Any], ieee_here: bool = False) -> list[np.ndarray]:
-    """The primitive applied eagerly (the backend's own kernel) to ``values``; an
-    operation whose result IEEE 754 fixes is applied with numpy instead where it is
-    bound to give the same bits (see :func:`_numpy_op`)."""
-    op = _numpy_op(eqn, values, ieee_here)
-    if op is not None:
-        return [op]
+def _bind(eqn: Any, values: Sequence[Any]) -> list[np.ndarray]:
+    """The primitive applied eagerly (the backend's own kernel) to ``values``; a
+    primitive that only moves elements is applied with numpy (:data:`_MOVES`)."""
+    arrays = [np.asarray(v) for v in values]
+    moved = _moved(eqn, arrays)
+    if moved is not None:
+        return [moved]
     with callback_logs_off():
-        out = eqn.primitive.bind(*[np.asarray(v) for v in values], **eqn.params)
+        out = eqn.primitive.bind(*arrays, **eqn.params)
     outs = out if eqn.primitive.multiple_results else [out]
     return [np.asarray(o) for o in outs]
 
@@ -223,37 +220,18 @@ _MOVES = {
     "copy": lambda x, p: x,
     "copy_p": lambda x, p: x,
 }
-"""Primitives that only move elements, as numpy (the same bits on every backend)."""
-_IEEE = {"add": np.add, "add_any": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
-         "abs": np.abs, "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal}
-"""Floating-point operations IEEE 754 rounds correctly (or computes exactly), as numpy:
-the same bits as XLA's CPU kernels where subnormals are kept (XLA computes 16-bit
-formats in float32 and rounds, as numpy's ml_dtypes do; float32 has the 2p + 2 bits
-that make that double rounding exact)."""
+"""Primitives that only move elements, as numpy: the same bits on every backend, without
+the compilation per primitive and shape (and the dispatch per call) of an eager kernel."""
 
 
-def _numpy_op(eqn: Any, values: Sequence[Any], ieee_here: bool) -> np.ndarray | None:
-    """The result of ``eqn`` computed with numpy, or None where it must run on the backend:
-    element moves always; :data:`_IEEE` operations on floats where ``ieee_here`` (a CPU
-    backend that keeps subnormals); select_n and float conversions likewise. The
-    eager kernels cost a compilation per primitive and shape and a dispatch per call."""
+def _moved(eqn: Any, arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The result of a primitive that moves elements (:data:`_MOVES`, concatenate), or None."""
     name = eqn.primitive.name
     out_dtype = eqn.outvars[0].aval.dtype if len(eqn.outvars) == 1 else None
-    arrays = [np.asarray(v) for v in values]
     if name in _MOVES and len(arrays) == 1:
         return np.asarray(_MOVES[name](arrays[0], eqn.params), dtype=out_dtype).copy()
     if name == "concatenate":
         return np.concatenate(arrays, axis=eqn.params["dimension"]).astype(out_dtype, copy=False)
-    if not ieee_here:
-        return None
-    floats = all(a.dtype.kind == "f" or a.dtype == fmt("bfloat16").dtype for a in arrays)
-    if name in _IEEE and floats:
-        with np.errstate(all="ignore"):
-            return np.asarray(_IEEE[name](*arrays), dtype=out_dtype)
-    if name == "select_n" and all(a.shape == arrays[0].shape for a in arrays) and arrays[0].dtype in (np.bool_, np.int32):
-        return np.asarray(np.choose(arrays[0].astype(np.int64), arrays[1:]), dtype=out_dtype)
-    if name == "convert_element_type" and floats and out_dtype is not None and (np.dtype(out_dtype).kind == "f" or np.dtype(out_dtype) == fmt("bfloat16").dtype):
-        return np.asarray(arrays[0].astype(out_dtype))
     return None
 
 
@@ -579,19 +557,8 @@ def _least_steps(jaxpr: Any) -> int:
     return n
 
 
-@dataclass(frozen=True)
-class _Program:
-    """A traced program, what names the equations JAX wrote, and where IEEE-exact
-    operations may run as numpy."""
-
-    closed: Any
-    entry: Source
-    ieee_here: bool
-
-
-def _run_once(program: _Program, xs: list[np.ndarray], dtype: str, prec: int, memo: dict[Any, list[np.ndarray]]) -> tuple[_Run, float, float]:
-    run = _Run(prec, memo, program.entry, program.ieee_here)
-    closed = program.closed
+def _run_once(closed: Any, xs: list[np.ndarray], dtype: str, prec: int, memo: dict[Any, list[np.ndarray]], entry: Source) -> tuple[_Run, float, float]:
+    run = _Run(prec, memo, entry)
     args = [(x, exact.lift(x), run.new_id()) for x in xs]
     (out,) = _run_jaxpr(run, closed.jaxpr, closed.consts, args, None)
     _live(run.steps, [out[2]])
@@ -626,22 +593,15 @@ def localize_many(case: Case, variant: str, transform: str, arg: str | None, dty
             return [Localization([], None, math.nan, math.nan, 0, not_localized=f"the program does not trace: {first_line(exc)}")] * len(points)
         if (least := _least_steps(closed.jaxpr)) > MAX_STEPS:
             return [Localization([], None, math.nan, math.nan, 0, not_localized=f"the program runs at least {least:,} equations (over {MAX_STEPS:,})")] * len(points)
-        program = _Program(closed, _entry_source(case.variants[variant].fn), _keeps_subnormals_on_cpu(backend))
-        return [_localize(program, [np.asarray(v, dtype=np.float64).astype(fmt(dtype).dtype) for v in p], dtype) for p in points]
+        entry = _entry_source(case.variants[variant].fn)
+        return [_localize(closed, [np.asarray(v, dtype=np.float64).astype(fmt(dtype).dtype) for v in p], dtype, entry) for p in points]
 
 
-@functools.lru_cache(maxsize=None)
-def _keeps_subnormals_on_cpu(backend: str | None) -> bool:
-    """Whether ``backend`` is the CPU and keeps the subnormals of every float dtype (where
-    numpy's IEEE operations give its kernels' bits)."""
-    return backends.device_for(backend).platform == "cpu" and not any(backends.flushes_subnormals(d, backend) for d in DTYPES)
-
-
-def _localize(program: _Program, xs: list[np.ndarray], dtype: str) -> Localization:
+def _localize(closed: Any, xs: list[np.ndarray], dtype: str, entry: Source) -> Localization:
     previous, memo = None, {}
     for prec in PRECISIONS:
         try:
-            run, computed, exact_out = _run_once(program, xs, dtype, prec, memo)
+            run, computed, exact_out = _run_once(closed, xs, dtype, prec, memo, entry)
         except NotLocalized as exc:
             return Localization([], None, math.nan, math.nan, prec, not_localized=str(exc))
         now = [s.exact for s in run.steps]
