@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from rulelab import store
-from rulelab.core.errors import UsageError
 from rulelab.model.case import Case, CaseError, get_case, register, unregister
 from rulelab.model.modules import load_modules
 from rulelab.model.plan import load_plan, with_overrides
@@ -27,7 +26,7 @@ from rulelab.report.load import load_accuracy
 from rulelab.report.verdict import verdict_table
 from rulelab.runs import sampled
 from rulelab.runs.executors import Options
-from rulelab.store.vocabulary import COMPLETE, RunMeta
+from rulelab.store.vocabulary import RunMeta
 
 
 @dataclass(frozen=True)
@@ -83,19 +82,7 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """The run in folder ``path``, or the newest complete run under a results root."""
-    p = Path(path)
-    if (p / store.ACCURACY_DIR).is_dir():
-        latest = store.latest(p)
-        if latest is None:
-            raise UsageError(f"{p} holds no complete run; sweep one first (rulelab.sweep or rulelab sweep)")
-        p = latest
-    if not (p / store.META_FILE).is_file():
-        raise UsageError(f"{p} is not a run folder (no {store.META_FILE}) nor a results root (no {store.ACCURACY_DIR}/)")
-    meta = store.read_meta(p)
-    if meta.status != COMPLETE:
-        raise UsageError(f"run {meta.run_id} is {meta.status}, not complete: continue it with rulelab sweep --resume {meta.run_id} "
-                         f"--results {p.parent.parent}")
-    return Run(p)
+    return Run(store.complete_run(path))
 
 
 def sweep(

@@ -456,9 +456,10 @@ def add_baseline(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from rulelab.ratchet import resolve_run, write_baseline
+    from rulelab import store
+    from rulelab.ratchet import write_baseline
 
-    out = write_baseline(resolve_run(args.run_ref, args.results), args.output)
+    out = write_baseline(store.complete_run(args.run_ref, args.results), args.output)
     print(f"baseline written to {out}")
     return 0
 
@@ -484,12 +485,13 @@ def add_gate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from rulelab.ratchet import gate, gate_lines, load_baseline, resolve_run
+    from rulelab import store
+    from rulelab.ratchet import gate, gate_lines, load_baseline
 
     if not args.tolerance >= 0:
         raise UsageError(f"--tolerance must be a fraction of 0 or more, got {args.tolerance}")
     baseline = load_baseline(args.baseline)
-    run = resolve_run(args.run_ref, args.results)
+    run = store.complete_run(args.run_ref, args.results)
     result = gate(baseline, run, args.tolerance)
     print("\n".join(gate_lines(result, args.baseline, run, args.results)))
     return 1 if result.worse else 0

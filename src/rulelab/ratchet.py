@@ -26,7 +26,7 @@ from rulelab import store
 from rulelab.core.errors import UsageError
 from rulelab.core.files import atomic_write
 from rulelab.report.styles import nonfinite_count
-from rulelab.store.vocabulary import COMPLETE, Bucket, Status, worst_bucket
+from rulelab.store.vocabulary import Bucket, Status, worst_bucket
 
 TOLERANCE = 0.25
 """A max dULP counts as larger (or smaller) only beyond this fraction of the baseline's,
@@ -80,21 +80,6 @@ def entries(summary: pd.DataFrame) -> dict[str, Entry]:
         nonfinite = nonfinite_count(r) if ok else 0
         out[result_key(r)] = Entry(str(r["status"]), float(r["max_ulp"]) if ok else math.nan, worst_bucket(r).column if ok else "", nonfinite)
     return out
-
-
-def resolve_run(run: str | None, results: str | Path) -> Path:
-    """A run folder from a path, a run id under ``results``, or (None) the newest complete run."""
-    if run is None:
-        latest = store.latest(results)
-        if latest is None:
-            raise GateError(f"no complete run under {store.accuracy_dir(results)}: sweep one first, or name RUN")
-        return latest
-    path = Path(run)
-    folder = path if (path / store.META_FILE).is_file() else store.open_run(results, run)
-    meta = store.read_meta(folder)
-    if meta.status != COMPLETE:
-        raise GateError(f"run {meta.run_id} is {meta.status}, not complete: continue it with rulelab sweep --resume {meta.run_id}")
-    return folder
 
 
 def _backend(summary: pd.DataFrame, run: Path) -> str:

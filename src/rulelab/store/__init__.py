@@ -195,6 +195,24 @@ def latest(root: str | Path) -> Path | None:
     return run if run_id and run.is_dir() else None
 
 
+def complete_run(ref: str | Path | None, root: str | Path = "results") -> Path:
+    """The folder of a complete run named by ``ref``: a run folder, a results root (its
+    newest complete run), a run id under ``root``, or None (the newest under ``root``)."""
+    if ref is not None and (Path(ref) / ACCURACY_DIR).is_dir():
+        root, ref = ref, None
+    if ref is None:
+        run = latest(root)
+        if run is None:
+            raise StoreError(f"no complete run under {accuracy_dir(root)}: sweep one first (rulelab sweep, or rulelab.sweep)")
+    else:
+        run = Path(ref) if (Path(ref) / META_FILE).is_file() else open_run(root, str(ref))
+    meta = read_meta(run)
+    if meta.status != COMPLETE:
+        raise StoreError(f"run {meta.run_id} is {meta.status}, not complete: continue it with rulelab sweep --resume {meta.run_id} "
+                         f"--results {run.parent.parent}")
+    return run
+
+
 # --- pickled files: parts and exhaustive chunks ---------------------------------------------
 
 MOVED_MODULES = {
