@@ -36,11 +36,14 @@ def highest(name: str) -> Callable[..., Any] | None:
     return functools.partial(fn, accuracy=mode) if takes else None
 
 
-def variants(name: str, build: Callable[[Callable[..., Any]], Callable[..., Any]], description: str) -> list[Variant]:
-    """``[Variant("library_highest", build(lax.<name> at HIGHEST), description)]``, or no
-    variant where this JAX's ``lax.<name>`` takes no ``accuracy=``."""
+def variants(name: str, build: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None, description: str = "") -> list[Variant]:
+    """``[Variant("library_highest", build(lax.<name> at HIGHEST), description)]`` (the
+    function itself without ``build``), or no variant where this JAX's ``lax.<name>``
+    takes no ``accuracy=``."""
     fn = highest(name)
-    return [Variant(NAME, build(fn), description)] if fn is not None else []
+    if fn is None:
+        return []
+    return [Variant(NAME, build(fn) if build else fn, description or f"lax.{name}(x, accuracy=HIGHEST): JAX's accurate mode and its JVP")]
 
 
 def note(name: str) -> str:

@@ -76,7 +76,7 @@ register(
             Variant("naive", naive_tanh, "(e^2x - 1) / (e^2x + 1), plain autodiff"),
             Variant("custom_jvp", custom_tanh, "custom_jvp: jnp.tanh, rule sech^2 from e^-|x|, itself with the rule -2 tanh sech^2"),
             Variant("library", jnp.tanh, "jnp.tanh (lax.tanh; default JVP 1 - tanh^2)"),
-            *_highest.variants("tanh", lambda f: f, "lax.tanh(x, accuracy=HIGHEST): JAX's accurate mode and its JVP"),
+            *_highest.variants("tanh"),
         ],
         source="the tanh JVP 1 - tanh(x)^2 (jax/_src/lax/lax.py); lax.AccuracyMode (jax 0.6 and later)",
         notes=(
@@ -128,7 +128,7 @@ register(
             Variant("naive", naive_expm1, "exp(x) - 1, plain autodiff"),
             Variant("custom_jvp", custom_expm1, "custom_jvp: jnp.expm1, rule e^x"),
             Variant("library", jnp.expm1, "jnp.expm1 (lax.expm1; default JVP expm1(x) + 1)"),
-            *_highest.variants("expm1", lambda f: f, "lax.expm1(x, accuracy=HIGHEST): JAX's accurate mode and its JVP"),
+            *_highest.variants("expm1"),
         ],
         source="jax-ml/jax#39794: the gradient of expm1 is computed as expm1(x) + 1 and cancels to 0",
         notes=(
