@@ -95,6 +95,16 @@ def checked_workers(workers: int | None) -> int | None:
     return workers
 
 
+def add_no_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="measure everything: serve nothing from the cache of measured results (group tables, blame, timings) and keep "
+        "nothing in it (also RULELAB_NO_CACHE=1). Without it, unchanged groups are served from the cache, and a random "
+        "sample of them is re-evaluated and compared bit for bit on every run; references are always cached",
+    )
+
+
 def add_max_points_option(p: argparse.ArgumentParser) -> None:
     from rulelab.model.sweep_size import MAX_POINTS
 
@@ -235,6 +245,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not keep compiled XLA executables in the cache folder ($RULELAB_CACHE/jax) between runs",
     )
+    add_no_cache_option(p)
     add_renamed_option(p, "--out", "--results")
     p.set_defaults(run=cmd_sweep)
 
@@ -244,7 +255,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rulelab.model.modules import load_modules
     from rulelab.model.plan import load_plan, with_overrides
     from rulelab.report.terminal import run_digest
-    from rulelab.runs import exhaustive
+    from rulelab.runs import exhaustive, result_cache
     from rulelab.runs import sampled as sweep
     from rulelab.runs.executors import Options
 
@@ -255,7 +266,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--exponents chooses binades of {PLAN} (every float32 input of one case); plan {args.plan or 'default'!r} has its own sweeps: drop --exponents")
     options = Options(
         backend=args.backend, workers=workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
-        max_points=args.max_points, scheduler=scheduler_address(args.scheduler),
+        max_points=args.max_points, scheduler=scheduler_address(args.scheduler), result_cache=result_cache.enabled(not args.no_cache),
     )
 
     started: list[Path] = []
@@ -351,6 +362,9 @@ def add_study(sub: argparse._SubParsersAction) -> None:
     add_results_option(p)
     add_reports_option(p)
     p.add_argument("--no-timings", action="store_true", help="skip the quick timings")
+    p.add_argument("--retime", action="store_true",
+                   help="time every variant again (by default a timing is kept until its variant's code, the versions or the backend change)")
+    add_no_cache_option(p)
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: every core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_max_points_option(p)
@@ -371,7 +385,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     workers = checked_workers(args.workers)
     run = run_study(args.plan, args.results, args.module, args.backend, workers,
                     timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
-                    scheduler=scheduler_address(args.scheduler))
+                    scheduler=scheduler_address(args.scheduler), cache=not args.no_cache, retime=args.retime)
     print(run_digest(run))
     index = build_report([run], Path(args.results) / "asv", Path(args.reports), workers=workers)
     print(f"report: {index}")

@@ -24,6 +24,7 @@ from rulelab.report.asv_results import (
 )
 from rulelab.report.load import Bench
 from rulelab.report.pages import ASV_HINT, PUBLISH_HINT, Links, case_file
+from rulelab.store.vocabulary import MEASURED_AT
 
 
 def _fixed(fixed: dict[str, Any]) -> str:
@@ -171,9 +172,14 @@ def timings_section(timings: pd.DataFrame) -> list[str]:
         f"<p>Measured in process with the benchmarks' own code on {int(first['size'])} {html.esc(first['dtype'])} points, "
         f"backend {html.esc(first['backend'])}: best of 3 samples. asv results (below, when present) are the tracked numbers.</p>",
     ]
+    if MEASURED_AT in d:
+        taken = d[MEASURED_AT].dropna().astype(str)
+        if not taken.empty:
+            out.append(f"<p>Taken between {html.esc(taken.min())} and {html.esc(taken.max())} (column <code>{MEASURED_AT}</code>): a timing is "
+                       "kept until its variant's code, the versions or the backend change; <code>rulelab study --retime</code> takes them all again.</p>")
     ratio = ok.pivot_table(index=["case", "variant"], columns="transform", values="ratio_to_naive", aggfunc="first")
     ratio.columns = [f"{c}: time / naive" for c in ratio.columns]
-    cols = ["case", "variant", "transform", "status", "time_us", "compile_ms", "jaxpr_eqns", "hlo_ops", "temp_bytes", "message"]
+    cols = ["case", "variant", "transform", "status", "time_us", "compile_ms", "jaxpr_eqns", "hlo_ops", "temp_bytes", MEASURED_AT, "message"]
     out.append(html.table(ratio.round(2), cls="facts", caption="time per call relative to the naive variant of the same case"))
     out.append(html.details("every timing", html.table(d[[c for c in cols if c in d]].round(3), index=False)))
     image = figures.hbars(ok, group="case", bar="variant", value="time_us", panel="transform", xlabel="µs per call", title="time per call", logx=True)

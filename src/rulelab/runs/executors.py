@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -49,6 +49,9 @@ class Options:
     progress: bool = True
     compile_cache: bool = True
     max_points: int = MAX_POINTS
+    result_cache: bool = True
+    """Serve unchanged groups, blame and timings from the cache of measured results
+    (``rulelab.runs.result_cache``: checked, not trusted); False measures everything."""
     scheduler: str | None = None
     """A dask.distributed scheduler (``tcp://host:port``, or ``local:N``) to send the
     references and tasks to; None: this machine's process pools."""
@@ -140,7 +143,7 @@ def run_items(
     target: Target,
     *,
     write: Callable[[int, Any], None],
-    begin: Callable[[Facts, Mapping[str, Any] | None], None] = lambda facts, cluster: None,
+    begin: Callable[[Facts, Mapping[str, Any] | None], Collection[int] | None] = lambda facts, cluster: None,
     workers: int | None = None,
     cluster: Any = None,
     describe: Callable[[int], str] = str,
@@ -149,7 +152,8 @@ def run_items(
     """Compute every item of ``items`` (in this process, a pool of forked workers, or on
     ``cluster``) and ``write(i, result)`` each here as it comes back. ``begin(facts,
     cluster_facts)`` is called once the run's backend facts are known, before any item
-    runs. Returns the number of processes that computed."""
+    runs; the items it returns need no computing (it served them). Returns the number of
+    processes that computed."""
     global _INHERITED
     n, ex = 1, None
     if cluster is None:
@@ -161,11 +165,13 @@ def run_items(
         if cluster is not None:
             per_worker = cluster.facts(target.backend, target.dtypes)
             facts, n = same_facts(per_worker), len(per_worker)
-            begin(facts, {"scheduler": cluster.address, "workers": per_worker})
+            served = begin(facts, {"scheduler": cluster.address, "workers": per_worker}) or ()
+            items = [i for i in items if i not in served]
             results = _on_cluster(cluster, fn, payload, items, target, describe, resume_hint)
         else:
             facts = ex.submit(_facts, target).result() if ex is not None else _facts(target)
-            begin(facts, None)
+            served = begin(facts, None) or ()
+            items = [i for i in items if i not in served]
             results = _in_pool(ex, items) if ex is not None else _here(fn, payload, items, target)
         for i, result, got in results:
             if got != facts:

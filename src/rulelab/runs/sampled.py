@@ -45,7 +45,9 @@ import numpy as np
 
 from rulelab import store
 from rulelab.core.errors import first_line
+from rulelab.core.fingerprint import fingerprint
 from rulelab.core.floats import round_double_double
+from rulelab.core.shelf import digest
 from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import Outcome, evaluate_many
 from rulelab.model.case import Case, get_case
@@ -61,7 +63,7 @@ from rulelab.model.tasks import (
     task_groups,
 )
 from rulelab.reference.compute import reference_pool, references_many
-from rulelab.runs import lifecycle
+from rulelab.runs import lifecycle, result_cache
 from rulelab.runs.blaming import blame_run
 from rulelab.runs.executors import (
     Options,
@@ -253,16 +255,35 @@ def measure_group(g: GroupInput, facts: Mapping[str, Any]) -> tuple[Measured, di
     return out, secs
 
 
-def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_command: str, cluster: Any = None) -> tuple[dict[str, float], int]:
+def group_keys(work: Work, code: Mapping[str, str], backend: str | None) -> list[str]:
+    """Each group's key in the cache of measured results (``result_cache``): the run's
+    settings and the code that measures, the group's tasks, the fingerprints of its
+    variants and reference, and the bits of its points, references and roundings."""
+    settings = result_cache.settings_key(backend, fingerprint(measure_group, group_keys))
+    keys = []
+    for group in work.groups:
+        g, first = group_input(work, group), group[0]
+        keys.append(digest(
+            settings, first.case, first.dtype, [t.key for t in group], get_case(first.case).args,
+            code.get(f"{first.case}/reference"), [code.get(f"{first.case}/{t.variant}") for t in group],
+            g.worst, g.samples, result_cache.inputs_digest([g.sweep.points, g.refs, g.rounded]),
+        ))
+    return keys
+
+
+def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_command: str, cluster: Any = None,
+              cache: result_cache.Use | None = None) -> tuple[dict[str, float], int]:
     """Phase 2: every group of tasks evaluated and measured (in this process, forked
     workers or ``cluster``'s), each task's part written here as its group comes back;
-    ``begin(facts, cluster_facts)`` is called once the backend's facts are known.
-    Returns seconds per step (summed) and the number of processes."""
+    ``begin(facts, cluster_facts)`` is called once the backend's facts are known. With
+    ``cache``, the groups it serves are written from it and not computed, and every
+    group computed is recorded in it. Returns seconds per step (summed) and the number
+    of processes."""
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
     groups = work.groups
     with progress_bar(len(work.tasks), "evaluate", "task", options) as bar:
 
-        def write(i: int, result: tuple[Measured, dict[str, float]]) -> None:
+        def write(i: int, result: tuple[Measured, dict[str, float]], served: bool = False) -> None:
             measured, task_secs = result
             t0 = time.perf_counter()
             for key, rows, info in measured:
@@ -270,12 +291,23 @@ def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_c
             task_secs["write"] = time.perf_counter() - t0
             for k, v in task_secs.items():
                 secs[k] += v
+            if cache is not None and not served:
+                cache.record(i, measured, f"{groups[i][0].case} ({groups[i][0].dtype})")
             bar.set_postfix_str(str(groups[i][0]), refresh=False)
             bar.update(len(groups[i]))
 
+        def started(facts: dict[str, Any], cluster_facts: Mapping[str, Any] | None = None) -> list[int]:
+            begin(facts, cluster_facts)
+            if cache is None:
+                return []
+            hits = cache.begin(facts)
+            for i, measured in hits.items():
+                write(i, (measured, {}), served=True)
+            return list(hits)
+
         n = run_items(
             measure_group, lambda i: group_input(work, groups[i]), list(range(len(groups))),
-            Target(work.backend, work.plan.dtypes, options.compile_cache), write=write, begin=begin,
+            Target(work.backend, work.plan.dtypes, options.compile_cache), write=write, begin=started,
             workers=options.workers, cluster=cluster, describe=lambda i: f"{groups[i][0].case} ({groups[i][0].dtype})",
             resume_hint=f"the finished tasks are kept: continue with {resume_command}",
         )
@@ -367,6 +399,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
             dtypes_of.setdefault(t.case, {})[t.dtype] = None
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
+    cached_groups: tuple[Any, ...] = ()  # (the cache keys of the groups run now, and those checked: for the blame)
     with cluster_for(options, session.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
         # (a process whose JAX has started, a notebook's or a test's, is not forked: references are computed in it)
         ref_workers = 1 if backends.started() else options.workers
@@ -387,7 +420,20 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
                 session.begin(record, facts, cluster_facts)
 
             t_tasks = time.perf_counter()
-            secs, record["workers"] = run_tasks(work, options, begin, session.resume_command(options.scheduler), cluster)
+            cache = result_cache.Use("groups", group_keys(work, session.meta.code, options.backend),
+                                     result_cache.measured_difference) if result_cache.enabled(options.result_cache) else None
+            secs, record["workers"] = run_tasks(work, options, begin, session.resume_command(options.scheduler), cluster, cache)
+            if cache is not None and cache.mismatch:
+                print(cache.mismatch, file=options.stream or sys.stderr)
+                again = sorted(cache.recover())
+                redo = Work(run, plan, inputs, refs, rounded, options.backend, [t for i in again for t in work.groups[i]])
+                fill = result_cache.Use("groups", [cache.keys[i] for i in again], result_cache.measured_difference)
+                more, _ = run_tasks(redo, options, lambda *a: None, session.resume_command(options.scheduler), cluster, fill)
+                secs = {k: secs[k] + more[k] for k in secs}
+            if cache is not None:
+                record["result_cache"] = cache.stats()
+                first = [g[0] for g in work.groups]
+                cached_groups = ({(t.case, t.dtype): k for t, k in zip(first, cache.keys)}, {(first[i].case, first[i].dtype) for i in cache.checks})
             phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
         else:
             session.add_session(record)
@@ -396,7 +442,9 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
         parts = store.finished(run, keys)
         tables = store.assemble(run, keys, parts)
     with _timed(phases, "blame"):
-        blame_run(session, tables, tuple(plan.dtypes), options)
+        stats = blame_run(session, tables, tuple(plan.dtypes), options, *cached_groups)
+        if stats is not None:
+            record["blame_cache"] = stats
     record.update(ended=store.now(), tasks_run=len(todo), wall_s=time.perf_counter() - t_start, task_seconds=secs)
     sessions = session.meta.sessions
     return lifecycle.complete(

@@ -254,6 +254,9 @@ PARTS_DIR = "parts"
 """In a run folder while it runs: one file per finished task."""
 TIMINGS_FILE = "timings.parquet"
 """In a run folder after ``rulelab study``: the quick in-process timings."""
+MEASURED_AT = "measured_at"
+"""The timings' column saying when each was taken (UTC, ISO 8601): a timing is kept until
+its variant's code, the versions or the backend change."""
 RUNNING, STOPPED, COMPLETE = "running", "stopped", "complete"
 RUN_STATUSES = (RUNNING, STOPPED, COMPLETE)
 """meta.json ``status``: a run being written, one that stopped part-way (``stopped``
