@@ -76,6 +76,18 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [args.python, "-m", "rulelab", "study", "--plan", args.plan, "--results", str(results), "--reports", str(reports), "--no-progress"]
         wall = timed(cmd, env, work / f"{i}-{what}.log")
         describe(f"study {what}", wall, newest_meta(results))
+        if what == "cold":
+            compile_per_case(results)
+
+
+def compile_per_case(results: Path) -> None:
+    """The compile seconds of the newest run under ``results`` per case, most first."""
+    import pandas as pd
+
+    runs = sorted((results / "accuracy").glob("*/summary.parquet"), key=lambda p: p.stat().st_mtime)
+    if runs:
+        per_case = pd.read_parquet(runs[-1]).groupby("case")["compile_s"].sum().sort_values(ascending=False)
+        print("  compile core-s per case: " + ", ".join(f"{c} {s:.1f}" for c, s in per_case.items()))
 
 
 if __name__ == "__main__":

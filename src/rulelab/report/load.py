@@ -66,8 +66,13 @@ class Accuracy:
         return list(dict.fromkeys(self.summary["case"]))
 
 
+RUN = "run"
+"""The column the report adds to every table: the run a row was read from (not part of
+what the row measured, so never an input to a figure)."""
+
+
 def _empty(name: str) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object if c in TEXT_COLUMNS else float) for c in (*TABLES[name], "run")})
+    return pd.DataFrame({c: pd.Series(dtype=object if c in TEXT_COLUMNS else float) for c in (*TABLES[name], RUN)})
 
 
 def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
@@ -86,7 +91,7 @@ def _tidy(df: pd.DataFrame, name: str, run_id: str) -> pd.DataFrame:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     if name == "summary":
         df["status"] = df["status"].replace("", Status.OK.value)
-    df["run"] = pd.Series([run_id] * len(df), index=df.index, dtype=object)
+    df[RUN] = pd.Series([run_id] * len(df), index=df.index, dtype=object)
     return df
 
 
@@ -113,10 +118,10 @@ def load_accuracy(paths: Sequence[Path]) -> Accuracy:
         df = pd.concat(frames, ignore_index=True)
         if len(frames) > 1:
             # a key present in several runs: keep the rows of the latest-started run
-            latest = df.groupby(list(KEYS), sort=False)["run"].transform("last")
-            df = df[df["run"] == latest].reset_index(drop=True)
+            latest = df.groupby(list(KEYS), sort=False)[RUN].transform("last")
+            df = df[df[RUN] == latest].reset_index(drop=True)
         combined[name] = df
-    blames = [store.load_blame(info.path).assign(run=info.path.name) for info in infos]
+    blames = [store.load_blame(info.path).assign(**{RUN: info.path.name}) for info in infos]
     blame = pd.concat([b for b in blames if not b.empty], ignore_index=True) if any(not b.empty for b in blames) else store.empty_blame()
     return Accuracy(infos, **combined, blame=blame)
 

@@ -12,7 +12,7 @@ import pandas as pd
 from rulelab.report import figures, html
 from rulelab.report.caseinfo import CaseInfo
 from rulelab.report.findings import Finding
-from rulelab.report.load import Accuracy, RunInfo
+from rulelab.report.load import RUN, Accuracy, RunInfo
 from rulelab.report.styles import CLASS_LABELS
 from rulelab.report.tables import (
     DTYPE_ORDER,
@@ -317,7 +317,9 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
         ssel = smp[(smp["transform"] == transform) & (smp["arg"] == arg)]
         column = f"in{args.index(argument)}" if argument in args else "in0"
         what = "value" if transform == "value" else label
-        image = figures.accuracy_figure(bsel, ssel, variants, panels, column=column, argument=argument, title=f"{case}: {what}", line=len(args) == 1)
+        # (without the run's name, which would make every run's figures new to the figure cache)
+        image = figures.accuracy_figure(bsel.drop(columns=RUN), ssel.drop(columns=RUN), variants, panels, column=column, argument=argument,
+                                        title=f"{case}: {what}", line=len(args) == 1)
         if image:
             other = "" if len(args) == 1 else " (the other arguments vary between points)"
             parts = []

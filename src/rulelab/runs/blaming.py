@@ -12,7 +12,7 @@ the same way.
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rulelab import store
@@ -35,17 +35,17 @@ def _job_keys(jobs: Sequence[Job], groups: GroupKeys) -> list[str | None]:
 
 
 def blame_run(session: lifecycle.Session, tables: Mapping[str, Any], dtypes: tuple[str, ...], options: Options,
-              groups: GroupKeys | None = None, checked: Collection[tuple[str, str]] = ()) -> dict[str, Any] | None:
+              groups: GroupKeys | None = None) -> dict[str, Any] | None:
     """Localize the worst inputs of every failing result (``scoring.blame``) and write
     the run's blame table; each result is localized where the tasks ran (a process of
     the pool on a CPU backend). With ``groups``, jobs are served from and kept in the
-    cache (those of the ``checked`` groups always checked); returns the cache's record."""
+    cache, a sample of them checked as groups are; returns the cache's record."""
     jobs = blame_jobs(tables["summary"], tables["worst"], options.backend)
     found: dict[int, list[dict[str, Any]]] = {}
     cache = None
     if groups is not None and session.meta.backend:
         cache = result_cache.Use("blame", _job_keys(jobs, groups), result_cache.rows_difference)
-        found.update(cache.begin(session.meta.backend, [i for i, j in enumerate(jobs) if (j[0], j[4]) in checked]))
+        found.update(cache.begin(session.meta.backend))
     target = Target(options.backend, dtypes, options.compile_cache)
     with progress_bar(len(jobs), "blame", "result", options, initial=len(found)) as bar:
 

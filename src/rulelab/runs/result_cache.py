@@ -162,12 +162,11 @@ class Use:
         self.fresh: dict[int, Any] = {}
         self.mismatch: str | None = None
 
-    def begin(self, facts: Mapping[str, Any], also_check: Collection[int] = ()) -> dict[int, Any]:
-        """The entries served (hits not chosen for a check) under backend ``facts``;
-        ``also_check`` are items to check whenever they hit."""
+    def begin(self, facts: Mapping[str, Any]) -> dict[int, Any]:
+        """The entries served (hits not chosen for a check) under backend ``facts``."""
         self.facts, self.shelf = facts, shelf(self.kind, facts)
         hits = {i: e for i, k in enumerate(self.keys) if k is not None and (e := self.shelf.load(k)) is not None}
-        self.checks = choose_checks(hits, self.rng) | (set(also_check) & set(hits))
+        self.checks = choose_checks(hits, self.rng)
         self.held = {i: hits[i] for i in self.checks}
         served = {i: e for i, e in hits.items() if i not in self.checks}
         self.served = set(served)

@@ -399,7 +399,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
             dtypes_of.setdefault(t.case, {})[t.dtype] = None
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    cached_groups: tuple[Any, ...] = ()  # (the cache keys of the groups run now, and those checked: for the blame)
+    cached_groups: tuple[Any, ...] = ()  # (the cache keys of the groups run now, for the blame's)
     with cluster_for(options, session.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
         # (a process whose JAX has started, a notebook's or a test's, is not forked: references are computed in it)
         ref_workers = 1 if backends.started() else options.workers
@@ -432,8 +432,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
                 secs = {k: secs[k] + more[k] for k in secs}
             if cache is not None:
                 record["result_cache"] = cache.stats()
-                first = [g[0] for g in work.groups]
-                cached_groups = ({(t.case, t.dtype): k for t, k in zip(first, cache.keys)}, {(first[i].case, first[i].dtype) for i in cache.checks})
+                cached_groups = ({(g[0].case, g[0].dtype): k for g, k in zip(work.groups, cache.keys)},)
             phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
         else:
             session.add_session(record)
