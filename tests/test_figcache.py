@@ -70,3 +70,26 @@ def test_an_unwritable_cache_still_gives_the_figure(tmp_path, monkeypatch):
     df = pd.DataFrame({"group": ["a", "b"], "bar": ["v", "v"], "value": [1.0, 2.0]})
     image = figures.bars(df, group="group", bar="bar", value="value", panel=None, ylabel="y", title="t")
     assert image is not None and image.startswith(b"\x89PNG")
+
+
+def test_a_case_page_of_unchanged_rows_is_made_once_and_a_changed_row_makes_it_again(tmp_path, monkeypatch):
+    from helpers import Spec, standard_specs, write_run
+
+    from rulelab.report import build
+
+    made = []
+    real = build._case_job
+    monkeypatch.setattr(build, "_case_job", lambda job: made.append(job[1]) or real(job))
+    specs = standard_specs()
+    first = build.build_report([write_run(tmp_path / "r1", specs)], None, tmp_path / "a", workers=1)
+    assert sorted(made) == ["pair", "toy"]
+    made.clear()
+    # another run of the same rows (another run id, another start): the pages come from the cache, the same bytes
+    second = build.build_report([write_run(tmp_path / "r2", specs, started="2026-02-01T00:00:00+00:00")], None, tmp_path / "b", workers=1)
+    assert made == []
+    for page in ("case-toy.html", "case-pair.html"):
+        assert (first.parent / page).read_bytes() == (second.parent / page).read_bytes()
+    changed = [Spec("toy", "naive", "value", dtype="float32", ulp=2, big_from=4) if (s.case, s.variant, s.transform, s.dtype) == ("toy", "naive", "value", "float32") else s
+               for s in specs]
+    build.build_report([write_run(tmp_path / "r3", changed)], None, tmp_path / "c", workers=1)
+    assert made == ["toy"]

@@ -5,6 +5,7 @@ a user module) is described by what the store holds, and the page says so."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -61,9 +62,18 @@ def source_of(fn: Any) -> str:
             lines = lines[:MAX_CODE_LINES] + [f"# ... ({len(lines) - MAX_CODE_LINES} more lines in {module})"]
         parts.append("\n".join(lines))
     if not parts:
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        return f"# source not available: {getattr(fn, '__module__', '')}.{name}"
+        return f"# source not available: {_named(fn)}"
     return "\n\n".join(parts)
+
+
+def _named(fn: Any) -> str:
+    """``fn`` by its module and name, a partial by its function and arguments: never by
+    a memory address, so that the page is the same in every process."""
+    if isinstance(fn, functools.partial):
+        args = [_named(a) if callable(a) else repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"functools.partial({_named(fn.func)}, {', '.join(args)})"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', '') or type(fn).__module__}.{name}"
 
 
 def case_info(name: str) -> CaseInfo:

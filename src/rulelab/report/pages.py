@@ -75,6 +75,11 @@ def anchor(transform: str, arg: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{transform}-{arg}" if arg and transform != "value" else transform)
 
 
+def case_run_notes(acc: Accuracy) -> str:
+    """What a case page says of its runs: those still running or missing a table."""
+    return run_notes([r for r in acc.runs if r.status == RUNNING or r.missing])
+
+
 def run_notes(runs: Sequence[RunInfo]) -> str:
     """What is partial or missing about the runs, in plain words."""
     out = []
@@ -267,7 +272,7 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
     smp = acc.samples[acc.samples["case"] == case]
     variants = variant_order(s)
     args = _arg_names(acc, case, info)
-    body = [run_notes([r for r in acc.runs if r.status == RUNNING or r.missing])]
+    body = [case_run_notes(acc)]
     body.append(_case_header(info, s))
     mine = [f for f in found if f.case == case]
     if mine:
