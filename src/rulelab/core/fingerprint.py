@@ -4,12 +4,15 @@ The pitfall: hashing a function's own source misses what it calls. Editing a hel
 calls, a module constant it reads or a function captured in a closure changes the
 numbers but not the top-level source, so a cache keyed that way serves numbers from
 code that no longer exists. A fingerprint here follows the function's globals and
-closures transitively (functions, modules' attributes, constants), stopping at
-installed libraries and the standard library, whose versions are keyed separately.
+closures transitively (functions, modules' attributes, constants, a callable object's
+attributes), stopping at installed libraries and the standard library, whose versions
+are keyed separately; only a library function's closure is followed, since wrappers
+(``custom_jvp.defjvps``) keep the user's code there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -90,6 +93,10 @@ def fingerprint(*objects: Any) -> str:
         seen.add(id(fn))
         if _module_is_library(getattr(fn, "__module__", None)):
             add(label, f"{fn.__module__}.{fn.__qualname__}")
+            # a library's closure may hold the user's code (custom_jvp.defjvps keeps the rules so)
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+                with contextlib.suppress(ValueError):  # an empty cell
+                    visit(cell.cell_contents, f"{label}.{name}")
             return
         add(label, _source(fn))
         names = list(dict.fromkeys(_names(fn.__code__)))
@@ -116,12 +123,16 @@ def fingerprint(*objects: Any) -> str:
     def visit(obj: Any, label: str) -> None:
         if isinstance(obj, functools.partial):
             visit(obj.func, label + ".func")
-            for i, a in enumerate((*obj.args, *obj.keywords.values())):
+            for i, a in enumerate(obj.args):
                 visit(a, f"{label}.arg{i}")
+            for k, a in obj.keywords.items():
+                visit(a, f"{label}.{k}=")
         elif isinstance(obj, types.MethodType):
             visit(obj.__func__, label)
         elif isinstance(obj, types.FunctionType):
             visit_function(obj, label)
+        elif isinstance(obj, types.BuiltinFunctionType):
+            add(label, f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', obj.__name__)}")
         elif isinstance(obj, _SCALARS):
             add(label, repr(obj)[:_MAX_REPR])
         elif isinstance(obj, (tuple, list)):
@@ -142,7 +153,11 @@ def fingerprint(*objects: Any) -> str:
         elif not isinstance(obj, type):
             call = getattr(type(obj), "__call__", None)
             if isinstance(call, types.FunctionType) and not _module_is_library(type(obj).__module__):
-                visit_function(call, label + ".__call__")  # a callable object of the user's own class
+                visit_function(call, label + ".__call__")  # a callable object of the user's own class, and its attributes
+                if id(obj) not in seen:
+                    seen.add(id(obj))
+                    for k, v in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+                        visit(v, f"{label}.{k}")
             # a library wrapper (jax.custom_jvp, custom_vjp, jit, functools.wraps) around user code
             for attr in _WRAPPED:
                 inner = getattr(obj, attr, None)
