@@ -397,3 +397,26 @@ def test_a_jax_library_function_is_keyed_by_name():
     assert fingerprint(jnp.sin) == fingerprint(jnp.sin)
     assert fingerprint(jnp.sin) != fingerprint(jnp.cos)
     assert fingerprint(np.sin) != fingerprint(np.cos)
+
+
+def test_fingerprints_are_the_same_in_every_process():
+    """What the caches are keyed by must not depend on the process (a memory address in
+    a repr, a set's order): two processes give every catalog variant, reference and the
+    code that measures, blames and times the same digests."""
+    import subprocess
+    import sys
+
+    script = """
+from rulelab.core.fingerprint import fingerprint
+from rulelab.jaxrun import cost
+from rulelab.model.case import cases
+from rulelab.runs import sampled, study
+from rulelab.scoring.blame import blame_job
+for c in cases():
+    print(c.name, fingerprint(c.reference, *c.derivatives.values()), *(fingerprint(v.fn) for v in c.variants.values()))
+print(fingerprint(blame_job), fingerprint(sampled.measure_group, sampled.group_keys), fingerprint(cost.target, cost.measure, study.timing_rows))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr[-2000:]
+    assert len(runs[0].stdout.splitlines()) > 30
+    assert runs[0].stdout == runs[1].stdout

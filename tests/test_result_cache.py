@@ -14,8 +14,10 @@ from helpers import tables
 from rulelab import store
 from rulelab.core.shelf import CacheFileWarning, Shelf
 from rulelab.model.plan import parse_plan
+from rulelab.report.terminal import run_digest
 from rulelab.runs import result_cache, sampled
 from rulelab.runs.executors import Options
+from rulelab.store.vocabulary import CACHE_RECORDS
 
 PLAN = parse_plan('cases = ["softplus"]\nvariants = ["custom_jvp", "stable"]\ntransforms = ["value", "grad"]\n'
                   'dtypes = ["float32", "bfloat16"]\n[sweep]\nper_binade = 1\n', "p.toml", name="p")
@@ -31,8 +33,11 @@ def cache_on(monkeypatch, tmp_path):
     return tmp_path / "cache"
 
 
+GROUPS, BLAME = CACHE_RECORDS
+
+
 def last_session(run):
-    return [s for s in store.read_meta(run).sessions if "result_cache" in s][-1]
+    return [s for s in store.read_meta(run).sessions if GROUPS in s][-1]
 
 
 def group_shelves(cache):
@@ -41,17 +46,19 @@ def group_shelves(cache):
 
 def test_a_second_run_is_served_from_the_cache_with_one_group_checked_and_the_same_tables(cache_on, tmp_path):
     first = sampled.start(PLAN, tmp_path / "r", [], OPTIONS)
-    assert last_session(first)["result_cache"] == {"items": 2, "served": 0, "checked": 0, "mismatch": None}
+    assert last_session(first)[GROUPS] == {"items": 2, "served": 0, "checked": 0, "mismatch": None}
     assert not store.load_blame(first).empty
     second = sampled.start(PLAN, tmp_path / "r", [], OPTIONS)
     record = last_session(second)
-    assert record["result_cache"]["served"] + record["result_cache"]["checked"] == 2
-    assert record["result_cache"]["checked"] >= 1 and record["result_cache"]["mismatch"] is None
-    assert record["blame_cache"]["served"] + record["blame_cache"]["checked"] == record["blame_cache"]["items"] > 0
+    assert record[GROUPS]["served"] + record[GROUPS]["checked"] == 2
+    assert record[GROUPS]["checked"] >= 1 and record[GROUPS]["mismatch"] is None
+    assert record[BLAME]["served"] + record[BLAME]["checked"] == record[BLAME]["items"] > 0
     a, b = tables(first), tables(second)
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name])
     pd.testing.assert_frame_equal(store.load_blame(first), store.load_blame(second))
+    said = run_digest(second)
+    assert f"cache: {record[GROUPS]['served']} of 2 groups served, {record[GROUPS]['checked']} re-evaluated and identical" in said
 
 
 def test_a_cached_table_that_differs_from_its_re_evaluation_is_caught_and_recomputed(cache_on, tmp_path, capsys):
@@ -68,7 +75,7 @@ def test_a_cached_table_that_differs_from_its_re_evaluation_is_caught_and_recomp
     said = capsys.readouterr().err
     assert "result cache: the cached groups entry of softplus" in said and "summary column 'max_ulp'" in said
     assert "discarded and recomputed" in said
-    assert last_session(second)["result_cache"]["mismatch"]
+    assert last_session(second)[GROUPS]["mismatch"]
     a, b = tables(first), tables(second)
     for name in a:  # nothing of the wrong entries reached the run
         pd.testing.assert_frame_equal(a[name], b[name])
@@ -98,7 +105,7 @@ def test_a_changed_variant_misses_and_an_unchanged_one_is_served(cache_on, tmp_p
         plan = parse_plan('cases = ["tcached"]\ntransforms = ["value"]\ndtypes = ["float32", "bfloat16"]\n[sweep]\nper_binade = 1\n',
                           "p.toml", name="p")
         out = sampled.start(plan, tmp_path / "r", [], OPTIONS)
-        return last_session(out)["result_cache"], store.load_table(out, "summary")
+        return last_session(out)[GROUPS], store.load_table(out, "summary")
 
     register(2.0)
     assert run()[0]["served"] == 0

@@ -57,6 +57,13 @@ def _module_is_library(name: str | None) -> bool:
     return any(path.startswith(root) for root in _LIBRARY_ROOTS) or "site-packages" in path or "dist-packages" in path
 
 
+def _repr(obj: Any) -> str:
+    """``repr(obj)``, or its type's name where the repr carries a memory address (which
+    differs between processes)."""
+    text = repr(obj)
+    return f"<{type(obj).__module__}.{type(obj).__qualname__}>" if " at 0x" in text else text[:_MAX_REPR]
+
+
 def _source(fn: Any) -> str:
     try:
         return inspect.getsource(fn)
@@ -140,16 +147,16 @@ def fingerprint(*objects: Any) -> str:
             for i, v in enumerate(obj[:_MAX_ITEMS]):
                 visit(v, f"{label}[{i}]")
         elif isinstance(obj, (set, frozenset)):
-            add(label, repr(sorted(repr(v) for v in obj))[:_MAX_REPR])
+            add(label, repr(sorted(_repr(v) for v in obj))[:_MAX_REPR])
         elif isinstance(obj, dict):
             add(label, f"dict[{len(obj)}]")
             for i, (k, v) in enumerate(list(obj.items())[:_MAX_ITEMS]):
-                add(f"{label}.key{i}", repr(k)[:_MAX_REPR])
+                add(f"{label}.key{i}", _repr(k))
                 visit(v, f"{label}[{k!r}]")
         elif isinstance(obj, np.ndarray):
             add(label, f"{obj.dtype}{obj.shape}{hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}")
         elif type(obj).__module__.partition(".")[0] in ("mpmath", "numpy", "fractions", "decimal"):
-            add(label, repr(obj)[:_MAX_REPR])
+            add(label, _repr(obj))
         elif not isinstance(obj, type):
             call = getattr(type(obj), "__call__", None)
             if isinstance(call, types.FunctionType) and not _module_is_library(type(obj).__module__):

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from rulelab import store
 from rulelab.model.plan import plan_from_dict
-from rulelab.store.vocabulary import Bucket, Status
+from rulelab.store.vocabulary import CACHE_RECORDS, Bucket, Status
 
 LEGEND = (
     "max dULP over the sweep (the worst argument, for derivatives of several arguments). "
@@ -87,6 +89,21 @@ def run_digest(run: Path) -> str:
         f"{table(summary, plan.transforms)}\n\n{LEGEND}\n\n"
         f"{len(summary)} results ({counts.get(Status.OK.value, 0)} ok, {counts.get(Status.UNSUPPORTED.value, 0)} unsupported, "
         f"{counts.get(Status.ERROR.value, 0)} errors) on {backend.get('backend')} ({backend.get('device_kind')}).\n"
-        f"wall: {phases}; within tasks: {tasks}\n"
+        f"wall: {phases}; within tasks: {tasks}\n{cache_line(meta.sessions)}"
         f"run folder: {run}"
     )
+
+
+def cache_line(sessions: Sequence[Mapping[str, Any]]) -> str:
+    """What the cache of measured results served in the run's last session, a line
+    (empty where it was not used)."""
+    last = next((s for s in reversed(sessions) if any(k in s for k in CACHE_RECORDS)), None)
+    if last is None:
+        return ""
+    parts = []
+    for key, what in CACHE_RECORDS.items():
+        c = last.get(key)
+        if c:
+            parts.append(f"{c['served']} of {c['items']} {what} served, {c['checked']} re-evaluated"
+                         + (f" and found different: {c['mismatch']}" if c.get("mismatch") else " and identical" if c["checked"] else ""))
+    return f"cache: {'; '.join(parts)}\n"

@@ -76,7 +76,10 @@ from rulelab.runs.executors import (
 from rulelab.runs.lifecycle import RunError
 from rulelab.scoring.metrics import FlushReference, flush_reference
 from rulelab.scoring.rows import task_rows
-from rulelab.store.vocabulary import SAMPLED_PHASES, TASK_SECONDS, Status
+from rulelab.store.vocabulary import CACHE_RECORDS, SAMPLED_PHASES, TASK_SECONDS, Status
+
+GROUPS_RECORD, BLAME_RECORD = CACHE_RECORDS
+"""The session record's keys for the cache of groups and of blame."""
 
 # --- phase 1: sweeps and references ---------------------------------------------------------
 
@@ -431,7 +434,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
                 more, _ = run_tasks(redo, options, lambda *a: None, session.resume_command(options.scheduler), cluster, fill)
                 secs = {k: secs[k] + more[k] for k in secs}
             if cache is not None:
-                record["result_cache"] = cache.stats()
+                record[GROUPS_RECORD] = cache.stats()
                 cached_groups = ({(g[0].case, g[0].dtype): k for g, k in zip(work.groups, cache.keys)},)
             phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
         else:
@@ -443,7 +446,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
     with _timed(phases, "blame"):
         stats = blame_run(session, tables, tuple(plan.dtypes), options, *cached_groups)
         if stats is not None:
-            record["blame_cache"] = stats
+            record[BLAME_RECORD] = stats
     record.update(ended=store.now(), tasks_run=len(todo), wall_s=time.perf_counter() - t_start, task_seconds=secs)
     sessions = session.meta.sessions
     return lifecycle.complete(

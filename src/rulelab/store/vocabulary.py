@@ -268,6 +268,9 @@ SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "
 EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate", "blame")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
 TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
+CACHE_RECORDS = {"result_cache": "groups", "blame_cache": "blamed results"}
+"""A session record's keys for what the cache of measured results did (items, served,
+checked, the difference found or None), and what their items are."""
 """Where the time inside a sampled sweep's tasks goes (meta.json ``task_seconds``):
 compiling, evaluating and measuring summed over tasks and workers, and writing the
 parts, which this process alone does."""
