@@ -420,3 +420,16 @@ print(fingerprint(blame_job), fingerprint(sampled.measure_group, sampled.group_k
     assert runs[0].returncode == 0, runs[0].stderr[-2000:]
     assert len(runs[0].stdout.splitlines()) > 30
     assert runs[0].stdout == runs[1].stdout
+
+
+def test_registering_a_case_leaves_the_digest_of_the_code_that_looks_cases_up_unchanged(registered):
+    """The cache of measured results keys every group by the code that measures (which
+    looks cases up by name): loading a user's module must not make the catalog's
+    entries miss."""
+    import rulelab
+    from rulelab.runs import sampled
+    from rulelab.scoring.blame import blame_job
+
+    before = fingerprint(sampled.measure_group), fingerprint(blame_job)
+    registered(rulelab.make_case("tregistered", "x", ("x",), rulelab.REALS, lambda mp, x: x, {"naive": lambda x: x}, source="test"))
+    assert (fingerprint(sampled.measure_group), fingerprint(blame_job)) == before

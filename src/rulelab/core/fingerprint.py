@@ -80,6 +80,17 @@ def _names(code: types.CodeType) -> Iterable[str]:
             yield from _names(c)
 
 
+BY_NAME = "__fingerprint_by_name__"
+
+
+def keyed_by_name(fn: Any) -> Any:
+    """Mark ``fn`` to be keyed by its name only, not followed: a lookup in a registry
+    whose entries are keyed on their own (each case's variants and reference), so that
+    registering another entry leaves the digest of the code that calls it unchanged."""
+    setattr(fn, BY_NAME, True)
+    return fn
+
+
 def fingerprint(*objects: Any) -> str:
     """A hex digest of ``objects`` (functions, numbers, strings) and of everything the
     functions reach: their source, the functions and constants they read through
@@ -98,6 +109,9 @@ def fingerprint(*objects: Any) -> str:
         if id(fn) in seen:
             return
         seen.add(id(fn))
+        if getattr(fn, BY_NAME, False):
+            add(label, f"{fn.__module__}.{fn.__qualname__}")
+            return
         if _module_is_library(getattr(fn, "__module__", None)):
             add(label, f"{fn.__module__}.{fn.__qualname__}")
             # a library's closure may hold the user's code (custom_jvp.defjvps keeps the rules so)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from rulelab.core.fingerprint import keyed_by_name
+
 TRANSFORMS: tuple[str, ...] = ("value", "grad", "jvp", "grad2")
 """What may be asked of a variant. ``grad``/``jvp`` are first derivatives (reverse and
 forward mode), ``grad2`` the second derivative; each is taken per argument."""
@@ -327,12 +329,14 @@ def _ensure_catalog() -> None:
         importlib.import_module(name)  # importing registers its cases
 
 
+@keyed_by_name
 def cases() -> list[Case]:
     """Every registered case, the catalog's first, in registration order."""
     _ensure_catalog()
     return list(_REGISTRY.values())
 
 
+@keyed_by_name
 def get_case(name: str) -> Case:
     """The case called ``name``; an unknown name lists the known ones."""
     _ensure_catalog()
