@@ -43,7 +43,7 @@ def blame_run(session: lifecycle.Session, tables: Mapping[str, Any], dtypes: tup
     jobs = blame_jobs(tables["summary"], tables["worst"], options.backend)
     found: dict[int, list[dict[str, Any]]] = {}
     cache = None
-    if groups is not None and session.meta.backend:
+    if groups and session.meta.backend:
         cache = result_cache.Use("blame", _job_keys(jobs, groups), result_cache.rows_difference)
         found.update(cache.begin(session.meta.backend))
     target = Target(options.backend, dtypes, options.compile_cache)

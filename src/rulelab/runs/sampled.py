@@ -317,6 +317,26 @@ def run_tasks(work: Work, options: Options, begin: Callable[..., None], resume_c
     return secs, n
 
 
+def run_cached(work: Work, options: Options, begin: Callable[..., None], session: lifecycle.Session,
+               cluster: Any = None) -> tuple[dict[str, float], int, result_cache.Use | None]:
+    """:func:`run_tasks` with the cache of measured results (unless ``options`` turn it
+    off): unchanged groups served, a sample of them re-evaluated, and on a difference
+    the served groups computed again. Returns seconds per step, processes, the cache's use."""
+    resume = session.resume_command(options.scheduler)
+    if not result_cache.enabled(options.result_cache):
+        return (*run_tasks(work, options, begin, resume, cluster), None)
+    cache = result_cache.Use("groups", group_keys(work, session.meta.code, options.backend), result_cache.measured_difference)
+    secs, n = run_tasks(work, options, begin, resume, cluster, cache)
+    if cache.mismatch:
+        print(cache.mismatch, file=options.stream or sys.stderr)
+        again = sorted(cache.recover())
+        redo = replace(work, tasks=[t for i in again for t in work.groups[i]])
+        fill = result_cache.Use("groups", [cache.keys[i] for i in again], result_cache.measured_difference)
+        more, _ = run_tasks(redo, options, lambda *a: None, resume, cluster, fill)
+        secs = {k: secs[k] + more[k] for k in secs}
+    return secs, n, cache
+
+
 # --- runs ----------------------------------------------------------------------------------------------
 
 
@@ -402,7 +422,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
             dtypes_of.setdefault(t.case, {})[t.dtype] = None
         inputs = {c: case_inputs(get_case(c), plan, sorted(ds, key=plan.dtypes.index)) for c, ds in dtypes_of.items()}
     secs = dict.fromkeys(TASK_SECONDS, 0.0)
-    cached_groups: tuple[Any, ...] = ()  # (the cache keys of the groups run now, for the blame's)
+    cached_groups = None  # (the cache keys of the groups run now, for the blame's)
     with cluster_for(options, session.meta.modules, sorted(dtypes_of)) if todo else contextlib.nullcontext() as cluster:
         # (a process whose JAX has started, a notebook's or a test's, is not forked: references are computed in it)
         ref_workers = 1 if backends.started() else options.workers
@@ -423,19 +443,10 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
                 session.begin(record, facts, cluster_facts)
 
             t_tasks = time.perf_counter()
-            cache = result_cache.Use("groups", group_keys(work, session.meta.code, options.backend),
-                                     result_cache.measured_difference) if result_cache.enabled(options.result_cache) else None
-            secs, record["workers"] = run_tasks(work, options, begin, session.resume_command(options.scheduler), cluster, cache)
-            if cache is not None and cache.mismatch:
-                print(cache.mismatch, file=options.stream or sys.stderr)
-                again = sorted(cache.recover())
-                redo = Work(run, plan, inputs, refs, rounded, options.backend, [t for i in again for t in work.groups[i]])
-                fill = result_cache.Use("groups", [cache.keys[i] for i in again], result_cache.measured_difference)
-                more, _ = run_tasks(redo, options, lambda *a: None, session.resume_command(options.scheduler), cluster, fill)
-                secs = {k: secs[k] + more[k] for k in secs}
+            secs, record["workers"], cache = run_cached(work, options, begin, session, cluster)
             if cache is not None:
                 record[GROUPS_RECORD] = cache.stats()
-                cached_groups = ({(g[0].case, g[0].dtype): k for g, k in zip(work.groups, cache.keys)},)
+                cached_groups = {(g[0].case, g[0].dtype): k for g, k in zip(work.groups, cache.keys)}
             phases["tasks"] += time.perf_counter() - t_tasks - phases["backend_init"]
         else:
             session.add_session(record)
@@ -444,7 +455,7 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
         parts = store.finished(run, keys)
         tables = store.assemble(run, keys, parts)
     with _timed(phases, "blame"):
-        stats = blame_run(session, tables, tuple(plan.dtypes), options, *cached_groups)
+        stats = blame_run(session, tables, tuple(plan.dtypes), options, cached_groups)
         if stats is not None:
             record[BLAME_RECORD] = stats
     record.update(ended=store.now(), tasks_run=len(todo), wall_s=time.perf_counter() - t_start, task_seconds=secs)
