@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,7 +74,7 @@ def shelf(kind: str, facts: Mapping[str, Any]) -> Shelf:
     return Shelf(_backend_folder(facts) / kind)
 
 
-def _backend_folder(facts: Mapping[str, Any]) -> Any:
+def _backend_folder(facts: Mapping[str, Any]) -> Path:
     described = json.dumps(facts, sort_keys=True, default=str)
     return cache_dir() / "results" / f"{facts.get('backend', 'backend')}-{digest(described)[:16]}"
 
@@ -141,8 +143,6 @@ def summary_line(what: str, where: str, facts: Mapping[str, Any]) -> str:
 
 def inputs_digest(objects: Sequence[Any]) -> bytes:
     """A digest of arrays and plain data (points, references, roundings) by their bits."""
-    import pickle
-
     return bytes.fromhex(digest(*(pickle.dumps(o, protocol=4) for o in objects)))
 
 
