@@ -144,3 +144,25 @@ def test_html_table_renders_cells_and_two_level_headers() -> None:
     out = html.table(df, cls="matrix")
     assert '<td class="exact" title="tip"><a href="x.html">&lt;b&gt;</a></td>' in out
     assert '<th colspan="2">v</th>' in out and "<td>2.5</td>" in out and '<th rowspan="2">case</th>' in out
+
+
+def test_the_terminal_table_takes_the_worst_argument_and_sums_the_non_finite_counts():
+    from rulelab.report.terminal import table
+
+    nan = float("nan")
+
+    def row(transform, arg, status="ok", max_ulp=nan, wrong_nan=0.0, dtype="float32"):
+        return {"case": "c", "variant": "v", "dtype": dtype, "transform": transform, "arg": arg, "status": status,
+                "max_ulp": max_ulp, "wrong_nan": wrong_nan, "wrong_inf": 0.0, "unexpected_finite": 0.0, "unsettled": 0.0}
+
+    summary = pd.DataFrame([
+        row("value", "", "error"),
+        row("grad", "x", max_ulp=3.0, wrong_nan=2.0), row("grad", "y", max_ulp=7.0, wrong_nan=1.0),
+        row("jvp", "x", "unsupported"),
+        row("grad2", "x"), row("grad2", "y", "unsupported"),
+        row("value", "", max_ulp=123456.0, dtype="bfloat16"),
+    ])
+    lines = table(summary, ("value", "grad", "jvp", "grad2")).splitlines()
+    assert lines[0].split() == ["case", "variant", "dtype", "value", "grad", "jvp", "grad2"]
+    assert lines[2].split() == ["c", "v", "float32", "ERR", "7", "NaN×3", "unsup", "-", "(unsup)"]
+    assert lines[3].split() == ["bfloat16", "1.2e5"]  # case and variant written once per block; no other transform ran

@@ -31,20 +31,27 @@ def ulps(v: float) -> str:
     return f"{int(v)}" if v < 1e5 else f"{v:.1e}".replace("e+0", "e").replace("e+", "e")
 
 
-def cell(rows: pd.DataFrame) -> str:
+def _count(v: Any) -> float:
+    """A summary count as a number (missing or NaN: 0)."""
+    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def cell(rows: Sequence[Mapping[str, Any]]) -> str:
     """One cell from a result's summary rows (one per argument): the worst max dULP
     with non-finite counts flagged; 'unsup' or 'ERR' when nothing ran."""
-    ok = rows[rows["status"] == Status.OK.value]
-    if ok.empty:
-        return "ERR" if (rows["status"] == Status.ERROR.value).any() else "unsup"
-    text = ulps(float(ok["max_ulp"].max())) if ok["max_ulp"].notna().any() else "-"
+    statuses = {r["status"] for r in rows}
+    ok = [r for r in rows if r["status"] == Status.OK.value]
+    if not ok:
+        return "ERR" if Status.ERROR.value in statuses else "unsup"
+    measured = [float(v) for r in ok if (v := r.get("max_ulp")) is not None and not math.isnan(v)]
+    text = ulps(max(measured)) if measured else "-"
     for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), (Bucket.UNEXPECTED_FINITE.column, "fin"), (Bucket.UNSETTLED.column, "ref?")):
-        n = int(ok[col].fillna(0).sum()) if col in ok else 0
+        n = int(sum(_count(r.get(col)) for r in ok))
         if n:
             text += f" {label}×{n}"
-    if (rows["status"] == Status.ERROR.value).any():
+    if Status.ERROR.value in statuses:
         text += " ERR"
-    elif (rows["status"] == Status.UNSUPPORTED.value).any():
+    elif Status.UNSUPPORTED.value in statuses:
         text += " (unsup)"
     return text
 
@@ -54,10 +61,10 @@ def table(summary: pd.DataFrame, transforms: tuple[str, ...]) -> str:
     if summary.empty:
         return "(no results)"
     header = ["case", "variant", "dtype", *transforms]
-    rows = []
-    for (case, variant, dtype), g in summary.groupby(["case", "variant", "dtype"], sort=False):
-        cells = [cell(g[g["transform"] == t]) if (g["transform"] == t).any() else "" for t in transforms]
-        rows.append([case, variant, dtype, *cells])
+    results: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = {}
+    for r in summary.to_dict("records"):
+        results.setdefault((r["case"], r["variant"], r["dtype"]), {}).setdefault(r["transform"], []).append(r)
+    rows = [[case, variant, dtype, *(cell(by[t]) if t in by else "" for t in transforms)] for (case, variant, dtype), by in results.items()]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r: list[str]) -> str:
