@@ -6,8 +6,9 @@ process whose backend runs must not fork). References are taken once per case,
 derivative and argument over the union of all dtypes' points (as float64), so one
 computation serves every dtype.
 
-Each reference is also rounded once per dtype in that pool (exact integer arithmetic,
-shared by every variant and transform compared against it).
+Each reference is rounded to a dtype where its group is evaluated, once for every
+variant and transform compared against it (exact integer arithmetic); a group served
+from the cache of measured results (``result_cache``) is not rounded at all.
 
 Phase 2 evaluates the tasks (case x variant x transform x argument x dtype) on the
 backend, one compiled program per case x dtype (``evaluate.evaluate_many``:
@@ -143,32 +144,12 @@ def compute_references(
     return dict(zip(jobs, values))
 
 
-Rounded = Mapping[tuple[str, int, str, str], tuple[np.ndarray, FlushReference]]
-"""(case, derivative order, argument, dtype) -> the reference at that dtype's sweep
-points, correctly rounded to the dtype: as IEEE, and as a backend that flushes the
-dtype's subnormals has it."""
-
-
 def _round(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, FlushReference]:
     """(IEEE, flush-aware) rounding of one reference (the second from the reference at
     the flushed inputs)."""
     hi, lo, f_hi, f_lo, dtype = job
     ieee = round_double_double(hi, lo, dtype)
     return ieee, flush_reference(f_hi, f_lo, dtype, ieee)
-
-
-def round_references(inputs: Mapping[str, CaseInputs], refs: References, tasks: Sequence[Task], pool: Executor | None) -> Rounded:
-    """Each reference rounded once per dtype, as IEEE and as a flushing backend would
-    have it (exact integer arithmetic, so worth doing once for all the variants and
-    transforms that compare against it, in ``pool``)."""
-    keys = list(dict.fromkeys((t.case, t.order, t.arg, t.dtype) for t in tasks))
-    jobs = []
-    for case, order, arg, dtype in keys:
-        hi, lo = refs[(case, order, arg)]
-        idx, fidx = inputs[case].index[dtype], inputs[case].flush_index[dtype]
-        jobs.append((hi[idx], lo[idx], hi[fidx], lo[fidx], dtype))
-    results = pool.map(_round, jobs) if pool is not None and len(jobs) > 1 else map(_round, jobs)
-    return dict(zip(keys, results))
 
 
 # --- phase 2: tasks ------------------------------------------------------------------------------
@@ -183,7 +164,6 @@ class Work:
     plan: Plan
     inputs: Mapping[str, CaseInputs]
     refs: References
-    rounded: Rounded
     backend: str | None
     tasks: Sequence[Task]
 
@@ -197,12 +177,13 @@ class Work:
 class GroupInput:
     """Everything evaluating one group of tasks (one case x dtype) needs and nothing
     more, so that it can travel to a cluster worker: the dtype's sweep, and per
-    (derivative order, argument) the reference at its points and its two roundings."""
+    (derivative order, argument) the reference at its points and at the points as a
+    backend that flushes the dtype's subnormals reads them."""
 
     tasks: tuple[Task, ...]
     sweep: Sweep
     refs: Mapping[tuple[int, str], tuple[np.ndarray, np.ndarray]]
-    rounded: Mapping[tuple[int, str], tuple[np.ndarray, FlushReference]]
+    flush_refs: Mapping[tuple[int, str], tuple[np.ndarray, np.ndarray]]
     backend: str | None
     worst: int
     samples: int
@@ -212,11 +193,12 @@ def group_input(work: Work, group: Sequence[Task]) -> GroupInput:
     """The :class:`GroupInput` of ``group`` cut from ``work``."""
     first = group[0]
     inp = work.inputs[first.case]
-    idx = inp.index[first.dtype]
+    idx, fidx = inp.index[first.dtype], inp.flush_index[first.dtype]
     keys = dict.fromkeys((t.order, t.arg) for t in group)
     refs = {k: tuple(a[idx] for a in work.refs[(first.case, *k)]) for k in keys}
-    rounded = {k: work.rounded[(first.case, *k, first.dtype)] for k in keys}
-    return GroupInput(tuple(group), inp.sweeps[first.dtype], refs, rounded, work.backend, work.plan.worst, work.plan.samples)
+    flush_refs = {k: tuple(a[fidx] for a in work.refs[(first.case, *k)]) for k in keys}
+    return GroupInput(tuple(group), inp.sweeps[first.dtype], refs, flush_refs, work.backend,
+                      work.plan.worst, work.plan.samples)
 
 
 Measured = list[tuple[tuple[str, ...], dict[str, Any], dict[str, float]]]
@@ -242,12 +224,16 @@ def measure_group(g: GroupInput, facts: Mapping[str, Any]) -> tuple[Measured, di
         outcomes = [Outcome(Status.ERROR, f"{where}: {first_line(exc)}")] * len(g.tasks)
     secs["compile"] = sum(o.compile_s for o in outcomes)
     secs["evaluate"] = time.perf_counter() - t0 - secs["compile"]
+    t1 = time.perf_counter()
+    # each reference rounded once to the dtype (exact integer arithmetic), for every variant and transform of the group
+    rounded = {k: _round((*g.refs[k], *g.flush_refs[k], first.dtype)) for k in g.refs}
+    secs["metrics"] += time.perf_counter() - t1
     out: Measured = []
     for t, outcome in zip(g.tasks, outcomes):
         t1 = time.perf_counter()
         try:
-            rounded, flush = g.rounded[(t.order, t.arg)]
-            rows = task_rows(t, case, g.sweep, outcome, g.refs[(t.order, t.arg)], platform, rounded=rounded,
+            ieee, flush = rounded[(t.order, t.arg)]
+            rows = task_rows(t, case, g.sweep, outcome, g.refs[(t.order, t.arg)], platform, rounded=ieee,
                              flush=flush if flushes.get(t.dtype) else None, n_worst=g.worst, n_samples=g.samples)
         except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
             where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
@@ -261,7 +247,8 @@ def measure_group(g: GroupInput, facts: Mapping[str, Any]) -> tuple[Measured, di
 def group_keys(work: Work, code: Mapping[str, str], backend: str | None) -> list[str]:
     """Each group's key in the cache of measured results (``result_cache``): the run's
     settings and the code that measures, the group's tasks, the fingerprints of its
-    variants and reference, and the bits of its points, references and roundings."""
+    variants and reference, and the bits of its points and of its references (at the
+    points, and at the points as a flushing backend reads them)."""
     settings = result_cache.settings_key(backend, fingerprint(measure_group, group_keys))
     keys = []
     for group in work.groups:
@@ -269,7 +256,7 @@ def group_keys(work: Work, code: Mapping[str, str], backend: str | None) -> list
         keys.append(digest(
             settings, first.case, first.dtype, [t.key for t in group], get_case(first.case).args,
             code.get(f"{first.case}/reference"), [code.get(f"{first.case}/{t.variant}") for t in group],
-            g.worst, g.samples, result_cache.inputs_digest([g.sweep.points, g.refs, g.rounded]),
+            g.worst, g.samples, result_cache.inputs_digest([g.sweep.points, g.refs, g.flush_refs]),
         ))
     return keys
 
@@ -431,11 +418,9 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
                 # a pool: 16 tasks per worker, for balance; a cluster: 4, as each is a round trip
                 n = 4 * len(cluster.workers()) if cluster else 16 * (options.workers or os.cpu_count() or 1)
                 refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision, n)
-            with _timed(phases, "rounding"):
-                rounded = round_references(inputs, refs, todo, pool)
         if todo:
             record["jax_compilation_cache"] = backends.use_compilation_cache(options.compile_cache)
-            work = Work(run, plan, inputs, refs, rounded, options.backend, execution_order(todo))
+            work = Work(run, plan, inputs, refs, options.backend, execution_order(todo))
             t_init = time.perf_counter()
 
             def begin(facts: dict[str, Any], cluster_facts: Mapping[str, Any] | None = None) -> None:

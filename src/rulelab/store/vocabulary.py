@@ -263,7 +263,7 @@ RUN_STATUSES = (RUNNING, STOPPED, COMPLETE)
 says why; ``--resume`` continues it) and a finished one."""
 
 
-SAMPLED_PHASES = ("sweeps", "references", "rounding", "backend_init", "tasks", "assemble", "blame")
+SAMPLED_PHASES = ("sweeps", "references", "backend_init", "tasks", "assemble", "blame")
 """Wall-clock phases of a sampled sweep's session (meta.json ``phases``)."""
 EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate", "blame")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
