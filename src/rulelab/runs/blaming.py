@@ -11,8 +11,10 @@ the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rulelab import store
@@ -27,10 +29,17 @@ GroupKeys = Mapping[tuple[str, str], str]
 """(case, dtype) -> the key of that group's measured results in the cache."""
 
 
-def _job_keys(jobs: Sequence[Job], groups: GroupKeys) -> list[str | None]:
-    """Each job's cache key: its group's key, the code that blames, and the job (its
-    result and inputs); None where its group has no key."""
-    code = fingerprint(blame_job)
+def _where_code_lives(modules: Sequence[str]) -> list[str | None]:
+    """The files a blame row names lines of: rulelab's, JAX's and the user modules'
+    (the same code in another checkout or environment is blamed at other paths)."""
+    jax = importlib.util.find_spec("jax")
+    return [str(Path(__file__).resolve().parents[1]), jax.origin if jax else None, *modules]
+
+
+def _job_keys(jobs: Sequence[Job], groups: GroupKeys, modules: Sequence[str]) -> list[str | None]:
+    """Each job's cache key: its group's key, the code that blames and where the code
+    lives, and the job (its result and inputs); None where its group has no key."""
+    code = digest(fingerprint(blame_job), _where_code_lives(modules))
     return [digest(groups[(j[0], j[4])], code, j[:5], j[6:]) if (j[0], j[4]) in groups else None for j in jobs]
 
 
@@ -44,7 +53,7 @@ def blame_run(session: lifecycle.Session, tables: Mapping[str, Any], dtypes: tup
     found: dict[int, list[dict[str, Any]]] = {}
     cache = None
     if groups and session.meta.backend:
-        cache = result_cache.Use("blame", _job_keys(jobs, groups), result_cache.rows_difference)
+        cache = result_cache.Use("blame", _job_keys(jobs, groups, session.meta.modules), result_cache.rows_difference)
         found.update(cache.begin(session.meta.backend))
     target = Target(options.backend, dtypes, options.compile_cache)
     with progress_bar(len(jobs), "blame", "result", options, initial=len(found)) as bar:
