@@ -53,7 +53,7 @@ def timing_rows(cases: Sequence[Case], backend: str | None = None, progress: Cal
     from rulelab.jaxrun import cost
     from rulelab.jaxrun.evaluate import is_unsupported
 
-    shelf = result_cache.shelf("timings", backends.facts_here(backend, (TIMING_DTYPE,))) if cache else None
+    shelf = result_cache.shelf("timings", backends.facts_here(backend, (TIMING_DTYPE,))) if result_cache.enabled(cache) else None
     keys = _timing_keys(cases, backend) if shelf else {}
     rows: list[dict[str, Any]] = []
     for case in cases:
