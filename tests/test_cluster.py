@@ -126,6 +126,26 @@ def test_environment_variable_names_the_scheduler(tmp_path, env, cluster):
     assert set(summary.loc[summary["variant"] != "broken", "status"]) == {"ok"}
 
 
+def test_a_second_run_on_the_cluster_is_served_from_the_clients_cache(tmp_path, env, cluster):
+    from rulelab.store.vocabulary import CACHE_RECORDS
+
+    groups_record = next(iter(CACHE_RECORDS))
+    cached = {**env, "RULELAB_NO_CACHE": "0", "RULELAB_CACHE": str(tmp_path / "cache")}
+    runs = []
+    for i in range(2):
+        res = rulelab("sweep", plan_file(tmp_path, '"tneg"'), "--module", USER_CASES, "--results", str(tmp_path / f"r{i}"),
+                      "--no-progress", "--scheduler", cluster.address, env=cached)
+        assert res.returncode == 0, res.stderr
+        (run,) = (tmp_path / f"r{i}").glob("accuracy/2*")
+        runs.append(run)
+    first, second = (store.read_meta(r).sessions[-1][groups_record] for r in runs)
+    assert first["served"] == 0 and first["items"] == 3  # one group per dtype
+    assert second["served"] + second["checked"] == 3 and second["checked"] >= 1 and second["mismatch"] is None
+    a, b = tables(runs[0]), tables(runs[1])
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name])
+
+
 def test_a_user_module_reaches_the_workers(tmp_path, env, cluster):
     module = tmp_path / "my_remote_cases.py"
     module.write_text(Path(USER_CASES).read_text().replace('"tneg",', '"remote_tneg",').replace('"tadd",', '"remote_tadd",')
