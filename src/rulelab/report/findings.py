@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rulelab.report.load import Accuracy
-from rulelab.report.styles import NONFINITE_CLASSES, nonfinite_count, row_class
+from rulelab.report.styles import NONFINITE_CLASSES, nonfinite_count, number, row_class
 from rulelab.report.tables import (
     DTYPE_ORDER,
     TRANSFORM_ORDER,
@@ -201,12 +201,12 @@ def _nonfinite_kind(row: dict, worst_v: pd.DataFrame) -> set[str]:
     (finite where the reference is undefined), from the summary's counts where the
     store has them, else from the worst inputs."""
     out: set[str] = set()
-    if _num(row.get(Bucket.UNEXPECTED_FINITE.column)):
+    if number(row.get(Bucket.UNEXPECTED_FINITE.column)):
         out.add("undefined")
-    nan, inf = _num(row.get("wrong_nan")), _num(row.get("wrong_inf"))
+    nan, inf = number(row.get("wrong_nan")), number(row.get("wrong_inf"))
     if nan or inf:
         return out | {k for k, n in (("NaN", nan), ("inf", inf)) if n}
-    if not _num(row.get(Bucket.WRONG_NONFINITE.column)):
+    if not number(row.get(Bucket.WRONG_NONFINITE.column)):
         return out
     bad = worst_v[worst_v["bucket"] == Bucket.WRONG_NONFINITE.column] if not worst_v.empty else worst_v
     vals = pd.to_numeric(bad["computed"], errors="coerce").to_numpy(dtype=np.float64) if not bad.empty else np.array([])
@@ -220,14 +220,6 @@ def _kind_words(kinds: set[str]) -> str:
     if "undefined" not in kinds:
         return values or "non-finite"
     return f"{values} (or finite where the reference is undefined)" if values else "finite where the reference is undefined"
-
-
-def _num(v: object) -> float:
-    try:
-        x = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    return 0.0 if math.isnan(x) else x
 
 
 GROUP = ["case", "transform", "arg", "dtype", "backend"]
@@ -383,7 +375,7 @@ def findings(acc: Accuracy, several_backends: bool | None = None) -> list[Findin
                 reg, fine = _region_for(tables, key, variant, kind, names.get(case) or [arg or "x"])
                 if kind == "nonfinite":
                     what |= _nonfinite_kind(r, tables.worst.get(key, variant))
-                    n = f"{nonfinite_count(r)} of {int(_num(r['n_points']))} points"
+                    n = f"{nonfinite_count(r)} of {int(number(r['n_points']))} points"
                 else:
                     n = f"up to {fmt_ulp(r['max_ulp'])} ULP"
                 place = reg.phrase if reg is not None else "some inputs"

@@ -56,12 +56,18 @@ def row_class(row: Mapping[str, Any]) -> str:
     return worst_bucket({b.column: _count(row.get(b.column)) for b in Bucket}).column
 
 
-def _count(value: Any) -> int:
+def number(value: Any) -> float:
+    """A table cell as a number: missing, NaN or not a number is 0 (a count the run did
+    not record counts nothing)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return 0
-    return 0 if math.isnan(v) else int(v)
+        return 0.0
+    return 0.0 if math.isnan(v) else v
+
+
+def _count(value: Any) -> int:
+    return int(number(value))
 
 
 def nonfinite_count(row: Mapping[str, Any]) -> int:

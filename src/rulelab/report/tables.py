@@ -14,7 +14,7 @@ from rulelab.core.floats import N_FINITE_FLOAT32
 from rulelab.model.contract import START_PRECISIONS
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
-from rulelab.report.styles import CLASS_LABELS, nonfinite_count, row_class
+from rulelab.report.styles import CLASS_LABELS, nonfinite_count, number, row_class
 from rulelab.store.vocabulary import KEYS, Bucket, Status
 
 TRANSFORM_ORDER = ("value", "grad", "jvp", "grad2")
@@ -79,19 +79,11 @@ def result_cell(row: Mapping[str, Any] | None, href: str = "") -> Cell:
     text = fmt_ulp(row.get("max_ulp"))
     if n_bad:
         text += f" · {n_bad} non-finite"
-    if _num(row.get(Bucket.UNSETTLED.column)):
-        text += f" · {int(_num(row.get(Bucket.UNSETTLED.column)))} unsettled"
-    counts = ", ".join(f"{b.label}: {int(row.get(b.column) or 0)}" for b in Bucket if _num(row.get(b.column)))
-    title = f"{key}: max {fmt_ulp(row.get('max_ulp'))} ULP, median {fmt_ulp(row.get('median_ulp'))} ULP over {int(_num(row.get('n_points')))} points ({counts})"
+    if number(row.get(Bucket.UNSETTLED.column)):
+        text += f" · {int(number(row.get(Bucket.UNSETTLED.column)))} unsettled"
+    counts = ", ".join(f"{b.label}: {int(row.get(b.column) or 0)}" for b in Bucket if number(row.get(b.column)))
+    title = f"{key}: max {fmt_ulp(row.get('max_ulp'))} ULP, median {fmt_ulp(row.get('median_ulp'))} ULP over {int(number(row.get('n_points')))} points ({counts})"
     return Cell(text, cls, title, href)
-
-
-def _num(v: Any) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return 0.0
-    return 0.0 if math.isnan(x) else x
 
 
 def blocks(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -246,20 +238,20 @@ def summary_table(summary_case: pd.DataFrame, transform: str, arg: str) -> pd.Da
             elif col == "max_ulp":
                 row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value else "", cls, CLASS_LABELS[cls]))
             elif col in BUCKET_COLUMNS:
-                n = int(_num(v))
+                n = int(number(v))
                 row.append(Cell(str(n) if r["status"] == Status.OK.value else "", col if n and col != Bucket.EXACT.column else ""))
             elif col == "flushed":
-                row.append(Cell(str(int(_num(v))) if r["status"] == Status.OK.value and _num(v) else ""))
+                row.append(Cell(str(int(number(v))) if r["status"] == Status.OK.value and number(v) else ""))
             elif col == "max_ulp_ieee":
-                row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value and _num(r.get("flushed")) else ""))
+                row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value and number(r.get("flushed")) else ""))
             elif col in ("compile_s", "run_s"):
-                row.append(Cell(f"{_num(v):.3g}" if _num(v) else ""))
+                row.append(Cell(f"{number(v):.3g}" if number(v) else ""))
             elif col in ("median_ulp",):
                 row.append(Cell(fmt_ulp(v) if r["status"] == Status.OK.value else ""))
             elif col == "max_frac_ulp":
                 row.append(Cell(f"{float(v):.3g}" if isinstance(v, (int, float)) and not math.isnan(v) else ""))
             else:
-                row.append(Cell("" if r["status"] != Status.OK.value and col == "n_points" else str(int(_num(v)))))
+                row.append(Cell("" if r["status"] != Status.OK.value and col == "n_points" else str(int(number(v)))))
         notes = "; ".join(x for x in (r.get("notes", ""), r.get("message", "")) if x)
         row.append(Cell(notes, "msg"))
         data.append(row)
@@ -298,10 +290,10 @@ def worst_table(worst_sel: pd.DataFrame, k: int = 5) -> pd.DataFrame:
             Cell(_fmt_float(r.get("computed"))),
             Cell(_fmt_float(r.get("ref_hi")), title=f"lo part {_fmt_float(r.get('ref_lo'))}"),
             Cell(fmt_ulp(r.get("dulp"))),
-            Cell(_fmt_float(r.get("frac_ulp")) if _num(r.get("frac_ulp")) else ""),
+            Cell(_fmt_float(r.get("frac_ulp")) if number(r.get("frac_ulp")) else ""),
             Cell(CLASS_LABELS.get(bucket, bucket), bucket if bucket in CLASS_LABELS else ""),
         ])
-        index.append((r["variant"], int(_num(r.get("rank")))))
+        index.append((r["variant"], int(number(r.get("rank")))))
     return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["variant", "rank"]), columns=["input", "computed", "reference", "dULP", "frac. ULP", "bucket"])
 
 
@@ -321,7 +313,7 @@ def blame_table(blame_sel: pd.DataFrame) -> pd.DataFrame:
             if what:
                 cells = [Cell(inputs, "text"), Cell("", "text"), Cell("", "text"), Cell(what, "text"), Cell("", "text")]
             else:
-                ulp = max(_num(r.get("local_ulp")) for r in rows)
+                ulp = max(number(r.get("local_ulp")) for r in rows)
                 cells = [Cell(inputs, "text"), Cell(f"{prim} at {src.rsplit('/', 1)[-1]}", "text"), Cell(str(rows[0].get("line_text", "")), "code"),
                          Cell(label, "text"), Cell("inf" if math.isinf(ulp) else f"{ulp:.3g}", "num")]
             data.append(cells)
@@ -331,7 +323,7 @@ def blame_table(blame_sel: pd.DataFrame) -> pd.DataFrame:
 
 
 def _point(r: dict) -> str:
-    n_in = sum(1 for i in range(3) if not math.isnan(_num(r.get(f"in{i}"))))
+    n_in = sum(1 for i in range(3) if not math.isnan(number(r.get(f"in{i}"))))
     return ", ".join(_fmt_float(r.get(f"in{i}")) for i in range(n_in))
 
 
@@ -343,7 +335,7 @@ def unsettled_table(worst_sel: pd.DataFrame) -> pd.DataFrame:
     for r in sel.drop_duplicates(["dtype", "in0", "in1", "in2"]).to_dict("records"):
         names = [n for n in str(r.get("args", "")).split(",") if n] or ["x"]
         inputs = ", ".join(f"{n} = {_fmt_float(r.get(f'in{i}'))}" for i, n in enumerate(names[:3]))
-        data.append([Cell(inputs, "text"), Cell(f"{START_PRECISIONS[0]} to {int(_num(r.get('ref_lo')))} bits, doubling", "text")])
+        data.append([Cell(inputs, "text"), Cell(f"{START_PRECISIONS[0]} to {int(number(r.get('ref_lo')))} bits, doubling", "text")])
         index.append(r["dtype"])
     return pd.DataFrame(data, index=pd.Index(index, name="dtype"), columns=["input", "precisions tried"])
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from rulelab import store
 from rulelab.model.plan import plan_from_dict
+from rulelab.report.styles import number
 from rulelab.store.vocabulary import CACHE_RECORDS, Bucket, Status
 
 LEGEND = (
@@ -31,11 +32,6 @@ def ulps(v: float) -> str:
     return f"{int(v)}" if v < 1e5 else f"{v:.1e}".replace("e+0", "e").replace("e+", "e")
 
 
-def _count(v: Any) -> float:
-    """A summary count as a number (missing or NaN: 0)."""
-    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-
 def cell(rows: Sequence[Mapping[str, Any]]) -> str:
     """One cell from a result's summary rows (one per argument): the worst max dULP
     with non-finite counts flagged; 'unsup' or 'ERR' when nothing ran."""
@@ -46,7 +42,7 @@ def cell(rows: Sequence[Mapping[str, Any]]) -> str:
     measured = [float(v) for r in ok if (v := r.get("max_ulp")) is not None and not math.isnan(v)]
     text = ulps(max(measured)) if measured else "-"
     for col, label in (("wrong_nan", "NaN"), ("wrong_inf", "inf"), (Bucket.UNEXPECTED_FINITE.column, "fin"), (Bucket.UNSETTLED.column, "ref?")):
-        n = int(sum(_count(r.get(col)) for r in ok))
+        n = int(sum(number(r.get(col)) for r in ok))
         if n:
             text += f" {label}×{n}"
     if Status.ERROR.value in statuses:
