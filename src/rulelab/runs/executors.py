@@ -162,16 +162,18 @@ def run_items(
             _INHERITED = (fn, payload, target)
             ex = process_pool(n)
     try:
+        cluster_facts = None
         if cluster is not None:
             per_worker = cluster.facts(target.backend, target.dtypes)
             facts, n = same_facts(per_worker), len(per_worker)
-            served = begin(facts, {"scheduler": cluster.address, "workers": per_worker}) or ()
-            items = [i for i in items if i not in served]
-            results = _on_cluster(cluster, fn, payload, items, target, describe, resume_hint)
+            cluster_facts = {"scheduler": cluster.address, "workers": per_worker}
         else:
             facts = ex.submit(_facts, target).result() if ex is not None else _facts(target)
-            served = begin(facts, None) or ()
-            items = [i for i in items if i not in served]
+        served = begin(facts, cluster_facts) or ()
+        items = [i for i in items if i not in served]
+        if cluster is not None:
+            results = _on_cluster(cluster, fn, payload, items, target, describe, resume_hint)
+        else:
             results = _in_pool(ex, items) if ex is not None else _here(fn, payload, items, target)
         for i, result, got in results:
             if got != facts:
