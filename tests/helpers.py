@@ -8,7 +8,9 @@
   thresholds and messages the report derives from them;
 - :data:`SEED`: the seed catalog's cases and their variants;
 - :func:`round_mpf`: correct rounding of an mpmath number to a dtype (an oracle used by
-  the tests only).
+  the tests only);
+- :func:`assert_same_errors`, :func:`assert_aggregate_is_binned`: an exhaustive sweep's
+  chunk scoring against the sampled sweep's point-by-point scoring.
 """
 
 from __future__ import annotations
@@ -160,13 +162,13 @@ def spec_tables(spec: Spec) -> dict[str, list[dict[str, Any]]]:
 def write_run(path: Path, specs: Sequence[Spec], *, status: str = "complete", run_id: str | None = None, started: str = "2026-01-01T00:00:00+00:00", skip: Sequence[str] = (), backend: str = "cpu") -> Path:
     """Write a synthetic run folder from ``specs``; ``skip`` names tables not written."""
     path.mkdir(parents=True, exist_ok=True)
-    tables: dict[str, list[dict[str, Any]]] = {"summary": [], "binned": [], "worst": [], "samples": []}
+    tables: dict[str, list[dict[str, Any]]] = {name: [] for name in store.TABLES}
     for s in specs:
         for name, rows in spec_tables(s).items():
             tables[name] += rows
     for name, rows in tables.items():
         if name not in skip:
-            pd.DataFrame(rows).to_parquet(path / f"{name}.parquet", index=False)
+            (pd.DataFrame(rows) if rows else store.empty_table(name)).to_parquet(path / f"{name}.parquet", index=False)
     meta = {
         "run_id": run_id or path.name,
         "schema_version": store.SCHEMA_VERSION,
@@ -272,3 +274,38 @@ def traced(t: Any) -> Any:
     from rulelab.jaxrun import cost
 
     return cost.jitted(t).trace(*cost.abstract_inputs(t)).jaxpr
+
+
+# --- exhaustive sweeps against point-by-point scoring ------------------------------------------
+
+
+def assert_same_errors(got, want, where):
+    for f in ("bucket", "dulp", "dulp_ieee", "bucket_ieee", "flushed", "frac"):
+        assert np.array_equal(getattr(got, f), getattr(want, f), equal_nan=f not in ("bucket", "bucket_ieee", "flushed")), (where, f)
+
+
+def assert_aggregate_is_binned(got, x, sc, want, where):
+    """A chunk's aggregates equal the sampled sweep's per-binade table
+    (``metrics.binned``, its own sort-based reduction) of the same points, and its worst
+    points the sampled sweep's ranking of every point."""
+    from rulelab.runs.exhaustive import _median
+    from rulelab.scoring.chunks import K_WORST, _dense
+    from rulelab.scoring.metrics import binned, worst
+
+    b = binned(x, want)
+    assert sorted(got.bins) == sorted(zip(b["sign"], b["binade"])), where
+    for r in b.itertuples():
+        g = got.bins[(r.sign, r.binade)]
+        assert g["count"] == r.count and g["flushed"] == r.flushed, where
+        assert g["buckets"][Bucket.WRONG_NONFINITE] + g["buckets"][Bucket.UNEXPECTED_FINITE] == r.nonfinite, where
+        assert g["buckets"][Bucket.UNSETTLED] == r.unsettled, where
+        for name in ("max_ulp", "max_ulp_ieee"):
+            assert np.array_equal(g[name], getattr(r, name), equal_nan=True), (where, name)
+        assert np.array_equal(_median(_dense(g["hist"])), r.median_ulp, equal_nan=True) or r.median_ulp > 1024, where
+    wrong = want.bucket == Bucket.WRONG_NONFINITE
+    nan = int(np.isnan(sc.values.astype(np.float64)[wrong]).sum())
+    assert (got.wrong_nan, got.wrong_inf) == (nan, int(wrong.sum()) - nan), where
+    assert np.array_equal(got.max_frac, np.nanmax(want.frac) if (~np.isnan(want.frac)).any() else np.nan, equal_nan=True), where
+    ranked = worst(sc.points, sc.values, sc.ref.hi, sc.ref.lo, want, K_WORST)  # every point ranked
+    for col in ("dulp", "frac_ulp", "bucket", "in0"):
+        assert np.array_equal(got.worst[col].to_numpy(), ranked[col].to_numpy(), equal_nan=col != "bucket"), (where, col)

@@ -18,6 +18,7 @@ def part_tables(case: str, n: int) -> dict:
         "summary": {**{k: v[:1] for k, v in keys.items()}, "status": ["ok"], "message": [""], "n_points": [n], "max_ulp": [1.0], "exact": [n - 1]},
         "binned": {**{c: np.zeros(n, t) for c, (t, _) in store.TABLES["binned"].items() if t in ("int64", "float64")},
                    **keys, "binade_of": ["x"] * n, "sign": np.ones(n, np.int64), "binade": np.arange(n, dtype=float), "count": np.ones(n, np.int64)},
+        "binned2": {},
         "worst": {},
         "samples": {**keys, "in0": np.arange(n, dtype=float), "in1": np.full(n, np.nan), "in2": np.full(n, np.nan),
                     "computed": np.zeros(n), "ref_hi": np.zeros(n), "dulp": np.zeros(n)},

@@ -53,7 +53,7 @@ def add_scheduler_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="send references and tasks (or exhaustive32's chunks) to a dask.distributed cluster: tcp://host:port of its scheduler, or local:N "
+        help="send references and tasks (or an exhaustive sweep's chunks) to a dask.distributed cluster: tcp://host:port of its scheduler, or local:N "
         f"to start N worker processes here (default: ${SCHEDULER_ENV}, else this machine's process pools; needs "
         "pip install -e '.[dask]'). Results are written here, as in a local run",
     )
@@ -161,33 +161,44 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 def _is_exhaustive(results: str, run_id: str) -> bool:
     from rulelab import store
-    from rulelab.model.exhaustive_spec import PLAN
+    from rulelab.model.exhaustive_spec import PLANS
 
     try:
-        return store.read_meta(store.open_run(results, run_id)).plan.get("name") == PLAN
+        return store.read_meta(store.open_run(results, run_id)).plan.get("name") in PLANS
     except Exception:  # noqa: BLE001 - the sampled sweep's resume reports a missing or damaged run
         return False
 
 
 def exhaustive_spec(args: argparse.Namespace) -> Any:
     """The exhaustive sweep the options ask for: one case, its variants (or those
-    named), the transforms named (default: value and grad), the binades named."""
+    named), the transforms named (default: value and grad), the dtype (exhaustive16:
+    bfloat16 or float16), the binades named (exhaustive32)."""
     from rulelab.model import exhaustive_spec as exhaustive
     from rulelab.model.case import get_case
 
+    plan = args.plan
+    what = "a case of one argument" if plan == exhaustive.PLAN else "a case of two arguments"
     cases = _names(args.cases) or []
     if len(cases) != 1:
-        raise UsageError(f"{exhaustive.PLAN} sweeps one case at a time: give --cases NAME (a case of one argument with a fast reference)")
+        raise UsageError(f"{plan} sweeps one case at a time: give --cases NAME ({what} with a fast reference)")
     case = get_case(cases[0])
     variants = _names(args.variants) or list(case.variants)
     unknown = [v for v in variants if v not in case.variants]
     if unknown:
         raise UsageError(f"case {case.name!r} has no variant {', '.join(map(repr, unknown))}; it has {', '.join(case.variants)}")
-    if args.dtypes and _names(args.dtypes) != ["float32"]:
-        raise UsageError(f"{exhaustive.PLAN} sweeps float32 only; drop --dtypes")
+    dtypes = _names(args.dtypes) or []
+    if plan == exhaustive.PLAN:
+        if dtypes and dtypes != ["float32"]:
+            hint = f" (every pair of 16-bit inputs of a case of two arguments: {exhaustive.PLAN16})" if set(dtypes) <= set(exhaustive.DTYPES16) else ""
+            raise UsageError(f"{plan} sweeps float32 only; drop --dtypes{hint}")
+        dtype = "float32"
+    else:
+        if len(dtypes) != 1 or dtypes[0] not in exhaustive.DTYPES16:
+            raise UsageError(f"{plan} sweeps one 16-bit dtype: give --dtypes {' or '.join(exhaustive.DTYPES16)}")
+        dtype = dtypes[0]
     transforms = _names(args.transforms) or ["value", "grad"]
     chunks = exhaustive.chunks_of_binades(*args.exponents) if args.exponents else ()
-    return exhaustive.Spec(case.name, tuple(variants), tuple(transforms), chunks=chunks)
+    return exhaustive.Spec(case.name, tuple(variants), tuple(transforms), chunks=chunks, dtype=dtype)
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -210,8 +221,9 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         default=None,
         metavar="PLAN",
-        help="a packaged plan (quick, default, exhaustive), the path of a plan .toml file (default: default), or "
-        "exhaustive32: every finite float32 input of one case of one argument (--cases NAME), chunked and resumable",
+        help="a packaged plan (quick, default, exhaustive), the path of a plan .toml file (default: default), "
+        "exhaustive32: every finite float32 input of one case of one argument (--cases NAME), or exhaustive16: every pair "
+        "of finite 16-bit inputs of one case of two arguments (--cases NAME --dtypes bfloat16|float16); both chunked and resumable",
     )
     p.add_argument("--cases", nargs="+", action="extend", metavar="CASE", help="only these cases (space- or comma-separated)")
     p.add_argument("--variants", nargs="+", action="extend", metavar="VARIANT", help="only these variants of each case")
@@ -251,7 +263,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rulelab.model.exhaustive_spec import PLAN
+    from rulelab.model.exhaustive_spec import PLAN, PLANS
     from rulelab.model.modules import load_modules
     from rulelab.model.plan import load_plan, with_overrides
     from rulelab.report.terminal import run_digest
@@ -285,7 +297,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             run = driver.resume(args.resume, args.results, options, on_start=announce, modules=args.module)
             if not started:
                 print(f"rulelab sweep: run {run.name} is complete; nothing to resume", file=sys.stderr)
-        elif args.plan == PLAN:
+        elif args.plan in PLANS:
             load_modules(args.module)
             run = exhaustive.start(exhaustive_spec(args), args.results, options, args.module, on_start=announce)
         else:

@@ -124,6 +124,8 @@ register(
             ("y", 1): _m_xlogy_dy,
             ("y", 2): _m_xlogy_dyy,
         },
+        fast_reference={("x", 0): _fast.xlogy, ("x", 1): _fast.xlogy_dx, ("x", 2): _fast.zero2,
+                        ("y", 1): _fast.xlogy_dy, ("y", 2): _fast.xlogy_dyy},
         conventions=[
             Convention("y", 1, lambda x, y: x == 0 and y == 0, 0.0,
                        "xlogy(0, y) = 0 for every y, so d/dy = 0 at (0, 0) (the limit along x = 0)"),

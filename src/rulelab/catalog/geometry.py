@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rulelab.catalog import _fast
 from rulelab.model.case import REALS, Convention, Variant, make_case, register
 
 Array = Any
@@ -122,6 +123,11 @@ _DERIVATIVES = {
     ("y", 2): lambda mp, x, y: _m_dxx(mp, y, x),
 }
 
+_FAST = {("x", 0): _fast.hypot, ("x", 1): _fast.hypot_dx, ("y", 1): _fast.hypot_dy,
+         ("x", 2): _fast.hypot_dxx, ("y", 2): _fast.hypot_dyy}
+"""Both cases are sqrt(x^2 + y^2): one fast reference (0/0 at the origin, where mpmath
+and the conventions decide)."""
+
 register(
     make_case(
         name="norm2",
@@ -131,6 +137,7 @@ register(
         reference=_m_norm,
         derivatives=_DERIVATIVES,
         conventions=_ORIGIN_CONVENTIONS,
+        fast_reference=_FAST,
         variants=[
             Variant("naive", naive_norm2, "sqrt(x*x + y*y), plain autodiff"),
             Variant("custom_jvp", norm2, "custom_jvp: scaled value, unit-vector rule (itself custom), 0 at the origin"),
@@ -160,6 +167,7 @@ register(
         reference=_m_norm,
         derivatives=_DERIVATIVES,
         conventions=_ORIGIN_CONVENTIONS,
+        fast_reference=_FAST,
         variants=[
             Variant("naive", scaled_hypot, "max * sqrt(1 + (min/max)^2), plain autodiff"),
             Variant("custom_jvp", norm2, "custom_jvp: scaled value, unit-vector rule (itself custom)"),

@@ -95,6 +95,8 @@ register(
             ("y", 2): lambda mp, x, y: _msoft2(mp, 1, x, y),
         },
         conventions=_uniform_conventions(("x", "y")),
+        fast_reference={("x", 0): _fast.logaddexp, ("x", 1): _fast.logaddexp_dx, ("y", 1): _fast.logaddexp_dy,
+                        ("x", 2): _fast.logaddexp_d2, ("y", 2): _fast.logaddexp_d2},
         variants=[
             Variant("naive", naive_logaddexp, "log(exp(x) + exp(y)), plain autodiff"),
             Variant("custom_jvp", custom_logaddexp, "custom_jvp: shifted log1p form, softmax rule with -inf handling"),

@@ -1,6 +1,7 @@
-"""What a sweep of every finite float32 input covers (``rulelab sweep exhaustive32``):
-one case of one argument, its variants and transforms, and which chunks of consecutive
-bit patterns (all of them, or those of some binades)."""
+"""What an exhaustive sweep covers: every finite float32 input of a case of one argument
+(``rulelab sweep exhaustive32``) or every pair of finite 16-bit inputs of a case of two
+(``rulelab sweep exhaustive16``); its variants and transforms, and which chunks of
+consecutive bit patterns (all of them, or those of some binades)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from rulelab.model.case import get_case
 from rulelab.model.tasks import Task
 
 PLAN = "exhaustive32"
-"""The plan name that asks for this sweep."""
+"""The plan name that asks for every float32 input of a case of one argument."""
+PLAN16 = "exhaustive16"
+"""The plan name that asks for every pair of 16-bit inputs of a case of two arguments."""
+PLANS = (PLAN, PLAN16)
+DTYPES16 = ("bfloat16", "float16")
+"""The dtypes ``exhaustive16`` sweeps."""
 CHUNK_BITS = 22
 """log2 of the bit patterns per chunk: 4M points, a few hundred MB at most in flight."""
 CHUNKS_DIR = "chunks"
@@ -22,25 +28,40 @@ MAX_EXPONENT = 254
 
 
 class ExhaustiveError(UsageError):
-    """The exhaustive sweep cannot run as asked (a case of several arguments, no fast reference …)."""
+    """The exhaustive sweep cannot run as asked (a case of the wrong arity, no fast reference …)."""
+
+
+def plan_of(dtype: str) -> str:
+    """The exhaustive plan that sweeps ``dtype``."""
+    return PLAN if dtype == "float32" else PLAN16
 
 
 @dataclass(frozen=True)
 class Spec:
-    """What one exhaustive run covers: the case's ``variants`` under ``transforms``
-    over chunks ``chunks`` of ``chunk_bits`` bit patterns each (all of them by
-    default; fewer for a run over some binades)."""
+    """What one exhaustive run covers: the case's ``variants`` under ``transforms`` (a
+    derivative in each argument) in ``dtype`` over chunks ``chunks`` of ``chunk_bits``
+    bit patterns each (all of them by default; fewer for a run over some binades). A
+    bit pattern is one float32, or two 16-bit values side by side."""
 
     case: str
     variants: tuple[str, ...]
     transforms: tuple[str, ...]
     chunk_bits: int = CHUNK_BITS
     chunks: tuple[int, ...] = ()
+    dtype: str = "float32"
+
+    @property
+    def plan(self) -> str:
+        return plan_of(self.dtype)
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return get_case(self.case).args
 
     @property
     def tasks(self) -> list[Task]:
-        case = get_case(self.case)
-        return [Task(self.case, v, t, "" if t == "value" else case.args[0], "float32") for v in self.variants for t in self.transforms]
+        return [Task(self.case, v, t, a, self.dtype) for v in self.variants for t in self.transforms
+                for a in ([""] if t == "value" else self.args)]
 
     @property
     def chunk_list(self) -> tuple[int, ...]:
@@ -52,8 +73,9 @@ class Spec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": PLAN, "case": self.case, "variants": list(self.variants), "transforms": list(self.transforms),
-                "chunk_bits": self.chunk_bits, "chunks": list(self.chunks), "dtypes": ["float32"], "cases": [self.case]}
+        return {"name": self.plan, "case": self.case, "variants": list(self.variants), "transforms": list(self.transforms),
+                "chunk_bits": self.chunk_bits, "chunks": list(self.chunks), "dtype": self.dtype, "dtypes": [self.dtype],
+                "cases": [self.case]}
 
 
 def chunks_of_binades(lo: int, hi: int, chunk_bits: int = CHUNK_BITS) -> tuple[int, ...]:

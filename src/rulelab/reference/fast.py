@@ -1,20 +1,22 @@
 """The fast reference tier: vectorised float64 references, trusted only as far as measured.
 
 The pitfall: a float64 formula is not a reference. It cancels, overflows or underflows
-where mpmath does not, and nothing in its output says so. Sweeping every float32 input
-needs one anyway (mpmath at 10-40 us a point is tens of core-hours per transform), so
-a case's ``fast_reference`` is measured before use: against confirmed mpmath references
-at points in every float32 binade of each sign, the case's special points and every
-point of the cache, its relative error is taken, and the bound used is ``SAFETY`` times
-the worst seen, never below ``FLOOR``. A fast value then decides a point only when the
-whole interval the bound allows rounds to one float32 value; elsewhere (a value near a
-rounding boundary, a non-finite value, and a tiny value, one that rounds to zero, in a
-binade where the validation did not see the reference tiny too) mpmath decides.
+where mpmath does not, and nothing in its output says so. Sweeping every float32 input,
+or every pair of 16-bit inputs, needs one anyway (mpmath at 10-40 us a point is tens of
+core-hours per transform), so a case's ``fast_reference`` is measured before use:
+against confirmed mpmath references at points in every binade of the dtype (every pair
+of binades for a case of two arguments) of each sign, the case's special points and
+every point of the cache, its relative error is taken, and the bound used is ``SAFETY``
+times the worst seen, never below ``FLOOR``. A fast value then decides a point only when
+the whole interval the bound allows rounds to one value of the dtype; elsewhere (a value
+near a rounding boundary, a non-finite value, and a tiny value, one that rounds to zero,
+in a binade where the validation did not see the reference tiny too) mpmath decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rulelab.core.errors import UsageError
+from rulelab.core.floats import fmt
 from rulelab.model.case import Case
 from rulelab.reference.cache import load_cache, reference_key
 from rulelab.reference.compute import references
@@ -31,14 +34,17 @@ SAFETY = 8.0
 """The bound is this many times the worst relative error the validation saw."""
 FLOOR = 2.0**-50
 """The least bound: a few float64 rounding errors of a well-written formula."""
-MAX_BOUND = 2.0**-36
-"""A fast reference whose bound exceeds this is refused: its values would sit near a
-float32 rounding boundary too often to decide points (and it is likely wrong)."""
+MARGIN_BITS = 12
+"""A fast reference whose bound exceeds 2^-(precision + MARGIN_BITS) of the dtype
+(2^-36 for float32, 2^-20 for bfloat16) is refused: its values would sit near a rounding
+boundary too often to decide points (and it is likely wrong)."""
 PER_BINADE = 8
-"""Validation points per float32 binade and sign."""
-TINY = 2.0**-151
-"""Below this a value rounds to a float32 zero whatever its relative error (below one
-half): there only the class matters, fast and reference both tiny."""
+"""Validation points per binade and sign of a one-argument case (one per pair of
+binades for two arguments)."""
+MAX_ARGS = 2
+"""The fast tier validates cases of at most this many arguments (every binade pair)."""
+Points = tuple[np.ndarray, ...]
+"""One float64 array per argument of the case."""
 
 
 class FastReferenceError(UsageError):
@@ -46,11 +52,56 @@ class FastReferenceError(UsageError):
     validation; the message names case, derivative and where it is off."""
 
 
+def max_bound(dtype: Any) -> float:
+    """The largest bound accepted for ``dtype`` (see :data:`MARGIN_BITS`)."""
+    return 2.0 ** -(fmt(dtype).precision + MARGIN_BITS)
+
+
+def tiny(dtype: Any) -> float:
+    """Below this a value rounds to zero in ``dtype`` whatever its relative error (below
+    one half): there only the class matters, fast and reference both tiny."""
+    return math.ldexp(1.0, fmt(dtype).quantum_min - 2)
+
+
+def binade_of(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """The binade of each value in ``dtype``: floor(log2|x|) for normal numbers, emin - 1
+    for subnormals and zero (one bin), emax + 1 for infinities."""
+    f = fmt(dtype)
+    e = (np.asarray(x).astype(f.dtype).view(f.uint).astype(np.int64) >> (f.precision - 1)) & ((1 << (f.bits - f.precision)) - 1)
+    return e - f.emax
+
+
 def binade32(x: np.ndarray) -> np.ndarray:
-    """The float32 binade of each input: floor(log2|x|) for normal numbers, -127 for
-    subnormals and zero (one bin), 128 for infinities."""
-    e = (np.asarray(x, dtype=np.float32).view(np.uint32) >> 23) & 0xFF
-    return e.astype(np.int64) - 127
+    """The float32 binade of each input (:func:`binade_of` in float32)."""
+    return binade_of(x, "float32")
+
+
+def _arg_key(x: np.ndarray, dtype: Any) -> np.ndarray:
+    return np.where(np.signbit(x), -1, 1) * 1000 + binade_of(x, dtype) + 2048
+
+
+def bin_key(points: np.ndarray | Points, dtype: Any = "float32") -> np.ndarray:
+    """One integer per point for its signs and binades in ``dtype``, argument by argument
+    (12 bits each: sign * 1000 + binade, offset by 2048)."""
+    points = (points,) if isinstance(points, np.ndarray) else points
+    key = np.zeros(np.shape(points[0]), dtype=np.int64)
+    for i, x in enumerate(points):
+        key |= _arg_key(np.asarray(x, dtype=np.float64), dtype) << (12 * i)
+    return key
+
+
+def key_bins(key: int, nargs: int) -> list[tuple[int, int]]:
+    """The (sign, binade) of each argument that :func:`bin_key` packed in ``key``."""
+    out = []
+    for i in range(nargs):
+        k = ((key >> (12 * i)) & 0xFFF) - 2048
+        sign = 1 if k > 0 else -1
+        out.append((sign, k - sign * 1000))
+    return out
+
+
+def _where(args: Sequence[str], bins: list[tuple[int, int]], dtype: Any) -> str:
+    return ", ".join(f"{a} in {'-' if s < 0 else '+'}binade {b}" for a, (s, b) in zip(args, bins)) + f" ({fmt(dtype).name})"
 
 
 def fast_function(case: Case, arg: str, order: int) -> Callable[..., Any]:
@@ -61,41 +112,89 @@ def fast_function(case: Case, arg: str, order: int) -> Callable[..., Any]:
         what = "the value" if order == 0 else f"derivative {order} in {arg}"
         raise FastReferenceError(
             f"case {case.name!r} has no fast reference for {what}: give make_case(..., fast_reference={{({arg!r}, {order}): "
-            "f}) with f a vectorised float64 numpy function, so every float32 input can be swept"
+            f"f}}) with f({', '.join(case.args)}) a vectorised float64 numpy function, so every input can be swept"
         )
     return fn
 
 
-def evaluate_fast(case: Case, arg: str, order: int, x: np.ndarray) -> np.ndarray:
-    """The fast reference at ``x`` (float64), as float64."""
+def evaluate_fast(case: Case, arg: str, order: int, points: np.ndarray | Points) -> np.ndarray:
+    """The fast reference at ``points`` (one array per argument), as float64."""
+    points = (points,) if isinstance(points, np.ndarray) else points
     with np.errstate(all="ignore"):
-        return np.asarray(fast_function(case, arg, order)(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+        xs = [np.asarray(x, dtype=np.float64) for x in points]
+        return np.asarray(fast_function(case, arg, order)(*xs), dtype=np.float64) * np.ones(xs[0].shape)
 
 
-def validation_points(case: Case) -> np.ndarray:
-    """``PER_BINADE`` float32 values in every binade of each sign (mantissas spread
-    evenly, the binade's ends included), ±0, the least subnormals and the case's special
-    points, inside the domain, as float64."""
-    exps = np.arange(1, 255, dtype=np.uint32)
-    mant = np.linspace(0, (1 << 23) - 1, PER_BINADE).astype(np.uint32)
-    bits = (exps[:, None] << 23 | mant[None, :]).ravel()
-    sub = np.array([1, 2, 3, 1 << 10, (1 << 22) + 1, (1 << 23) - 1], dtype=np.uint32)
-    pos = np.concatenate([bits, sub, [0]]).view(np.float32).astype(np.float64)
-    x = np.concatenate([pos, -pos, [p[0] for p in case.special_points if np.isfinite(p[0])]])
-    x = np.unique(x.astype(np.float32).astype(np.float64))
-    return x[np.asarray(case.domain[0].contains(x), dtype=bool)]
+def _binade_values(dtype: Any, per: int, inside: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Per finite binade of ``dtype`` and sign, ``per`` values (mantissas spread evenly,
+    the binade's ends included; the subnormals' binade from the least one up)."""
+    f = fmt(dtype)
+    mant_bits = f.precision - 1
+    mant = np.unique(np.linspace(0, (1 << mant_bits) - 1, per).astype(np.int64))
+    out = []
+    for e in range(0, 2 * f.emax + 1):  # biased exponents of the finite values
+        m = np.maximum(mant, 1) if e == 0 else mant
+        for sign in (0, 1):
+            bits = ((sign << (f.bits - 1)) | (e << mant_bits) | m).astype(f.uint)
+            x = bits.view(f.dtype).astype(np.float64)
+            x = x[inside(x)]
+            if x.size:
+                out.append(x)
+    return out
 
 
-def bin_key(x: np.ndarray) -> np.ndarray:
-    """One integer per (sign, float32 binade) of the inputs: sign * 1000 + binade32."""
-    return np.where(np.signbit(x), -1, 1) * 1000 + binade32(x)
+def validation_points(case: Case, dtype: Any = "float32") -> Points:
+    """Where a fast reference is checked, inside the domain, as float64 arrays: for one
+    argument ``PER_BINADE`` values of ``dtype`` in every binade of each sign; for two, a
+    value in every pair of such binades (mantissas varying from pair to pair); and in
+    every case ±0, the least subnormals, the infinities the domain holds and the case's
+    special points."""
+    f, nargs = fmt(dtype), len(case.args)
+    if nargs > MAX_ARGS:
+        raise FastReferenceError(f"case {case.name!r} has {nargs} arguments; the fast tier validates cases of at most {MAX_ARGS}")
+    extra = np.array([0.0, -0.0, f.smallest_subnormal, -f.smallest_subnormal, 2 * f.smallest_subnormal, math.inf, -math.inf])
+    per_arg = []
+    for dom in case.domain:
+        inside = lambda x, dom=dom: np.asarray(dom.contains(x), dtype=bool)  # noqa: E731
+        bins = _binade_values(dtype, PER_BINADE if nargs == 1 else 1, inside)
+        per_arg.append((bins, extra[inside(extra)]))
+    if nargs == 1:
+        bins, ext = per_arg[0]
+        cols: Points = (np.concatenate([*bins, ext]),)
+    else:
+        (bx, ex), (by, ey) = per_arg
+        n, m = len(bx), len(by)
+        i, j = np.divmod(np.arange(n * m), m)
+        # one value of each binade pair, its position in the binade varying with the pair
+        x = np.array([bx[a][(a * 7 + b * 3) % bx[a].size] for a, b in zip(i, j)])
+        y = np.array([by[b][(a * 5 + b * 11) % by[b].size] for a, b in zip(i, j)])
+        rx = np.concatenate([b[:1] for b in bx] + [ex])
+        ry = np.concatenate([b[:1] for b in by] + [ey])
+        gx, gy = np.meshgrid(rx, ry, indexing="ij")  # every extra against a value of every binade
+        keep = np.isin(gx, ex) | np.isin(gy, ey)
+        cols = (np.concatenate([x, gx[keep]]), np.concatenate([y, gy[keep]]))
+    special = [p for p in case.special_points if all(math.isfinite(c) or not math.isnan(c) for c in p)]
+    cols = tuple(np.concatenate([c, np.array([p[k] for p in special], dtype=np.float64)]) for k, c in enumerate(cols))
+    with np.errstate(over="ignore"):  # (a special point beyond the dtype's range becomes an infinity, as the dtype reads it)
+        cols = tuple(c.astype(f.dtype).astype(np.float64) if f.name != "float64" else c for c in cols)
+    return _inside_unique(case, cols)
+
+
+def _inside_unique(case: Case, cols: Points) -> Points:
+    """The distinct points of ``cols`` inside the case's domain (in bit order)."""
+    bits = np.unique(np.stack([c.view(np.uint64) for c in cols], axis=1), axis=0)
+    cols = tuple(np.ascontiguousarray(bits[:, k]).view(np.float64) for k in range(len(cols)))
+    inside = np.ones(cols[0].shape, dtype=bool)
+    for dom, c in zip(case.domain, cols):
+        inside &= np.asarray(dom.contains(c), dtype=bool)
+    return tuple(c[inside] for c in cols)
 
 
 @dataclass(frozen=True)
 class Validation:
-    """What validating one fast reference found: the ``bound`` it is trusted to, the
-    points it was checked at, the worst relative error and its input, and the input
-    binades (:func:`bin_key`) where a tiny fast value (below :data:`TINY`, zero
+    """What validating one fast reference found: the ``bound`` it is trusted to in
+    ``dtype``, the points it was checked at, the worst relative error and its input,
+    and the binades (:func:`bin_key`) where a tiny fast value (below :func:`tiny`, zero
     included) was confirmed: every reference there is tiny too."""
 
     case: str
@@ -104,59 +203,81 @@ class Validation:
     bound: float
     n_points: int
     worst_rel: float
-    worst_at: float
+    worst_at: tuple[float, ...]
     tiny_binades: frozenset[int]
+    dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bound": self.bound, "n_points": self.n_points, "worst_rel": self.worst_rel, "worst_at": self.worst_at,
-                "tiny_binades": [(1 if k > 0 else -1, k - (1000 if k > 0 else -1000)) for k in sorted(self.tiny_binades)]}
+        nargs = len(self.worst_at)
+        return {"dtype": self.dtype, "bound": self.bound, "n_points": self.n_points, "worst_rel": self.worst_rel,
+                "worst_at": list(self.worst_at),
+                "tiny_binades": [[list(b) for b in key_bins(k, nargs)] if nargs > 1 else list(key_bins(k, 1)[0])
+                                 for k in sorted(self.tiny_binades)]}
 
 
-def validate(case: Case, arg: str, order: int, pool: Executor | None = None, tasks: int = 1) -> Validation:
+def _cached_points(key: str, nargs: int) -> Points:
+    cached = load_cache(key)
+    if not cached:
+        return tuple(np.zeros(0) for _ in range(nargs))
+    bits = np.frombuffer(b"".join(cached), dtype=np.uint64).reshape(len(cached), -1)
+    if bits.shape[1] != nargs:
+        return tuple(np.zeros(0) for _ in range(nargs))
+    return tuple(np.ascontiguousarray(bits[:, k]).view(np.float64) for k in range(nargs))
+
+
+def validate(case: Case, arg: str, order: int, dtype: Any = "float32", pool: Executor | None = None, tasks: int = 1) -> Validation:
     """Measure the case's fast reference against confirmed mpmath references (computed
     in ``pool`` where missing from the cache) at :func:`validation_points` and every
-    cached point; FastReferenceError when its bound exceeds ``MAX_BOUND``."""
-    key = reference_key(case, order, arg)
-    cached = load_cache(key)
-    cached_x = np.array([np.frombuffer(b, dtype=np.uint64)[0] for b in cached], dtype=np.uint64).view(np.float64) if cached else np.zeros(0)
-    x = np.unique(np.concatenate([validation_points(case), cached_x[np.isfinite(cached_x) & (np.abs(cached_x) <= np.finfo(np.float32).max)]]))
-    x = x[np.asarray(case.domain[0].contains(x), dtype=bool)]
-    hi, lo = references(case, order, arg, (x,), pool, tasks=tasks)
-    fast = evaluate_fast(case, arg, order, x)
+    cached point within ``dtype``'s range; FastReferenceError naming the binades where
+    its bound exceeds :func:`max_bound`."""
+    f, nargs = fmt(dtype), len(case.args)
+    small = tiny(f)
+    cached = _cached_points(reference_key(case, order, arg), nargs)
+    within = np.ones(cached[0].shape, dtype=bool)
+    for c in cached:
+        within &= ~np.isnan(c) & (np.abs(c) <= f.max_finite) | np.isinf(c)
+    pts = validation_points(case, f)
+    points = _inside_unique(case, tuple(np.concatenate([p, c[within]]) for p, c in zip(pts, cached)))
+    hi, lo = references(case, order, arg, points, pool, tasks=tasks)
+    fast = evaluate_fast(case, arg, order, points)
     settled = ~is_unsettled(hi, lo) & ~np.isnan(hi)
     ref = hi + lo
     with np.errstate(all="ignore"):
-        tiny_ref, tiny_fast = np.abs(ref) < TINY, np.abs(fast) < TINY
+        tiny_ref, tiny_fast = np.abs(ref) < small, np.abs(fast) < small
         # a non-finite fast value never decides a point (mpmath does), so it is not scored
         scored = settled & np.isfinite(ref) & np.isfinite(fast) & ~(tiny_ref & tiny_fast)
-        rel = np.where(scored, np.abs(fast - ref) / np.maximum(np.abs(ref), TINY), 0.0)
+        rel = np.where(scored, np.abs(fast - ref) / np.maximum(np.abs(ref), small), 0.0)
     rel = np.where(np.isnan(rel), np.inf, rel)
     i = int(np.argmax(rel)) if rel.size else 0
     worst = float(rel[i]) if rel.size else 0.0
+    at = tuple(float(p[i]) for p in points) if rel.size else (0.0,) * nargs
     bound = max(SAFETY * worst, FLOOR)
     what = "the value" if order == 0 else f"derivative {order} in {arg}"
-    if bound > MAX_BOUND:
+    keys = bin_key(points, f)
+    if bound > max_bound(f):
+        where = ", ".join(f"{a} = {v!r}" for a, v in zip(case.args, at))
         raise FastReferenceError(
-            f"case {case.name!r}: the fast reference for {what} is off by {worst:.3g} relative at {arg} = {x[i]!r} "
-            f"(float32 binade {int(binade32(x[i:i + 1])[0])}), more than {MAX_BOUND / SAFETY:.3g}; fix it, or sweep that "
-            "derivative with mpmath alone"
+            f"case {case.name!r}: the fast reference for {what} is off by {worst:.3g} relative at {where} "
+            f"({_where(case.args, key_bins(int(keys[i]), nargs), f)}), more than {max_bound(f) / SAFETY:.3g}; fix it, or sweep "
+            "that derivative with mpmath alone"
         )
-    key = bin_key(x)
-    tiny = frozenset(set(key[tiny_fast].tolist()) - set(key[tiny_fast & ~(tiny_ref & settled)].tolist()))
-    return Validation(case.name, arg, order, bound, int(x.size), worst, float(x[i]) if x.size else 0.0, tiny)
+    tiny_keys = frozenset(set(keys[tiny_fast].tolist()) - set(keys[tiny_fast & ~(tiny_ref & settled)].tolist()))
+    return Validation(case.name, arg, order, bound, int(points[0].size), worst, at, tiny_keys, f.name)
 
 
-def decided(fast: np.ndarray, x: np.ndarray, v: Validation) -> np.ndarray:
-    """Where the fast values decide the float32 reference: finite and not tiny with the
-    whole interval ``fast * (1 ± bound)`` (widened by a float64 ulp) rounding to one
-    float32 value, or tiny in a binade where the validation saw only tiny references."""
+def decided(fast: np.ndarray, points: np.ndarray | Points, v: Validation) -> np.ndarray:
+    """Where the fast values decide the reference rounded to ``v.dtype``: finite and not
+    tiny with the whole interval ``fast * (1 ± bound)`` (widened by a float64 ulp)
+    rounding to one value, or tiny in a binade where the validation saw only tiny
+    references."""
+    f = fmt(v.dtype)
     fast = np.asarray(fast, dtype=np.float64)
     with np.errstate(all="ignore"):
         width = np.abs(fast) * v.bound
-        lo = np.nextafter(fast - width, -np.inf).astype(np.float32)
-        hi = np.nextafter(fast + width, np.inf).astype(np.float32)
-    tiny = np.abs(fast) < TINY
-    ok = np.isfinite(fast) & ~tiny & (lo == hi)
-    if tiny.any() and v.tiny_binades:
-        ok |= tiny & np.isin(bin_key(x), np.array(sorted(v.tiny_binades)))
+        lo = np.nextafter(fast - width, -np.inf).astype(f.dtype)
+        hi = np.nextafter(fast + width, np.inf).astype(f.dtype)
+    small = np.abs(fast) < tiny(f)
+    ok = np.isfinite(fast) & ~small & (lo == hi)
+    if small.any() and v.tiny_binades:
+        ok |= small & np.isin(bin_key(points, f), np.array(sorted(v.tiny_binades)))
     return ok

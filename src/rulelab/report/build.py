@@ -47,7 +47,7 @@ def _write(path: Path, text: str) -> None:
 def _per_case(acc: Accuracy) -> dict[str, Accuracy]:
     """``acc`` restricted to each of its cases (what a worker process needs), each
     table split once."""
-    names = ("summary", "binned", "worst", "samples", "blame")
+    names = ("summary", "binned", "binned2", "worst", "samples", "blame")
     rows = {n: getattr(acc, n).groupby("case", sort=False).indices for n in names}
     none = np.zeros(0, dtype=np.int64)
     return {c: replace(acc, **{n: getattr(acc, n).iloc[rows[n].get(c, none)] for n in names}) for c in acc.cases()}
@@ -68,7 +68,7 @@ def _page_key(job: tuple[Accuracy, str, CaseInfo, bool, Links], code: bytes) -> 
     rows (without the name of the run they were read from), its description, the links,
     and what the page says of its runs."""
     acc, case, info, several_backends, links = job
-    rows = [getattr(acc, name).drop(columns=RUN, errors="ignore") for name in ("summary", "binned", "worst", "samples", "blame")]
+    rows = [getattr(acc, name).drop(columns=RUN, errors="ignore") for name in ("summary", "binned", "binned2", "worst", "samples", "blame")]
     return figcache.key(PAGES, (*rows, case, repr(info), several_backends, repr(links), case_run_notes(acc)), {}, code)
 
 

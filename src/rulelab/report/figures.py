@@ -35,6 +35,7 @@ from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
 from rulelab.report.figcache import cached
+from rulelab.store.vocabulary import Bucket
 
 DPI = 80
 PANEL_W, PANEL_H = 4.2, 2.8
@@ -389,6 +390,72 @@ def accuracy_figure(binned: pd.DataFrame, samples: pd.DataFrame, variants: Seque
         handles.append(Line2D([], [], color="#888", linewidth=2.5, label="reference (mpmath)"))
     handles.append(Patch(color=FAIL_COLOUR, alpha=0.25, label="non-finite results"))
     return _finish(fig, handles, title)
+
+
+@cached
+@_quiet
+def error_map(cells: pd.DataFrame, variants: Sequence[str], *, args: Sequence[str], title: str) -> bytes | None:
+    """The error map of one transform of a case of two arguments in one dtype on one
+    backend: a panel per variant, the max dULP per pair of (sign, binade) of the two
+    arguments as a colour (log scale: exact is the palest), cells with non-finite results
+    (a wrong non-finite or an unexpected finite) in the failure colour. Both axes are
+    symmetric binade axes; an empty cell had no points (outside the domain)."""
+    cells = cells[cells["count"] > 0]
+    present = [v for v in variants if (cells["variant"] == v).any()]
+    if cells.empty or not present:
+        return None
+    axes = []
+    for k in ("0", "1"):
+        b = cells[f"binade{k}"].to_numpy(dtype=np.float64)
+        axis = _axis(b)
+        pos = axis.position(cells[f"sign{k}"].to_numpy(), b)
+        axes.append((axis, pos, bool((cells[f"sign{k}"] < 0).any()), bool(np.isinf(b).any())))
+    (ax_x, px, neg_x, inf_x), (ax_y, py, neg_y, inf_y) = axes
+    ux, uy = np.unique(px), np.unique(py)
+    fig, panels = _panels(len(present))
+    width = fig.get_figwidth()
+    fig.subplots_adjust(right=1 - 1.1 / width)  # (room for the colour bar)
+    cmap = matplotlib.colormaps["viridis_r"].copy()
+    cmap.set_bad("white")
+    top = max(float(np.nanmax(cells["max_ulp"].to_numpy(dtype=np.float64), initial=1.0)), 1.0)
+    norm = matplotlib.colors.LogNorm(vmin=1.0, vmax=max(top + 1.0, 2.0))
+    image = None
+    nonfinite = (cells[Bucket.WRONG_NONFINITE.column] + cells[Bucket.UNEXPECTED_FINITE.column]).to_numpy()
+    for ax, v in zip(panels, present):
+        sel = (cells["variant"] == v).to_numpy()
+        grid = np.full((uy.size, ux.size), np.nan)
+        i, j = np.searchsorted(uy, py[sel]), np.searchsorted(ux, px[sel])
+        grid[i, j] = cells["max_ulp"].to_numpy(dtype=np.float64)[sel] + 1.0
+        bad = np.zeros(grid.shape, dtype=bool)
+        bad[i, j] = nonfinite[sel] > 0
+        # one column (row) per (sign, binade) present, each at its axis position
+        ex = np.concatenate([ux - 0.5, [ux[-1] + 0.5]])
+        ey = np.concatenate([uy - 0.5, [uy[-1] + 0.5]])
+        image = ax.pcolormesh(ex, ey, np.ma.masked_invalid(grid), cmap=cmap, norm=norm, shading="flat")
+        if bad.any():
+            ax.pcolormesh(ex, ey, np.ma.masked_where(~bad, np.ones(grid.shape)), cmap=matplotlib.colors.ListedColormap([FAIL_COLOUR]), shading="flat")
+        ax.set_xlim(ex[0], ex[-1])
+        ax.set_ylim(ey[0], ey[-1])
+        ax.set_title(v, fontsize=9)
+        ax_x.ticks(ax, neg_x, inf_x)
+        ax.set_xlabel(args[0], fontsize=8)
+        ax.set_ylabel(args[1], fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        _binade_yticks(ax, ax_y, neg_y, inf_y)
+    if image is not None:
+        sp = fig.subplotpars
+        bar = fig.colorbar(image, cax=fig.add_axes((1 - 0.95 / width, sp.bottom, 0.12 / width, sp.top - sp.bottom)))
+        bar.set_label("max dULP + 1", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    return _finish(fig, [Patch(color=FAIL_COLOUR, label="non-finite results"), Patch(facecolor="white", edgecolor="#999", label="no points")], title)
+
+
+def _binade_yticks(ax: Axes, axis: BinadeAxis, negative: bool, infinite: bool) -> None:
+    """:meth:`BinadeAxis.ticks` on the y axis (drawn on a scratch x axis, then moved)."""
+    scratch = ax.figure.add_axes((0, 0, 0, 0))
+    axis.ticks(scratch, negative, infinite)
+    ax.set_yticks(scratch.get_xticks(), [t.get_text() for t in scratch.get_xticklabels()], fontsize=7)
+    scratch.remove()
 
 
 @cached

@@ -56,6 +56,8 @@ class Accuracy:
     samples: pd.DataFrame
     blame: pd.DataFrame = field(default_factory=store.empty_blame)
     """Why failing results fail: the operation and line blamed at their worst inputs."""
+    binned2: pd.DataFrame = field(default_factory=lambda: _empty("binned2"))
+    """The error maps of cases of two arguments: per pair of binades of their arguments."""
 
     @property
     def empty(self) -> bool:

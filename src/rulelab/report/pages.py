@@ -335,6 +335,7 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
                 parts.append(f"{'Bottom' if not bsel.empty else 'Plot'}: {what} computed by each variant (dots) and the mpmath "
                              f"reference (grey) over the stored samples against {argument}{other}; ticks on the top edge mark non-finite results.")
             body.append(html.img(image, f"{case} {what}: error per binade and values against the reference", caption=" ".join(parts)))
+        body.extend(_error_maps(acc, case, transform, arg, args, variants, f"{case}: {what}"))
         wsel = w[(w["transform"] == transform) & (w["arg"] == arg)]
         if not wsel.empty:
             parts = []
@@ -344,6 +345,23 @@ def case_page(acc: Accuracy, case: str, info: CaseInfo, found: Sequence[Finding]
                     parts.append(html.table(t, caption=f"{dtype}" + (f" on {backend}" if wsel["backend"].nunique() > 1 else "")))
             body.append(html.details(f"worst inputs ({label})", "\n".join(parts)))
     return html.page(f"case: {case}", "\n".join(body), nav=links.nav())
+
+
+def _error_maps(acc: Accuracy, case: str, transform: str, arg: str, args: Sequence[str], variants: Sequence[str], title: str) -> list[str]:
+    """The error maps over both arguments of a case of two (one image per dtype and
+    backend), where the run stored them."""
+    m = acc.binned2
+    sel = m[(m["case"] == case) & (m["transform"] == transform) & (m["arg"] == arg)] if len(args) == 2 and not m.empty else m.iloc[:0]
+    out = []
+    for dtype in ordered(sel["dtype"], DTYPE_ORDER):
+        for backend in dict.fromkeys(sel.loc[sel["dtype"] == dtype, "backend"]):
+            cells = sel[(sel["dtype"] == dtype) & (sel["backend"] == backend)].drop(columns=RUN)
+            image = figures.error_map(cells, variants, args=tuple(args), title=f"{title}, {dtype}" + (f" on {backend}" if sel["backend"].nunique() > 1 else ""))
+            if image:
+                out.append(html.img(image, f"{title}: error map over {args[0]} and {args[1]} in {dtype}", caption=(
+                    f"Error map ({dtype}): the largest dULP over each pair of binades of {args[0]} (across) and {args[1]} (up), "
+                    "each sign on its own side of zero; red where a variant returned non-finite values, white where there are no points.")))
+    return out
 
 
 def compare_page(a: Accuracy, b: Accuracy, found_a: Sequence[Finding], found_b: Sequence[Finding], links: Links) -> str:

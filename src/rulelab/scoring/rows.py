@@ -14,6 +14,7 @@ from rulelab.jaxrun.evaluate import Outcome
 from rulelab.model.case import Case
 from rulelab.model.inputs import Sweep
 from rulelab.model.tasks import Task
+from rulelab.scoring.binning import cells_table
 from rulelab.scoring.metrics import (
     FlushReference,
     binned,
@@ -93,7 +94,7 @@ def task_rows(
     is not ``ok`` has a summary row only."""
     if outcome.status != Status.OK or outcome.values is None or ref is None:
         row = summary_row(task, case, outcome, len(sweep))
-        return {"summary": {**key_columns(task, backend, 1), **{k: [v] for k, v in row.items()}}, "binned": {}, "worst": {}, "samples": {}}
+        return {"summary": {**key_columns(task, backend, 1), **{k: [v] for k, v in row.items()}}, "binned": {}, "binned2": {}, "worst": {}, "samples": {}}
     hi, lo = ref
     values = outcome.values
     errors = point_errors(values, hi, lo, task.dtype, rounded, flush)
@@ -105,12 +106,15 @@ def task_rows(
     x = sweep.points[pos].astype(np.float64)
     idx = thin(x, n_samples)
     samples = {"points": [p[idx] for p in sweep.points], "computed": values.astype(np.float64)[idx], "ref_hi": hi[idx], "dulp": errors.dulp[idx]}
-    return result_rows(task, case, backend, row, binned(x, errors), worst(sweep.points, values, hi, lo, errors, k=n_worst), samples)
+    cells = cells_table(sweep.points, errors) if len(case.args) == 2 else None
+    return result_rows(task, case, backend, row, binned(x, errors), worst(sweep.points, values, hi, lo, errors, k=n_worst), samples, cells)
 
 
-def result_rows(task: Task, case: Case, backend: str, row: dict[str, Any], b: pd.DataFrame, w: pd.DataFrame, samples: dict[str, Any]) -> Rows:
+def result_rows(task: Task, case: Case, backend: str, row: dict[str, Any], b: pd.DataFrame, w: pd.DataFrame, samples: dict[str, Any],
+                cells: pd.DataFrame | None = None) -> Rows:
     """The rows of one result in each table, from its summary ``row``, its per-binade
-    aggregates ``b`` (``metrics.binned``'s columns), its worst points ``w``
+    aggregates ``b`` (``metrics.binned``'s columns), its error map ``cells``
+    (``binning.cells_table``'s, for a case of two arguments), its worst points ``w``
     (``metrics.worst``'s) and its samples (input arrays under ``points``, and the
     computed value, reference and dULP at them)."""
     pos = case.args.index(task.arg) if task.arg else 0
@@ -122,6 +126,7 @@ def result_rows(task: Task, case: Case, backend: str, row: dict[str, Any], b: pd
             "binade_of": [case.args[pos]] * len(b),
             **{c: b[c].to_numpy() for c in b.columns},
         },
+        "binned2": {} if cells is None else {**key_columns(task, backend, len(cells)), **{c: cells[c].to_numpy() for c in cells.columns}},
         "worst": {
             **key_columns(task, backend, len(w)),
             "rank": np.arange(len(w)),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the layout and columns below; raised whenever either changes."""
 
 
@@ -172,6 +172,23 @@ BINNED: Columns = MappingProxyType(
 )
 """binned.parquet: one row per result, sign and binade."""
 
+BINNED2: Columns = MappingProxyType(
+    {
+        **KEYS,
+        "sign0": ("int64", "sign of the first argument: -1 or 1 (-0 counts as -1)"),
+        "binade0": ("float64", "floor(log2|x|) of the first argument; -inf for zero, inf for infinity"),
+        "sign1": ("int64", "sign of the second argument"),
+        "binade1": ("float64", "floor(log2|y|) of the second argument"),
+        "count": ("int64", "points in this pair of binades and signs"),
+        "max_ulp": ("float64", "headline: largest dULP over its comparable points (NaN if none)"),
+        "max_ulp_ieee": ("float64", "largest dULP against the IEEE reference alone"),
+        "flushed": ("int64", "points the backend's flushing explains"),
+        **{b.column: ("int64", f"headline: {_BUCKET_MEANING[b]}") for b in Bucket},
+    }
+)
+"""binned2.parquet: for a case of two arguments, one row per result and pair of (sign,
+binade) of its arguments: the error map over both arguments (empty for other cases)."""
+
 POINT_INPUTS = ("in0", "in1", "in2")
 """Input columns of point tables: argument positions 0, 1, 2 as float64 (NaN where the
 case has fewer arguments). A case of more arguments adds in3, in4, …"""
@@ -209,7 +226,7 @@ SAMPLES: Columns = MappingProxyType(
 """samples.parquet: up to ``plan.samples`` points of each result spread evenly over its
 sweep sorted by the ``binade_of`` argument, to plot the result against the reference."""
 
-TABLES: Mapping[str, Columns] = MappingProxyType({"summary": SUMMARY, "binned": BINNED, "worst": WORST, "samples": SAMPLES})
+TABLES: Mapping[str, Columns] = MappingProxyType({"summary": SUMMARY, "binned": BINNED, "binned2": BINNED2, "worst": WORST, "samples": SAMPLES})
 """Every accuracy table of a run, by file stem."""
 
 BLAME: Columns = MappingProxyType(
