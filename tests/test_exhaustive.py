@@ -71,7 +71,9 @@ def test_a_value_near_a_float32_rounding_boundary_is_left_to_mpmath():
     assert ok.tolist() == [False, False, True, False, False, False]
     # a tiny value decides only in a binade where the validation saw tiny references
     tiny = fastref.Validation("c", "x", 0, 2.0**-45, 1, 0.0, 0.0, frozenset(fastref.bin_key(np.array([-200.0])).tolist()))
-    assert fastref.decided(np.array([1e-300, 1e-300]), np.array([-200.0, 200.0]), tiny).tolist() == [True, False]
+    assert fastref.decided(np.array([1e-305, 1e-305]), np.array([-200.0, 200.0]), tiny).tolist() == [True, False]
+    # above fastref.TINY a value that rounds to zero is decided by its bound, like any other
+    assert fastref.decided(np.array([1e-50, -1e-300]), np.array([200.0, 200.0]), tiny).tolist() == [True, True]
 
 
 def test_a_case_without_a_fast_reference_is_refused_with_what_it_needs():

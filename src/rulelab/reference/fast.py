@@ -9,8 +9,9 @@ of binades for a case of two arguments) of each sign, the case's special points 
 every point of the cache, its relative error is taken, and the bound used is ``SAFETY``
 times the worst seen, never below ``FLOOR``. A fast value then decides a point only when
 the whole interval the bound allows rounds to one value of the dtype; elsewhere (a value
-near a rounding boundary, a non-finite value, and a tiny value, one that rounds to zero,
-in a binade where the validation did not see the reference tiny too) mpmath decides.
+near a rounding boundary, a non-finite value, and a tiny value, one float64 may have
+computed with gradual underflow, in a binade where the validation did not see the
+reference tiny too) mpmath decides.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def max_bound(dtype: Any) -> float:
     return 2.0 ** -(fmt(dtype).precision + MARGIN_BITS)
 
 
-def tiny(dtype: Any) -> float:
-    """Below this a value rounds to zero in ``dtype`` whatever its relative error (below
-    one half): there only the class matters, fast and reference both tiny."""
-    return math.ldexp(1.0, fmt(dtype).quantum_min - 2)
+TINY = 2.0**-1000
+"""Below this a float64 formula may have lost its relative accuracy to gradual underflow,
+so relative errors are measured (and trusted) only above it; below it every dtype swept
+rounds to zero, and only the class matters: fast value and reference both tiny."""
 
 
 def binade_of(x: np.ndarray, dtype: Any) -> np.ndarray:
@@ -194,7 +195,7 @@ def _inside_unique(case: Case, cols: Points) -> Points:
 class Validation:
     """What validating one fast reference found: the ``bound`` it is trusted to in
     ``dtype``, the points it was checked at, the worst relative error and its input,
-    and the binades (:func:`bin_key`) where a tiny fast value (below :func:`tiny`, zero
+    and the binades (:func:`bin_key`) where a tiny fast value (below :data:`TINY`, zero
     included) was confirmed: every reference there is tiny too."""
 
     case: str
@@ -231,12 +232,13 @@ def validate(case: Case, arg: str, order: int, dtype: Any = "float32", pool: Exe
     cached point within ``dtype``'s range; FastReferenceError naming the binades where
     its bound exceeds :func:`max_bound`."""
     f, nargs = fmt(dtype), len(case.args)
-    small = tiny(f)
+    small = TINY
     cached = _cached_points(reference_key(case, order, arg), nargs)
     within = np.ones(cached[0].shape, dtype=bool)
     for c in cached:
         within &= ~np.isnan(c) & (np.abs(c) <= f.max_finite) | np.isinf(c)
     pts = validation_points(case, f)
+    pts = tuple(np.concatenate([p, c]) for p, c in zip(pts, _tiny_corners(case, arg, order, f, pts)))
     points = _inside_unique(case, tuple(np.concatenate([p, c[within]]) for p, c in zip(pts, cached)))
     hi, lo = references(case, order, arg, points, pool, tasks=tasks)
     fast = evaluate_fast(case, arg, order, points)
@@ -265,19 +267,66 @@ def validate(case: Case, arg: str, order: int, dtype: Any = "float32", pool: Exe
     return Validation(case.name, arg, order, bound, int(points[0].size), worst, at, tiny_keys, f.name)
 
 
+def _tiny_corners(case: Case, arg: str, order: int, dtype: Any, pts: Points) -> Points:
+    """For two arguments: the corners of each pair of binades (each argument's least and
+    largest magnitude there) where the fast value is tiny while at the pair's validation
+    point it is not. Where a function falls below :data:`TINY` inside a pair of binades,
+    these put the tiny part of the pair to the test, so that it can be trusted as tiny
+    (its points otherwise all go to mpmath)."""
+    if len(case.args) != 2:
+        return tuple(np.zeros(0) for _ in pts)
+    ends = []
+    for dom in case.domain:
+        bins = _binade_values(dtype, 2, lambda x, dom=dom: np.asarray(dom.contains(x), dtype=bool))
+        ends.append([b[[0, -1]] for b in bins])
+    corners = [[], []]
+    for ex in ends[0]:
+        for ey in ends[1]:
+            gx, gy = np.meshgrid(ex, ey, indexing="ij")
+            corners[0].append(gx.ravel())
+            corners[1].append(gy.ravel())
+    cx, cy = np.concatenate(corners[0]), np.concatenate(corners[1])
+    small_corner = np.abs(evaluate_fast(case, arg, order, (cx, cy))) < TINY
+    small_point = np.abs(evaluate_fast(case, arg, order, pts)) < TINY
+    seen = np.isin(bin_key((cx, cy), dtype), bin_key(pts, dtype)[small_point])
+    keep = small_corner & ~seen
+    return cx[keep], cy[keep]
+
+
 def decided(fast: np.ndarray, points: np.ndarray | Points, v: Validation) -> np.ndarray:
     """Where the fast values decide the reference rounded to ``v.dtype``: finite and not
-    tiny with the whole interval ``fast * (1 ± bound)`` (widened by a float64 ulp)
-    rounding to one value, or tiny in a binade where the validation saw only tiny
-    references."""
+    tiny with the whole interval ``fast * (1 ± bound)`` (widened by a few float64 ulps)
+    strictly between the rounding boundaries around the fast value's rounding, or tiny
+    in a binade where the validation saw only tiny references."""
+    return decided_rounding(fast, points, v)[0]
+
+
+def _boundaries(r: np.ndarray, f: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The points halfway from each value ``r`` of format ``f`` to its neighbours below
+    and above (float64, exact); past the largest finite value, halfway to 2^(emax + 1)."""
+    beyond = math.ldexp(1.0, f.emax + 1)
+    r64 = r.astype(np.float64)
+    out = []
+    for way in (-np.inf, np.inf):
+        n = np.nextafter(r, np.array(way, dtype=f.dtype)).astype(np.float64)
+        out.append((r64 + np.where(np.isinf(n) & np.isfinite(r64), np.copysign(beyond, n), n)) / 2)
+    return out[0], out[1]
+
+
+def decided_rounding(fast: np.ndarray, points: np.ndarray | Points, v: Validation) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decided`, and the fast values rounded to ``v.dtype`` (a correctly rounded
+    cast: where decided, the reference's rounding)."""
     f = fmt(v.dtype)
     fast = np.asarray(fast, dtype=np.float64)
     with np.errstate(all="ignore"):
-        width = np.abs(fast) * v.bound
-        lo = np.nextafter(fast - width, -np.inf).astype(f.dtype)
-        hi = np.nextafter(fast + width, np.inf).astype(f.dtype)
-    small = np.abs(fast) < tiny(f)
-    ok = np.isfinite(fast) & ~small & (lo == hi)
+        r = fast.astype(f.dtype)
+        below, above = _boundaries(r, f)
+        width = np.abs(fast) * (v.bound + 2.0**-50)  # (and a few float64 ulps: the rounding of these operations)
+        lo, hi = fast - width, fast + width
+        small = np.abs(fast) < TINY
+        ok = np.isfinite(fast) & ~small & (lo > below) & (hi < above)
     if small.any() and v.tiny_binades:
-        ok |= small & np.isin(bin_key(points, f), np.array(sorted(v.tiny_binades)))
-    return ok
+        at = np.flatnonzero(small)
+        pts = (points,) if isinstance(points, np.ndarray) else points
+        ok[at] = np.isin(bin_key(tuple(np.asarray(p)[at] for p in pts), f), np.array(sorted(v.tiny_binades)))
+    return ok, r

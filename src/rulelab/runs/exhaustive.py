@@ -57,10 +57,10 @@ from rulelab.scoring.chunks import (
     Aggregate,
     Setup,
     _dense,
-    cells_frame,
     chunk_inputs,
     prepare,
     run_chunk,
+    summed_cells,
 )
 from rulelab.scoring.metrics import HIST_BINS, binned_frame
 from rulelab.scoring.rows import result_rows, summary_row
@@ -262,7 +262,7 @@ def aggregate_rows(task: Task, case: Case, agg: Aggregate, platform: str, dtype:
     )
     s = agg.samples if agg.samples is not None else pd.DataFrame({c: [] for c in ("computed", "ref_hi", "dulp", *(f"in{i}" for i in range(len(case.args))))})
     samples = {"points": [s[f"in{i}"].to_numpy() for i in range(len(case.args))], "computed": s["computed"], "ref_hi": s["ref_hi"], "dulp": s["dulp"]}
-    cells = cells_frame(agg.cells) if len(case.args) == 2 else None
+    cells = summed_cells(agg.cells) if len(case.args) == 2 else None
     return result_rows(task, case, platform, row, b, confirm_worst(agg.worst, task, case), samples, cells)
 
 

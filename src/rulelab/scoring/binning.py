@@ -17,7 +17,7 @@ import pandas as pd
 
 from rulelab.core.floats import binade
 from rulelab.scoring.metrics import HIST_BINS, PointErrors
-from rulelab.store.vocabulary import BINNED2, Bucket
+from rulelab.store.vocabulary import BINNED2, ULP_UPPER, Bucket
 
 _SPAN = 4096
 """Codes per sign of a coordinate: its binade offset by 2048 (any float64's fits), 0 for
@@ -58,6 +58,11 @@ class BinIndex:
         return len(self.keys)
 
 
+def codes(x: np.ndarray) -> np.ndarray:
+    """Each value's sign and binade as one code: equal codes, one group."""
+    return _code(x)
+
+
 def bin_index(coords: Sequence[np.ndarray]) -> BinIndex:
     """The groups of points by sign and binade of each of ``coords`` (float64 arrays of one
     length), in order of sign and binade of the first coordinate, then the next."""
@@ -69,13 +74,16 @@ def bin_index(coords: Sequence[np.ndarray]) -> BinIndex:
         here = np.flatnonzero(np.bincount(code, minlength=2 * _SPAN))
         lut = np.zeros(2 * _SPAN, dtype=np.int64)
         lut[here] = np.arange(here.size)
-        dense = dense * max(here.size, 1) + lut[code]
+        dense = dense * max(here.size, 1) + lut[code] if len(coords) > 1 else lut[code]
         present.append(here)
     sizes = tuple(max(p.size, 1) for p in present)
     used = np.flatnonzero(np.bincount(dense, minlength=1)) if n else np.zeros(0, dtype=np.int64)
-    lut = np.zeros(int(np.prod(sizes)), dtype=np.int64)
-    lut[used] = np.arange(used.size)
-    idx = lut[dense]
+    if used.size == int(np.prod(sizes)):
+        idx = dense
+    else:
+        lut = np.zeros(int(np.prod(sizes)), dtype=np.int64)
+        lut[used] = np.arange(used.size)
+        idx = lut[dense]
     first = np.full(used.size, n, dtype=np.int64)
     np.minimum.at(first, idx, np.arange(n))
     parts = np.unravel_index(used, sizes) if n else [np.zeros(0, dtype=np.int64)] * len(coords)
@@ -98,10 +106,21 @@ class Reduced:
     hist: np.ndarray | None = None
 
 
-def _group_max(index: BinIndex, v: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    out = np.full(len(index), -1.0)
-    np.maximum.at(out, index.idx[ok], v[ok])
+def _group_max(index: BinIndex, values: np.ndarray) -> np.ndarray:
+    """Per group the largest of ``values`` (-1 where a point is not counted), NaN if none."""
+    if len(index) == 1:
+        out = np.array([values.max(initial=-1.0)])
+    else:
+        out = np.full(len(index), -1.0)
+        np.maximum.at(out, index.idx, values)
     return np.where(out < 0, np.nan, out)
+
+
+def _per_group(index: BinIndex, codes: np.ndarray, n: int) -> np.ndarray:
+    """Per group, how many points have each of the codes 0 to n - 1 (a groups x n array)."""
+    if len(index) == 1:
+        return np.bincount(codes, minlength=n).reshape(1, n)
+    return np.bincount(index.idx * n + codes, minlength=len(index) * n).reshape(len(index), n)
 
 
 def reduce(index: BinIndex, dulp: np.ndarray, bucket: np.ndarray, dulp_ieee: np.ndarray, bucket_ieee: np.ndarray,
@@ -109,30 +128,65 @@ def reduce(index: BinIndex, dulp: np.ndarray, bucket: np.ndarray, dulp_ieee: np.
     """Per-group aggregates of per-point errors (``metrics.PointErrors``' fields: dULP as
     float64, inf or NaN outside the scored buckets)."""
     g = len(index)
-    comparable = bucket <= Bucket.ULP_GT_1024
-    ieee_ok = bucket_ieee <= Bucket.ULP_GT_1024
-    count = np.bincount(index.idx, minlength=g)
-    buckets = np.bincount(index.idx * len(Bucket) + bucket.astype(np.int64), minlength=g * len(Bucket)).reshape(g, len(Bucket))
-    h = None
-    if hist:
-        d = np.minimum(dulp[comparable], HIST_BINS - 1).astype(np.int64)
-        h = np.bincount(index.idx[comparable] * HIST_BINS + d, minlength=g * HIST_BINS).reshape(g, HIST_BINS)
-    return Reduced(count, buckets, _group_max(index, dulp, comparable), _group_max(index, dulp_ieee, ieee_ok),
-                   np.bincount(index.idx, weights=flushed.astype(np.float64), minlength=g).astype(np.int64), h)
+    headline = np.where(bucket <= Bucket.ULP_GT_1024, dulp, -1.0)
+    with np.errstate(invalid="ignore"):
+        differs = np.flatnonzero((bucket_ieee != bucket) | ((dulp_ieee != dulp) & ~np.isnan(dulp)))
+    top = _group_max(index, headline)
+    if differs.size:
+        ieee = headline.copy()
+        ieee[differs] = np.where(bucket_ieee[differs] <= Bucket.ULP_GT_1024, dulp_ieee[differs], -1.0)
+        top_ieee = _group_max(index, ieee)
+    else:
+        top_ieee = top
+    count = np.bincount(index.idx, minlength=g) if g > 1 else np.array([index.idx.size])
+    buckets = _per_group(index, bucket.astype(np.intp), len(Bucket))
+    marked = np.flatnonzero(flushed)
+    h = _per_group(index, (np.minimum(headline, HIST_BINS - 1) + 1).astype(np.intp), HIST_BINS + 1)[:, 1:] if hist else None
+    return Reduced(count, buckets, top, top_ieee, np.bincount(index.idx[marked], minlength=g), h)
+
+
+def reduce_counted(index: BinIndex, d: np.ndarray) -> Reduced:
+    """Per-group aggregates of integer dULPs ``d`` of points in the scored buckets (-1 for
+    a point not counted here), from one histogram per group: counts per bucket and the
+    largest dULP read from it (exactly, past its open last bin)."""
+    g = len(index)
+    h = _per_group(index, np.minimum(d, HIST_BINS - 1) + 1, HIST_BINS + 1)[:, 1:]
+    count = h.sum(axis=1)
+    buckets = np.zeros((g, len(Bucket)), dtype=np.int64)
+    buckets[:, : len(ULP_UPPER) + 1] = np.add.reduceat(h, [0, *(u + 1 for u in ULP_UPPER)], axis=1)
+    top = np.where(count > 0, HIST_BINS - 1 - np.argmax(h[:, ::-1] > 0, axis=1), -1).astype(np.float64)
+    if h[:, -1].any():  # past the open bin: the exact largest
+        big = np.flatnonzero(d >= HIST_BINS - 1)
+        exact = np.full(g, -1.0)
+        np.maximum.at(exact, index.idx[big] if g > 1 else np.zeros(big.size, dtype=np.intp), d[big].astype(np.float64))
+        top = np.where(h[:, -1] > 0, exact, top)
+    top = np.where(top < 0, np.nan, top)
+    return Reduced(count, buckets, top, top, np.zeros(g, dtype=np.int64), h)
+
+
+def combined(a: Reduced, b: Reduced) -> Reduced:
+    """The aggregates of two sets of points over the same groups."""
+    hist = a.hist + b.hist if a.hist is not None and b.hist is not None else None
+    return Reduced(a.count + b.count, a.buckets + b.buckets, np.fmax(a.max_ulp, b.max_ulp), np.fmax(a.max_ulp_ieee, b.max_ulp_ieee),
+                   a.flushed + b.flushed, hist)
 
 
 CELL_KEYS = ("sign0", "binade0", "sign1", "binade1")
 """The key columns of the error map (``vocabulary.BINNED2``)."""
 
 
-def cells_table(points: Sequence[np.ndarray], errors: PointErrors, index: BinIndex | None = None) -> pd.DataFrame:
+def cells_table(points: Sequence[np.ndarray], errors: PointErrors) -> pd.DataFrame:
     """The error map of a result of a case of two arguments: per pair of (sign, binade)
     of its arguments, the points, the counts per bucket, the largest headline and IEEE
     dULP and the points flushing explains (``vocabulary.BINNED2``'s columns after the
-    keys). ``index``: the points' :func:`bin_index` over both arguments, when known."""
-    index = bin_index([np.asarray(p, dtype=np.float64) for p in points]) if index is None else index
-    r = reduce(index, errors.dulp, errors.bucket, errors.dulp_ieee, errors.bucket_ieee, errors.flushed)
+    keys)."""
+    index = bin_index([np.asarray(p, dtype=np.float64) for p in points])
+    return cells_frame(index, reduce(index, errors.dulp, errors.bucket, errors.dulp_ieee, errors.bucket_ieee, errors.flushed))
+
+
+def cells_frame(index: BinIndex, r: Reduced) -> pd.DataFrame:
+    """The error map's rows from per-pair aggregates ``r`` over ``index`` (pairs of binades)."""
     keys = np.array(index.keys, dtype=np.float64).reshape(-1, 4)
-    data = {c: keys[:, i].astype(BINNED2[c][0]) for i, c in enumerate(CELL_KEYS)}
+    data = {c: keys[:, i] for i, c in enumerate(CELL_KEYS)}
     data.update(count=r.count, max_ulp=r.max_ulp, max_ulp_ieee=r.max_ulp_ieee, flushed=r.flushed, **{b.column: r.buckets[:, b] for b in Bucket})
     return pd.DataFrame({c: np.asarray(data[c]).astype(BINNED2[c][0]) for c in BINNED2 if c in data})

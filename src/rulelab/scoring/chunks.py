@@ -31,9 +31,19 @@ from rulelab.model.case import Case, get_case
 from rulelab.model.contract import MAX_PRECISION
 from rulelab.model.exhaustive_spec import Spec
 from rulelab.model.tasks import Task
-from rulelab.reference.fast import Validation, decided, evaluate_fast, validate
+from rulelab.reference.fast import Validation, decided_rounding, evaluate_fast, validate
 from rulelab.reference.settle import is_unsettled, reference_point
-from rulelab.scoring.binning import CELL_KEYS, BinIndex, bin_index, cells_table, reduce
+from rulelab.scoring.binning import (
+    CELL_KEYS,
+    BinIndex,
+    Reduced,
+    bin_index,
+    cells_frame,
+    codes,
+    combined,
+    reduce,
+    reduce_counted,
+)
 from rulelab.scoring.metrics import (
     HIST_BINS,
     FlushReference,
@@ -48,6 +58,8 @@ from rulelab.store.vocabulary import BINNED2, CHUNK_SECONDS, KEYS, Bucket
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
+_BUCKET_OF = Bucket.of_ulp(np.arange(HIST_BINS))
+"""The bucket of each dULP 0 to 1024, and of everything above (the last entry)."""
 
 
 def chunk_inputs(i: int, chunk_bits: int, dtype: Any = "float32", nargs: int = 1) -> tuple[np.ndarray, ...]:
@@ -118,7 +130,7 @@ def _merge_bin(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cells_frame(cells: tuple[pd.DataFrame, ...]) -> pd.DataFrame:
+def summed_cells(cells: tuple[pd.DataFrame, ...]) -> pd.DataFrame:
     """The per-chunk cells of a result summed per pair of binades (counts added, maxima
     taken), sorted by the signs and binades."""
     keys = list(CELL_KEYS)
@@ -194,7 +206,7 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
     fast = evaluate_fast(case, arg, order, pts)
     secs["fast_reference"] += time.perf_counter() - t
     t = time.perf_counter()
-    ok = decided(fast, pts, v)
+    ok, rounded = decided_rounding(fast, pts, v)
     secs["rounding_test"] += time.perf_counter() - t
     t = time.perf_counter()
     inside = np.ones(ok.shape, dtype=bool)
@@ -202,8 +214,7 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
         inside &= np.asarray(dom.contains(x), dtype=bool)
     hi = np.where(ok, fast, np.nan)
     lo = np.zeros_like(hi)
-    with np.errstate(over="ignore"):
-        rounded = hi.astype(fmt(dtype).dtype)  # (the fast values decide these roundings: a correctly rounded cast)
+    rounded[~ok] = np.nan  # (the fast values decide the others: a correctly rounded cast)
     todo = np.flatnonzero(~ok & inside)
     for j in todo:
         hi[j], lo[j] = reference_point(case, order, arg, tuple(float(x[j]) for x in pts), setup.max_precision)
@@ -267,24 +278,37 @@ class Scored:
     general: np.ndarray
     errors: PointErrors
 
-    def point_errors(self) -> PointErrors:
-        """Every point's errors, as ``metrics.point_errors`` gives them: the subtracted
-        dULPs (their fractional error against hi + lo) and the general points'."""
-        ok = np.ones(self.dulp.size, dtype=bool)
-        ok[self.general] = False
-        dulp = self.dulp.astype(np.float64)
-        bucket = Bucket.of_ulp(self.dulp)
+    def frac(self) -> np.ndarray:
+        """The fractional error of every subtracted point against hi + lo (meaningless
+        at the general points)."""
         with np.errstate(over="ignore", invalid="ignore"):
             frac = self.values.astype(np.float64)
             frac -= self.ref.hi
             frac -= self.ref.lo
             np.abs(frac, out=frac)
             frac *= self.ref.inv_ulp
-        flushed = np.zeros(self.dulp.size, dtype=bool)
+        return frac
+
+    def at(self, idx: np.ndarray, frac: np.ndarray | None = None) -> PointErrors:
+        """The errors at the points ``idx`` as ``metrics.point_errors`` gives them: the
+        subtracted dULPs (with ``frac``, :meth:`frac`, where already known) and the general
+        points'."""
+        idx = np.asarray(idx, dtype=np.int64)
+        d = self.dulp[idx]
+        dulp, bucket = d.astype(np.float64), _BUCKET_OF[np.minimum(d, HIST_BINS - 1)]
+        fr = (self.frac() if frac is None else frac)[idx]
+        flushed = np.zeros(idx.size, dtype=bool)
         dulp_ieee, bucket_ieee = dulp.copy(), bucket.copy()
-        g, e = self.general, self.errors
-        dulp[g], frac[g], bucket[g], dulp_ieee[g], bucket_ieee[g], flushed[g] = e.dulp, e.frac, e.bucket, e.dulp_ieee, e.bucket_ieee, e.flushed
-        return PointErrors(dulp, frac, bucket, self.ref.rounded, dulp_ieee, bucket_ieee, flushed)
+        g = np.minimum(np.searchsorted(self.general, idx), max(self.general.size - 1, 0))
+        hit = (self.general[g] == idx) if self.general.size else np.zeros(idx.size, dtype=bool)
+        e, j = self.errors, g[hit]
+        dulp[hit], fr[hit], bucket[hit], dulp_ieee[hit], bucket_ieee[hit], flushed[hit] = (
+            e.dulp[j], e.frac[j], e.bucket[j], e.dulp_ieee[j], e.bucket_ieee[j], e.flushed[j])
+        return PointErrors(dulp, fr, bucket, self.ref.rounded[idx], dulp_ieee, bucket_ieee, flushed)
+
+    def point_errors(self) -> PointErrors:
+        """Every point's errors (:meth:`at` every point)."""
+        return self.at(np.arange(self.dulp.size))
 
 
 def _score(task: Task, pts: tuple[np.ndarray, ...], values: np.ndarray, ref: ChunkReference, dtype: Any) -> Scored:
@@ -342,41 +366,59 @@ def score_points(setup: Setup, inputs: np.ndarray | tuple[np.ndarray, ...], secs
 
 def aggregate(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Aggregate:
     """The aggregates of one result over one chunk: per group of ``index`` (the binned
-    table's binades) and of ``cells`` (pairs of binades, for two arguments), the worst
-    ``k`` points and a sample per binade."""
+    table's binades) and of ``cells`` (pairs of binades, for two arguments: the error
+    map), the worst ``k`` points and a sample per binade. The subtracted dULPs are
+    counted from one histogram per group; the general points, few, as every sweep
+    counts them."""
     if not sc.values.size:  # (a chunk of NaNs and inputs outside the domain)
         return Aggregate({})
-    e = sc.point_errors()
-    r = reduce(index, e.dulp, e.bucket, e.dulp_ieee, e.bucket_ieee, e.flushed, hist=True)
+    d = sc.dulp.copy()
+    d[sc.general] = -1  # (left to the general scorer)
+    r = _reduced(index, d, sc)
     bins = {key: {"count": int(r.count[j]), "buckets": r.buckets[j], "hist": _sparse(r.hist[j]), "max_ulp": float(r.max_ulp[j]),
                   "max_ulp_ieee": float(r.max_ulp_ieee[j]), "flushed": int(r.flushed[j])} for j, key in enumerate(index.keys)}
+    e = sc.errors
     wrong = e.bucket == Bucket.WRONG_NONFINITE
-    nan = int(np.isnan(sc.values[wrong].astype(np.float64)).sum())
-    frac = e.frac[~np.isnan(e.frac)]
+    nan = int(np.isnan(sc.values[sc.general][wrong].astype(np.float64)).sum())
+    frac = sc.frac()
+    top_frac = np.fmax(np.max(frac, where=d >= 0, initial=-np.inf), np.max(e.frac, where=~np.isnan(e.frac), initial=-np.inf))
     first = index.first
+    at_first = sc.at(first, frac)
     samples = pd.DataFrame({**{f"in{i}": p[first] for i, p in enumerate(sc.points)}, "computed": sc.values.astype(np.float64)[first],
-                            "ref_hi": sc.ref.hi[first], "dulp": e.dulp[first],
+                            "ref_hi": sc.ref.hi[first], "dulp": at_first.dulp,
                             "sign": [key[0] for key in index.keys], "binade": [key[1] for key in index.keys]})
-    return Aggregate(bins, nan, int(wrong.sum()) - nan, float(frac.max()) if frac.size else math.nan, _worst(sc, e, k), samples,
-                     sc.ref.mpmath_points, (cells_table(sc.points, e, cells),) if cells is not None else ())
+    maps = (cells_frame(cells, _reduced(cells, d, sc)),) if cells is not None else ()
+    return Aggregate(bins, nan, int(wrong.sum()) - nan, float(top_frac) if np.isfinite(top_frac) else math.nan, _worst(sc, d, frac, k),
+                     samples, sc.ref.mpmath_points, maps)
 
 
-def _worst(sc: Scored, e: PointErrors, k: int) -> pd.DataFrame:
+def _reduced(index: BinIndex, d: np.ndarray, sc: Scored) -> Reduced:
+    """Per group of ``index``: the subtracted points (``d``, -1 elsewhere) and the general ones."""
+    r = reduce_counted(index, d)
+    if not sc.general.size:
+        return r
+    e = sc.errors
+    sub = BinIndex(index.keys, index.idx[sc.general], index.first)
+    return combined(r, reduce(sub, e.dulp, e.bucket, e.dulp_ieee, e.bucket_ieee, e.flushed, hist=True))
+
+
+def _worst(sc: Scored, d: np.ndarray, frac: np.ndarray, k: int) -> pd.DataFrame:
     """The ``k`` worst points (and up to ``k`` unsettled ones), as ``metrics.worst`` ranks
-    them: the k-th largest class-and-distance found without sorting the chunk, ties at
-    it taken by fractional error."""
-    key = worst_key(e.bucket, e.dulp)
-    big = _largest(key, k)
+    them: among the subtracted points the k-th largest dULP found without sorting the
+    chunk, ties at it taken by fractional error; among the general ones, the k worst."""
+    big = _largest(d, k)
     if big.size:
-        t = key[big].min()
-        above = np.flatnonzero(key > t)
-        at = np.flatnonzero(key == t)
+        t = d[big].min()
+        above = np.flatnonzero(d > t)
+        at = np.flatnonzero(d == t)
         r = k - above.size
         if at.size > r:
-            at = at[_largest(np.nan_to_num(e.frac[at], nan=0.0), r)]
+            at = at[_largest(frac[at], r)]
         big = np.concatenate([above, at])
-    cand = np.union1d(big, np.flatnonzero(e.bucket == Bucket.UNSETTLED)[:k])
-    sub = PointErrors(*(getattr(e, f)[cand] for f in PointErrors.__dataclass_fields__))
+    e, g = sc.errors, sc.general
+    mine = np.union1d(_largest(worst_key(e.bucket, e.dulp), k), np.flatnonzero(e.bucket == Bucket.UNSETTLED)[:k])
+    cand = np.union1d(big, g[mine])
+    sub = sc.at(cand, frac)
     return worst(tuple(p[cand] for p in sc.points), sc.values[cand], sc.ref.hi[cand], sc.ref.lo[cand], sub, k=k)
 
 
@@ -397,6 +439,15 @@ def _largest(v: np.ndarray, r: int) -> np.ndarray:
     return np.concatenate([above, np.flatnonzero(v == t)[: r - above.size]])
 
 
+def _first_index(x: np.ndarray) -> BinIndex:
+    """The groups of a chunk's first argument, which runs through consecutive bit patterns
+    of one sign: one group when its ends share a binade (its magnitude is monotone)."""
+    ends = codes(x[[0, -1]]) if x.size else np.zeros(0)
+    if x.size and ends[0] == ends[-1]:
+        return BinIndex(bin_index([x[:1]]).keys, np.zeros(x.size, dtype=np.intp), np.array([0]))
+    return bin_index([x])
+
+
 def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], dict[str, float]]:
     """Aggregates of every task over chunk ``i``, and the seconds per phase."""
     out: dict[tuple[str, ...], Aggregate] = {}
@@ -407,10 +458,15 @@ def run_chunk(setup: Setup, i: int) -> tuple[dict[tuple[str, ...], Aggregate], d
     for sc in score_chunk(setup, i, secs):
         t0 = time.perf_counter()
         pos = args.index(sc.task.arg) if sc.task.arg else 0
+        if 0 not in indexes:
+            indexes[0] = _first_index(sc.points[0])
         if pos not in indexes:
             indexes[pos] = bin_index([sc.points[pos]])
         if len(args) == 2 and cells is None:
-            cells = bin_index(sc.points)
+            if 1 not in indexes:
+                indexes[1] = bin_index([sc.points[1]])
+            x, y = indexes[0], indexes[1]  # (one group of x: the pairs are y's groups)
+            cells = BinIndex([x.keys[0] + k for k in y.keys], y.idx, y.first) if len(x) == 1 else bin_index(sc.points)
         out[sc.task.key] = aggregate(sc, indexes[pos], cells, K_WORST)
         secs["aggregation"] += time.perf_counter() - t0
     return out, secs
