@@ -1,4 +1,4 @@
-"""Throughput of the sweep of every float32 input (``rulelab sweep exhaustive32``).
+"""Throughput of the exhaustive sweeps (``rulelab sweep exhaustive32`` and ``exhaustive16``).
 
 ``bench_exhaustive.ExhaustiveSoftplus.track_points_per_second``: softplus, every
 variant, ``grad``, on a fixed slice: the 2^18 float32 inputs from 1.0 upward (one chunk
@@ -6,6 +6,10 @@ of 2^18 bit patterns), scored as an exhaustive run scores a chunk (one compiled
 program, the fast reference tier, mpmath where it cannot decide, flush-aware scoring,
 aggregation). ``setup`` validates the fast reference and compiles; the track is the
 best of three chunks, in input points (each evaluated by every variant) per second.
+
+``bench_exhaustive.ExhaustiveLogaddexp16.track_points_per_second``: the same for every
+pair of float16 inputs of logaddexp (every variant, ``grad`` in both arguments), on the
+2^18 pairs whose first argument is one of the 4 float16 values from 1.0 upward.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class ExhaustiveSoftplus:
     params = [common.BACKENDS]
     param_names = ["backend"]
     timeout = 600.0
+    case, dtype, first = "softplus", "float32", FIRST
 
     def setup(self, backend: str) -> None:
         common.require_backend(backend)
@@ -48,18 +53,31 @@ class ExhaustiveSoftplus:
                 keep_freed_memory = None
         if keep_freed_memory is not None:
             keep_freed_memory()
-        case = rulelab.get_case("softplus")
-        spec = Spec("softplus", tuple(case.variants), ("grad",), chunk_bits=CHUNK_BITS)
+        case = rulelab.get_case(self.case)
+        spec = Spec(self.case, tuple(case.variants), ("grad",), chunk_bits=CHUNK_BITS, **({"dtype": self.dtype} if self.dtype != "float32" else {}))
         self.run_chunk = run_chunk
-        self.setup_ = prepare(spec, backend, flushes=flushes_subnormals("float32", backend))
-        self.run_chunk(self.setup_, FIRST)  # compiles the program
+        self.setup_ = prepare(spec, backend, flushes=flushes_subnormals(self.dtype, backend))
+        self.run_chunk(self.setup_, self.first)  # compiles the program
 
     def track_points_per_second(self, backend: str) -> float:
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            self.run_chunk(self.setup_, FIRST)
+            self.run_chunk(self.setup_, self.first)
             best = min(best, time.perf_counter() - start)
         return (1 << CHUNK_BITS) / best
 
     track_points_per_second.unit = "points/s"
+
+
+class ExhaustiveLogaddexp16(ExhaustiveSoftplus):
+    """Input pairs per second of an exhaustive float16 sweep of logaddexp's gradient."""
+
+    case, dtype, first = "logaddexp", "float16", (0x3C00 << 16) >> CHUNK_BITS  # (pairs whose first argument is 1.0, 1.001, …)
+
+    def setup(self, backend: str) -> None:
+        try:
+            from rulelab.model.exhaustive_spec import PLAN16  # noqa: F401 - a rulelab with every pair of 16-bit inputs
+        except ImportError as exc:
+            raise NotImplementedError(f"this rulelab has no exhaustive16 sweep ({exc})") from None
+        super().setup(backend)

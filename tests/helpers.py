@@ -289,7 +289,7 @@ def assert_aggregate_is_binned(got, x, sc, want, where):
     (``metrics.binned``, its own sort-based reduction) of the same points, and its worst
     points the sampled sweep's ranking of every point."""
     from rulelab.runs.exhaustive import _median
-    from rulelab.scoring.chunks import K_WORST, _dense
+    from rulelab.scoring.chunks import K_WORST, dense_hist
     from rulelab.scoring.metrics import binned, worst
 
     b = binned(x, want)
@@ -301,7 +301,7 @@ def assert_aggregate_is_binned(got, x, sc, want, where):
         assert g["buckets"][Bucket.UNSETTLED] == r.unsettled, where
         for name in ("max_ulp", "max_ulp_ieee"):
             assert np.array_equal(g[name], getattr(r, name), equal_nan=True), (where, name)
-        assert np.array_equal(_median(_dense(g["hist"])), r.median_ulp, equal_nan=True) or r.median_ulp > 1024, where
+        assert np.array_equal(_median(dense_hist(g["hist"])), r.median_ulp, equal_nan=True) or r.median_ulp > 1024, where
     wrong = want.bucket == Bucket.WRONG_NONFINITE
     nan = int(np.isnan(sc.values.astype(np.float64)[wrong]).sum())
     assert (got.wrong_nan, got.wrong_inf) == (nan, int(wrong.sum()) - nan), where

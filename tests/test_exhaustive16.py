@@ -156,7 +156,15 @@ def test_a_killed_two_argument_run_resumes_to_the_tables_of_an_uninterrupted_one
     for r in s.itertuples():
         assert per.loc[(r.variant, r.arg), "n"] == r.n_points and per.loc[(r.variant, r.arg), "top"] == r.max_ulp
     meta = store.read_meta(resumed)
-    assert meta.exhaustive["dtype"] == "float16" and meta.exhaustive["validation"]["d/dx"]["dtype"] == "float16"
+    v = meta.exhaustive["validation"]["d/dx"]
+    assert meta.exhaustive["dtype"] == "float16" and v["dtype"] == "float16" and isinstance(v["tiny_binade_pairs"], int)
+    # the report: the run's facts name the pairs, the case page draws an error map per derivative
+    from rulelab.report.build import build_report
+    from rulelab.report.pages import case_file
+
+    index = build_report([resumed], None, tmp_path / "reports", workers=1)
+    page = (index.parent / case_file("hypot")).read_text()
+    assert page.count("error map over x and y in float16") == 2 and "every pair of finite float16 inputs of 5 chunks" in index.read_text()
 
 
 def test_the_command_line_refuses_what_it_cannot_sweep_and_names_what_can(tmp_path, env):

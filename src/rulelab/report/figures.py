@@ -415,8 +415,7 @@ def error_map(cells: pd.DataFrame, variants: Sequence[str], *, args: Sequence[st
     fig, panels = _panels(len(present))
     width = fig.get_figwidth()
     fig.subplots_adjust(right=1 - 1.1 / width)  # (room for the colour bar)
-    cmap = matplotlib.colormaps["viridis_r"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="white")
     top = max(float(np.nanmax(cells["max_ulp"].to_numpy(dtype=np.float64), initial=1.0)), 1.0)
     norm = matplotlib.colors.LogNorm(vmin=1.0, vmax=max(top + 1.0, 2.0))
     image = None
@@ -432,8 +431,10 @@ def error_map(cells: pd.DataFrame, variants: Sequence[str], *, args: Sequence[st
         ex = np.concatenate([ux - 0.5, [ux[-1] + 0.5]])
         ey = np.concatenate([uy - 0.5, [uy[-1] + 0.5]])
         image = ax.pcolormesh(ex, ey, np.ma.masked_invalid(grid), cmap=cmap, norm=norm, shading="flat")
-        if bad.any():
+        if bad.any():  # (a marker, not only the cell: one binade is less than a pixel wide)
             ax.pcolormesh(ex, ey, np.ma.masked_where(~bad, np.ones(grid.shape)), cmap=matplotlib.colors.ListedColormap([FAIL_COLOUR]), shading="flat")
+            rows, cols = np.nonzero(bad)
+            ax.scatter(ux[cols], uy[rows], marker="s", s=14, color=FAIL_COLOUR, linewidths=0, clip_on=False)
         ax.set_xlim(ex[0], ex[-1])
         ax.set_ylim(ey[0], ey[-1])
         ax.set_title(v, fontsize=9)

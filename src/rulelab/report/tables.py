@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from rulelab.core.floats import N_FINITE_FLOAT32
+from rulelab.core.floats import N_FINITE_FLOAT32, all_finite
 from rulelab.model.contract import START_PRECISIONS
 from rulelab.report.html import Cell
 from rulelab.report.load import RunInfo
@@ -398,13 +398,19 @@ def facts_table(runs: Sequence[RunInfo]) -> pd.DataFrame:
 
 
 def _inputs(m: Mapping[str, Any]) -> str:
-    """How a run chose its inputs: sampled by its plan, or every finite float32 input
-    (with each fast reference's validated bound and how many points mpmath decided)."""
+    """How a run chose its inputs: sampled by its plan, every finite float32 input or
+    every pair of finite 16-bit inputs (with each fast reference's validated bound and
+    how many points mpmath decided)."""
     ex = m.get("exhaustive")
     if not isinstance(ex, Mapping):
         return "sampled (the plan's sweeps)"
     n = int(ex.get("inputs", 0))
-    text = f"all {n:,} finite float32 inputs" if n == N_FINITE_FLOAT32 else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"
+    dtype = str(ex.get("dtype", "float32"))
+    if dtype != "float32":
+        whole = n == all_finite(dtype).size ** 2
+        text = f"all {n:,} pairs of finite {dtype} inputs" if whole else f"every pair of finite {dtype} inputs of {ex.get('chunks')} chunks ({n:,})"
+    else:
+        text = f"all {n:,} finite float32 inputs" if n == N_FINITE_FLOAT32 else f"every finite float32 input of {ex.get('chunks')} chunks ({n:,})"
     checks = [f"{k}: bound {v.get('bound', float('nan')):.2g} relative, validated at {v.get('n_points', 0):,} mpmath points"
               for k, v in (ex.get("validation") or {}).items()]
     decided = sum(int(v) for v in (ex.get("mpmath_points") or {}).values())

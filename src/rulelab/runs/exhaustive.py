@@ -56,8 +56,8 @@ from rulelab.scoring.chunks import (
     K_WORST,
     Aggregate,
     Setup,
-    _dense,
     chunk_inputs,
+    dense_hist,
     prepare,
     run_chunk,
     summed_cells,
@@ -240,7 +240,7 @@ def aggregate_rows(task: Task, case: Case, agg: Aggregate, platform: str, dtype:
     """One result's rows of each table, from its aggregates; the worst inputs' references
     recomputed with mpmath alone (each confirmed by agreement)."""
     bins = sorted(agg.bins.items())
-    hists = [_dense(b["hist"]) for _, b in bins]
+    hists = [dense_hist(b["hist"]) for _, b in bins]
     buckets = sum((b["buckets"] for _, b in bins), np.zeros(len(Bucket), dtype=np.int64))
     hist = sum(hists, np.zeros(HIST_BINS, dtype=np.int64))
     n = sum(b["count"] for _, b in bins)

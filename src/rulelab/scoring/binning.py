@@ -24,9 +24,9 @@ _SPAN = 4096
 zero, ``_SPAN - 2`` for infinity, ``_SPAN - 1`` for NaN."""
 
 
-def _code(x: np.ndarray) -> np.ndarray:
-    """The sign and binade of each value as one code, from the float64 exponent field
-    (``floats.binade`` only for float64 subnormals)."""
+def codes(x: np.ndarray) -> np.ndarray:
+    """The sign and binade of each value as one code (equal codes, one group), from the
+    float64 exponent field (``floats.binade`` only for float64 subnormals)."""
     bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
     e = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
     mant = bits & np.uint64((1 << 52) - 1)
@@ -58,11 +58,6 @@ class BinIndex:
         return len(self.keys)
 
 
-def codes(x: np.ndarray) -> np.ndarray:
-    """Each value's sign and binade as one code: equal codes, one group."""
-    return _code(x)
-
-
 def bin_index(coords: Sequence[np.ndarray]) -> BinIndex:
     """The groups of points by sign and binade of each of ``coords`` (float64 arrays of one
     length), in order of sign and binade of the first coordinate, then the next."""
@@ -70,7 +65,7 @@ def bin_index(coords: Sequence[np.ndarray]) -> BinIndex:
     dense = np.zeros(n, dtype=np.int64)
     present = []
     for c in coords:
-        code = _code(c)
+        code = codes(c)
         here = np.flatnonzero(np.bincount(code, minlength=2 * _SPAN))
         lut = np.zeros(2 * _SPAN, dtype=np.int64)
         lut[here] = np.arange(here.size)
@@ -116,11 +111,11 @@ def _group_max(index: BinIndex, values: np.ndarray) -> np.ndarray:
     return np.where(out < 0, np.nan, out)
 
 
-def _per_group(index: BinIndex, codes: np.ndarray, n: int) -> np.ndarray:
-    """Per group, how many points have each of the codes 0 to n - 1 (a groups x n array)."""
+def _per_group(index: BinIndex, values: np.ndarray, n: int) -> np.ndarray:
+    """Per group, how many points have each of the values 0 to n - 1 (a groups x n array)."""
     if len(index) == 1:
-        return np.bincount(codes, minlength=n).reshape(1, n)
-    return np.bincount(index.idx * n + codes, minlength=len(index) * n).reshape(len(index), n)
+        return np.bincount(values, minlength=n).reshape(1, n)
+    return np.bincount(index.idx * n + values, minlength=len(index) * n).reshape(len(index), n)
 
 
 def reduce(index: BinIndex, dulp: np.ndarray, bucket: np.ndarray, dulp_ieee: np.ndarray, bucket_ieee: np.ndarray,

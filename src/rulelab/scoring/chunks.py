@@ -77,7 +77,9 @@ def _sparse(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nz.astype(np.int16), hist[nz]
 
 
-def _dense(hist: Any) -> np.ndarray:
+def dense_hist(hist: Any) -> np.ndarray:
+    """A dULP histogram as an array of ``HIST_BINS`` counts, from its sparse form (bins,
+    counts) as a chunk keeps it."""
     if isinstance(hist, tuple):
         out = np.zeros(HIST_BINS, dtype=np.int64)
         out[hist[0].astype(np.int64)] = hist[1]
@@ -123,7 +125,7 @@ def _merge_bin(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {
         "count": a["count"] + b["count"],
         "buckets": a["buckets"] + b["buckets"],
-        "hist": _dense(a["hist"]) + _dense(b["hist"]),
+        "hist": dense_hist(a["hist"]) + dense_hist(b["hist"]),
         "max_ulp": float(np.fmax(a["max_ulp"], b["max_ulp"])),
         "max_ulp_ieee": float(np.fmax(a["max_ulp_ieee"], b["max_ulp_ieee"])),
         "flushed": a["flushed"] + b["flushed"],
