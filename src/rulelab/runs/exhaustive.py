@@ -99,9 +99,9 @@ def check_case(case: Case, transforms: Sequence[str], dtype: str = "float32") ->
     if dtype == "float32" and len(case.args) != 1:
         raise ExhaustiveError(f"{PLAN} sweeps cases of one argument; {case.name!r} has {len(case.args)} ({', '.join(case.args)}); "
                               f"a case of two sweeps every pair of 16-bit inputs with {PLAN16} --dtypes bfloat16 or float16")
-    if dtype != "float32" and (dtype not in DTYPES16 or len(case.args) != 2):
-        if dtype not in DTYPES16:
-            raise ExhaustiveError(f"{PLAN16} sweeps {' or '.join(DTYPES16)}, not {dtype}")
+    if dtype != "float32" and dtype not in DTYPES16:
+        raise ExhaustiveError(f"{PLAN16} sweeps {' or '.join(DTYPES16)}, not {dtype}")
+    if dtype in DTYPES16 and len(case.args) != 2:
         raise ExhaustiveError(f"{PLAN16} sweeps cases of two arguments; {case.name!r} has {len(case.args)} ({', '.join(case.args)})"
                               + (f"; sweep every float32 input of it with {PLAN}" if len(case.args) == 1 else ""))
     need = sorted({(DERIVATIVE_ORDER[t], a) for t in transforms for a in (case.args[:1] if t == "value" else case.args)})
