@@ -299,3 +299,19 @@ def test_an_exhaustive_run_on_the_cluster_equals_a_local_one(tmp_path, env, clus
     meta = store.read_meta(b)
     assert meta.exhaustive["inputs"] == 2 * 2**23 and meta.sessions[-1]["cluster"]["scheduler"] == cluster.address
     assert len(meta.sessions[-1]["cluster"]["workers"]) == 2
+
+
+def test_a_two_argument_exhaustive_run_on_the_cluster_equals_a_local_one(tmp_path, env, cluster, monkeypatch):
+    # every float16 y against x = 1.0, the least subnormal and -0: three chunks of 2^16 pairs
+    from rulelab.model.exhaustive_spec import Spec
+    from rulelab.runs import exhaustive
+    from rulelab.runs.executors import Options
+
+    monkeypatch.setenv("RULELAB_CACHE", env["RULELAB_CACHE"])
+    spec = Spec("hypot", ("naive", "library"), ("grad",), chunk_bits=16, chunks=(0x0001, 0x3C00, 0x8000), dtype="float16")
+    here = exhaustive.start(spec, tmp_path / "here", Options(workers=1, progress=False, compile_cache=False))
+    there = exhaustive.start(spec, tmp_path / "there", Options(progress=False, compile_cache=False, scheduler=cluster.address))
+    assert_same_tables(here, there)
+    meta = store.read_meta(there)
+    assert meta.exhaustive["dtype"] == "float16" and meta.sessions[-1]["cluster"]["scheduler"] == cluster.address
+    assert len(tables(there)["binned2"]) > 0
