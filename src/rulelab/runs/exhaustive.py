@@ -29,6 +29,7 @@ import pandas as pd
 from rulelab import store
 from rulelab.core.floats import all_finite
 from rulelab.core.malloc import keep_freed_memory
+from rulelab.jaxrun import backend as backends
 from rulelab.jaxrun.evaluate import Outcome
 from rulelab.model.case import DERIVATIVE_ORDER, Case, derivative_label, get_case
 from rulelab.model.exhaustive_spec import (
@@ -41,6 +42,7 @@ from rulelab.model.exhaustive_spec import (
     plan_of,
 )
 from rulelab.model.tasks import Task
+from rulelab.reference.compute import reference_pool
 from rulelab.reference.settle import reference_point
 from rulelab.runs import lifecycle
 from rulelab.runs.blaming import blame_run
@@ -152,7 +154,9 @@ def _execute_session(session: lifecycle.Session, spec: Spec, options: Options) -
     record: dict[str, Any] = {"started": store.now(), "pid": os.getpid()}
     phases = dict.fromkeys(EXHAUSTIVE_PHASES, 0.0)
     t = time.perf_counter()
-    base = prepare(spec, options.backend, flushes=False)
+    workers = 1 if backends.started() else (options.workers or os.cpu_count() or 1)  # (a process whose JAX runs is not forked)
+    with reference_pool(workers) as pool:
+        base = prepare(spec, options.backend, flushes=False, pool=pool, tasks=16 * workers)
     phases["validation"] = time.perf_counter() - t
     (run / CHUNKS_DIR).mkdir(exist_ok=True)
     chunks = spec.chunk_list

@@ -20,6 +20,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,11 +163,12 @@ class Setup:
     max_precision: int = MAX_PRECISION
 
 
-def prepare(spec: Spec, backend: str | None, flushes: bool) -> Setup:
+def prepare(spec: Spec, backend: str | None, flushes: bool, pool: Executor | None = None, tasks: int = 1) -> Setup:
     """The :class:`Setup` of ``spec``: each fast reference validated in the spec's dtype
-    (FastReferenceError if one fails)."""
+    (FastReferenceError if one fails), its mpmath references computed in ``pool`` (in
+    about ``tasks`` pieces) where not cached."""
     keys = sorted({(t.order, t.arg or spec.args[0]) for t in spec.tasks})
-    return Setup(spec, {k: validate(get_case(spec.case), k[1], k[0], spec.dtype) for k in keys}, backend, flushes)
+    return Setup(spec, {k: validate(get_case(spec.case), k[1], k[0], spec.dtype, pool, tasks) for k in keys}, backend, flushes)
 
 
 @functools.lru_cache(maxsize=4)
