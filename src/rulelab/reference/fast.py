@@ -169,7 +169,7 @@ def validation_points(case: Case, dtype: Any = "float32") -> Points:
         gx, gy = np.meshgrid(rx, ry, indexing="ij")  # every extra against a value of every binade
         keep = np.isin(gx, ex) | np.isin(gy, ey)
         cols = (np.concatenate([x, gx[keep]]), np.concatenate([y, gy[keep]]))
-    special = [p for p in case.special_points if all(math.isfinite(c) or not math.isnan(c) for c in p)]
+    special = [p for p in case.special_points if not any(math.isnan(c) for c in p)]
     cols = tuple(np.concatenate([c, np.array([p[k] for p in special], dtype=np.float64)]) for k, c in enumerate(cols))
     with np.errstate(over="ignore"):  # (a special point beyond the dtype's range becomes an infinity, as the dtype reads it)
         cols = tuple(c.astype(f.dtype).astype(np.float64) if f.name != "float64" else c for c in cols)
