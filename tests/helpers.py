@@ -10,7 +10,8 @@
 - :func:`round_mpf`: correct rounding of an mpmath number to a dtype (an oracle used by
   the tests only);
 - :func:`assert_same_errors`, :func:`assert_aggregate_is_binned`: an exhaustive sweep's
-  chunk scoring against the sampled sweep's point-by-point scoring.
+  chunk scoring against the sampled sweep's point-by-point scoring;
+  :func:`stopped_exhaustive_run`: an exhaustive run interrupted after some chunks.
 """
 
 from __future__ import annotations
@@ -309,3 +310,27 @@ def assert_aggregate_is_binned(got, x, sc, want, where):
     ranked = worst(sc.points, sc.values, sc.ref.hi, sc.ref.lo, want, K_WORST)  # every point ranked
     for col in ("dulp", "frac_ulp", "bucket", "in0"):
         assert np.array_equal(got.worst[col].to_numpy(), ranked[col].to_numpy(), equal_nan=col != "bucket"), (where, col)
+
+
+def stopped_exhaustive_run(spec: Any, root: Path, options: Any, monkeypatch: Any, after: int) -> Path:
+    """Start the exhaustive run of ``spec`` under ``root`` and interrupt it (Ctrl-C) as it
+    writes its chunk ``after`` + 1; returns the stopped run's folder."""
+    import pytest
+
+    from rulelab.runs import exhaustive
+
+    real, written = store.write_bytes, []
+
+    def stop(path: Path, data: bytes) -> None:
+        if exhaustive.CHUNKS_DIR in path.parts:
+            if len(written) == after:
+                raise KeyboardInterrupt
+            written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(store, "write_bytes", stop)
+    with pytest.raises(KeyboardInterrupt):
+        exhaustive.start(spec, root, options)
+    monkeypatch.setattr(store, "write_bytes", real)
+    (run,) = (root / "accuracy").glob("2*")
+    return run

@@ -10,7 +10,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_aggregate_is_binned, assert_same_errors, tables
+from helpers import (
+    assert_aggregate_is_binned,
+    assert_same_errors,
+    stopped_exhaustive_run,
+    tables,
+)
 
 import rulelab
 from rulelab import store
@@ -155,20 +160,7 @@ def test_largest_picks_the_r_largest_values_ties_and_nans_included():
 def test_a_killed_exhaustive_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
     spec = E.Spec("softplus", ("naive", "stable"), ("grad",), chunk_bits=18, chunks=chunks_of_binades(127, 127, 18))
     whole = E.start(spec, tmp_path / "whole", ONE)
-    real, written = store.write_bytes, []
-
-    def stop_after_three(path, data):
-        if E.CHUNKS_DIR in path.parts:
-            if len(written) == 3:
-                raise KeyboardInterrupt
-            written.append(path)
-        real(path, data)
-
-    monkeypatch.setattr(store, "write_bytes", stop_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        E.start(spec, tmp_path / "cut", ONE)
-    monkeypatch.setattr(store, "write_bytes", real)
-    (run,) = (tmp_path / "cut" / "accuracy").glob("2*")
+    run = stopped_exhaustive_run(spec, tmp_path / "cut", ONE, monkeypatch, after=3)
     assert store.read_meta(run).status == "stopped" and len(E.done_chunks(run)) == 3
     real_versions = lifecycle.versions
     monkeypatch.setattr(lifecycle, "versions", lambda: {**real_versions(), "jax": "9.9.9"})

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_aggregate_is_binned, assert_same_errors, rulelab, tables
+from helpers import (
+    assert_aggregate_is_binned,
+    assert_same_errors,
+    rulelab,
+    stopped_exhaustive_run,
+    tables,
+)
 
 from rulelab import store
 from rulelab.core.floats import round_double_double
@@ -131,20 +137,7 @@ def test_the_fast_tier_classifies_the_default_plans_bfloat16_pairs_as_the_sample
 def test_a_killed_two_argument_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, monkeypatch):
     spec = Spec("hypot", ("naive", "library"), ("grad",), chunk_bits=16, chunks=tuple(f16(-3.0, 1e-7, 0.0, 2.0, 300.0)), dtype="float16")
     whole = E.start(spec, tmp_path / "whole", ONE)
-    real, written = store.write_bytes, []
-
-    def stop_after_two(path, data):
-        if E.CHUNKS_DIR in path.parts:
-            if len(written) == 2:
-                raise KeyboardInterrupt
-            written.append(path)
-        real(path, data)
-
-    monkeypatch.setattr(store, "write_bytes", stop_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        E.start(spec, tmp_path / "cut", ONE)
-    monkeypatch.setattr(store, "write_bytes", real)
-    (run,) = (tmp_path / "cut" / "accuracy").glob("2*")
+    run = stopped_exhaustive_run(spec, tmp_path / "cut", ONE, monkeypatch, after=2)
     resumed = E.resume(run.name, tmp_path / "cut", ONE)
     a, b = tables(resumed), tables(whole)
     for name in store.TABLES:

@@ -93,7 +93,7 @@ class Aggregate:
     """One result's aggregates over some chunks. Per (sign, binade) of the argument the
     binned table follows: point count, counts per bucket, largest headline and IEEE
     dULP, a dULP histogram (sparse: bins and counts), and the points flushing explains;
-    for a case of two arguments the same but the histogram per pair of binades
+    for a case of two arguments the same, without the histogram, per pair of binades
     (``cells``: one frame per chunk, summed at the end); overall: NaN and inf among the
     wrong non-finite, the largest fractional error, the worst points (a table) and one
     sample per binade."""
