@@ -6,6 +6,7 @@ every sampled point as the sampled sweep does."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -117,7 +118,8 @@ def test_exhaustive_scoring_classifies_every_plan_point_as_the_sampled_sweep(pla
 
 
 @pytest.mark.slow
-def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate():
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled", "numpy"])
+def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate(fused):
     # Chunks of 2^16 inputs where softplus's results and references take every path:
     # subnormal inputs, a subnormal gradient (x near -100, flushed on CPU), NaN from the
     # naive gradient (x near 100), +inf and the NaNs beside it, exact zeros (x near -1e30),
@@ -125,7 +127,7 @@ def test_subtracted_scoring_equals_point_errors_point_by_point_and_in_aggregate(
     # exhaustive sweep's subtraction and, at every point, by metrics.point_errors.
     case = get_case("softplus")
     spec = E.Spec("softplus", tuple(case.variants), ("value", "grad", "grad2"), chunk_bits=16)
-    setup = C.prepare(spec, None, flushes=flushes_subnormals("float32", None))
+    setup = replace(C.prepare(spec, None, flushes=flushes_subnormals("float32", None)), fused=fused)
     at = [np.float32(v).view(np.uint32) >> 16 for v in (1e-40, -100.0, 100.0, np.inf, -1e30, -6.0, 1.5)]
     seen_general = seen_flushed = 0
     for i in at:

@@ -319,8 +319,16 @@ def decided_rounding(fast: np.ndarray, points: np.ndarray | Points, v: Validatio
         lo, hi = fast - width, fast + width
         small = np.abs(fast) < TINY
         ok = np.isfinite(fast) & ~small & (lo > below) & (hi < above)
-    if small.any() and v.tiny_binades:
-        at = np.flatnonzero(small)
+    return decided_tiny(ok, fast, points, v), r
+
+
+def decided_tiny(ok: np.ndarray, fast: np.ndarray, points: np.ndarray | Points, v: Validation) -> np.ndarray:
+    """``ok`` (where the fast values above :data:`TINY` decide) with the tiny fast values
+    decided where their binade's are (``v.tiny_binades``)."""
+    if not v.tiny_binades:
+        return ok
+    at = np.flatnonzero(np.abs(fast) < TINY)
+    if at.size:
         pts = (points,) if isinstance(points, np.ndarray) else points
-        ok[at] = np.isin(bin_key(tuple(np.asarray(p)[at] for p in pts), f), np.array(sorted(v.tiny_binades)))
-    return ok, r
+        ok[at] = np.isin(bin_key(tuple(np.asarray(p)[at] for p in pts), v.dtype), np.array(sorted(v.tiny_binades)))
+    return ok

@@ -146,17 +146,32 @@ def reduce_counted(index: BinIndex, d: np.ndarray) -> Reduced:
     largest dULP read from it (exactly, past its open last bin)."""
     g = len(index)
     h = _per_group(index, np.minimum(d, HIST_BINS - 1) + 1, HIST_BINS + 1)[:, 1:]
-    count = h.sum(axis=1)
-    buckets = np.zeros((g, len(Bucket)), dtype=np.int64)
-    buckets[:, : len(ULP_UPPER) + 1] = np.add.reduceat(h, [0, *(u + 1 for u in ULP_UPPER)], axis=1)
-    top = np.where(count > 0, HIST_BINS - 1 - np.argmax(h[:, ::-1] > 0, axis=1), -1).astype(np.float64)
+    top = np.where(h.sum(axis=1) > 0, HIST_BINS - 1 - np.argmax(h[:, ::-1] > 0, axis=1), -1).astype(np.float64)
     if h[:, -1].any():  # past the open bin: the exact largest
         big = np.flatnonzero(d >= HIST_BINS - 1)
         exact = np.full(g, -1.0)
         np.maximum.at(exact, index.idx[big] if g > 1 else np.zeros(big.size, dtype=np.intp), d[big].astype(np.float64))
         top = np.where(h[:, -1] > 0, exact, top)
-    top = np.where(top < 0, np.nan, top)
-    return Reduced(count, buckets, top, top, np.zeros(g, dtype=np.int64), h)
+    return from_hist(h, top)
+
+
+def from_hist(h: np.ndarray, top: np.ndarray, wrong: np.ndarray | None = None) -> Reduced:
+    """Per-group aggregates from a dULP histogram per group ``h`` (``HIST_BINS`` columns),
+    the largest dULP per group (``top``, negative where none) and, where given, the wrong
+    non-finite results per group."""
+    buckets = np.zeros((h.shape[0], len(Bucket)), dtype=np.int64)
+    buckets[:, : len(ULP_UPPER) + 1] = np.add.reduceat(h, [0, *(u + 1 for u in ULP_UPPER)], axis=1)
+    if wrong is not None:
+        buckets[:, Bucket.WRONG_NONFINITE] = wrong
+    top = np.where(top < 0, np.nan, top).astype(np.float64)
+    return Reduced(buckets.sum(axis=1), buckets, top, top, np.zeros(h.shape[0], dtype=np.int64), h)
+
+
+def from_buckets(buckets: np.ndarray, top: np.ndarray) -> Reduced:
+    """Per-group aggregates from the points per bucket and the largest dULP per group
+    (``top``, negative where none); no histogram."""
+    top = np.where(top < 0, np.nan, top).astype(np.float64)
+    return Reduced(buckets.sum(axis=1), buckets, top, top, np.zeros(buckets.shape[0], dtype=np.int64))
 
 
 def combined(a: Reduced, b: Reduced) -> Reduced:

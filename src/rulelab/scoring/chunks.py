@@ -32,7 +32,14 @@ from rulelab.model.case import Case, get_case
 from rulelab.model.contract import MAX_PRECISION
 from rulelab.model.exhaustive_spec import Spec
 from rulelab.model.tasks import Task
-from rulelab.reference.fast import Validation, decided_rounding, evaluate_fast, validate
+from rulelab.reference.fast import (
+    TINY,
+    Validation,
+    decided_rounding,
+    decided_tiny,
+    evaluate_fast,
+    validate,
+)
 from rulelab.reference.settle import is_unsettled, reference_point
 from rulelab.scoring.binning import (
     CELL_KEYS,
@@ -42,6 +49,8 @@ from rulelab.scoring.binning import (
     cells_frame,
     codes,
     combined,
+    from_buckets,
+    from_hist,
     reduce,
     reduce_counted,
 )
@@ -56,6 +65,11 @@ from rulelab.scoring.metrics import (
     worst_order,
 )
 from rulelab.store.vocabulary import BINNED2, CHUNK_SECONDS, KEYS, Bucket
+
+try:
+    from rulelab.scoring import kernel
+except ImportError:  # (numba missing: the numpy passes)
+    kernel = None  # type: ignore[assignment]
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -153,14 +167,17 @@ def top(w: pd.DataFrame, k: int) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every chunk needs: the spec, each (order, arg) reference's validation, and
-    whether the backend flushes the dtype's subnormals."""
+    """What every chunk needs: the spec, each (order, arg) reference's validation,
+    whether the backend flushes the dtype's subnormals, and whether the per-point passes
+    run as compiled loops (``fused``, :mod:`rulelab.scoring.kernel`) or as numpy passes
+    (the plain path the tests hold them to)."""
 
     spec: Spec
     validations: Mapping[tuple[int, str], Validation]
     backend: str | None
     flushes: bool
     max_precision: int = MAX_PRECISION
+    fused: bool = kernel is not None
 
 
 def prepare(spec: Spec, backend: str | None, flushes: bool, pool: Executor | None = None, tasks: int = 1) -> Setup:
@@ -186,9 +203,10 @@ class ChunkReference:
     result scored against it: hi + lo, ``rounded`` to the dtype, the flush-aware
     reference where the backend flushes, and how many points mpmath decided; then
     ``ordered`` (the rounded values counted from zero, ``floats.ordered``: a dULP is one
-    subtraction), ``inv_ulp`` (1 / the dtype's spacing at hi, a power of two) and
-    ``general``: where :func:`metrics.point_errors` scores instead (a reference not
-    finite or unsettled, or one a flushing backend reads otherwise)."""
+    subtraction), ``general``: where :func:`metrics.point_errors` scores instead (a
+    reference not finite or unsettled, or one a flushing backend reads otherwise; a mask,
+    and ``general_at``, its positions) and, for the numpy passes, ``inv_ulp`` (1 / the
+    dtype's spacing at hi, a power of two)."""
 
     hi: np.ndarray
     lo: np.ndarray
@@ -196,30 +214,34 @@ class ChunkReference:
     flush: FlushReference | None
     mpmath_points: int
     ordered: np.ndarray
-    inv_ulp: np.ndarray
     general: np.ndarray
+    general_at: np.ndarray
+    inv_ulp: np.ndarray | None = None
 
 
 def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarray, ...],
-            secs: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(hi, lo, rounded, points mpmath decided) of the reference at ``pts``: the fast tier
-    where its validated bound decides the rounding, mpmath elsewhere in the domain."""
+            secs: dict[str, float], in_domain: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(hi, lo, rounded, points mpmath decided) of the reference at ``pts`` (all in the
+    case's domain if ``in_domain``): the fast tier where its validated bound decides the
+    rounding, mpmath elsewhere in the domain."""
     dtype = setup.spec.dtype
     v = setup.validations[(order, arg)]
     t = time.perf_counter()
     fast = evaluate_fast(case, arg, order, pts)
     secs["fast_reference"] += time.perf_counter() - t
     t = time.perf_counter()
-    ok, rounded = decided_rounding(fast, pts, v)
+    ok, rounded = (_decided_fused if setup.fused else decided_rounding)(fast, pts, v)
     secs["rounding_test"] += time.perf_counter() - t
     t = time.perf_counter()
-    inside = np.ones(ok.shape, dtype=bool)
-    for dom, x in zip(case.domain, pts):
-        inside &= np.asarray(dom.contains(x), dtype=bool)
     hi = np.where(ok, fast, np.nan)
     lo = np.zeros_like(hi)
-    rounded[~ok] = np.nan  # (the fast values decide the others: a correctly rounded cast)
-    todo = np.flatnonzero(~ok & inside)
+    todo = np.flatnonzero(~ok)
+    rounded[todo] = np.nan  # (the fast values decide the others: a correctly rounded cast)
+    if not in_domain:
+        inside = np.ones(todo.size, dtype=bool)
+        for dom, x in zip(case.domain, pts):
+            inside &= np.asarray(dom.contains(x[todo]), dtype=bool)
+        todo = todo[inside]
     for j in todo:
         hi[j], lo[j] = reference_point(case, order, arg, tuple(float(x[j]) for x in pts), setup.max_precision)
     if todo.size:
@@ -228,41 +250,64 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
     return hi, lo, rounded, int(todo.size)
 
 
+def _decided_fused(fast: np.ndarray, pts: tuple[np.ndarray, ...], v: Validation) -> tuple[np.ndarray, np.ndarray]:
+    """``fast.decided_rounding`` in one compiled pass (``kernel.decide``)."""
+    f = fmt(v.dtype)
+    bits = np.empty(fast.size, dtype=f.uint)
+    nan_bits = int(np.array(np.nan, dtype=f.dtype).view(f.uint))
+    ok, n_tiny = kernel.decide(np.ascontiguousarray(fast, dtype=np.float64), v.bound, TINY, *kernel.format_args(f), f.bits, nan_bits, bits)
+    return decided_tiny(ok, fast, pts, v) if n_tiny else ok, bits.view(f.dtype)
+
+
 def _flushed_reading(pts: tuple[np.ndarray, ...], dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """Which points a backend that flushes ``dtype``'s subnormals reads otherwise (a
-    subnormal coordinate), and every point as it reads them (signed zeros)."""
+    """The points a backend that flushes ``dtype``'s subnormals reads otherwise (a
+    subnormal coordinate: positions), and those points as it reads them (signed zeros)."""
     tiny = fmt(dtype).smallest_normal
     sub = [(x != 0) & (np.abs(x) < tiny) for x in pts]
-    return np.logical_or.reduce(sub), tuple(np.where(s, np.copysign(0.0, x), x) for s, x in zip(sub, pts))
+    where = np.flatnonzero(np.logical_or.reduce(sub))
+    return where, tuple(np.where(s[where], np.copysign(0.0, x[where]), x[where]) for s, x in zip(sub, pts))
+
+
+def _subnormal(x: np.ndarray) -> np.ndarray:
+    """Where values of a format of at most 32 bits are subnormal (from their bits)."""
+    f = fmt(x.dtype)
+    mag = x.view(f.uint) & f.uint((1 << (f.bits - 1)) - 1)
+    return (mag != 0) & (mag < f.uint(1 << (f.precision - 1)))
 
 
 def _reference(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarray, ...], secs: dict[str, float]) -> ChunkReference:
     """The reference at ``pts`` (:func:`_decide`), and where the backend flushes, at the
     points as it reads them (decided once per distinct flushed point)."""
     dtype = setup.spec.dtype
-    hi, lo, rounded, n_mpmath = _decide(setup, case, order, arg, pts, secs)
+    hi, lo, rounded, n_mpmath = _decide(setup, case, order, arg, pts, secs, in_domain=True)
     t = time.perf_counter()
     flush = None
-    general = ~np.isfinite(rounded) | is_unsettled(hi, lo)
+    general = ~np.isfinite(rounded)
+    nan = np.flatnonzero(np.isnan(hi))
+    general[nan[is_unsettled(hi[nan], lo[nan])]] = True
     if setup.flushes:
-        sub, read = _flushed_reading(pts, dtype)
-        f_hi, f_lo, f_rounded = hi.copy(), lo.copy(), rounded.copy()
-        where = np.flatnonzero(sub)
+        # the flush-aware reference differs from the IEEE one only where an input or the
+        # reference is subnormal: decided there (once per distinct flushed point)
+        where, read = _flushed_reading(pts, dtype)
+        at = np.union1d(where, np.flatnonzero(_subnormal(rounded)))
+        f_hi, f_lo, f_rounded = hi[at], lo[at], rounded[at]
         if where.size:
-            bits = np.stack([x[where].view(np.uint64) for x in read], axis=1)
+            bits = np.stack([x.view(np.uint64) for x in read], axis=1)
             uniq, inverse = np.unique(bits, axis=0, return_inverse=True)
             u_pts = tuple(np.ascontiguousarray(uniq[:, k]).view(np.float64) for k in range(len(pts)))
             secs["scoring"] += time.perf_counter() - t
             u_hi, u_lo, u_rounded, n = _decide(setup, case, order, arg, u_pts, secs)
             t = time.perf_counter()
             n_mpmath += n
-            inverse = inverse.reshape(-1)
-            f_hi[where], f_lo[where], f_rounded[where] = u_hi[inverse], u_lo[inverse], u_rounded[inverse]
-        flush = flush_reference(f_hi, f_lo, dtype, rounded, rounded_at_flushed=f_rounded)
+            inverse, pos = inverse.reshape(-1), np.searchsorted(at, where)
+            f_hi[pos], f_lo[pos], f_rounded[pos] = u_hi[inverse], u_lo[inverse], u_rounded[inverse]
+        flushed = rounded.copy()
+        flushed[at] = flush_reference(f_hi, f_lo, dtype, rounded[at], rounded_at_flushed=f_rounded).rounded
+        flush = FlushReference(flushed)
         bits_of = fmt(dtype).uint
-        general |= flush.rounded.view(bits_of) != rounded.view(bits_of)
-    inv_ulp = 1.0 / ulp(np.where(general, 1.0, hi), dtype)
-    out = ChunkReference(hi, lo, rounded, flush, n_mpmath, ordered(rounded, dtype), inv_ulp, general)
+        general[at] |= flushed[at].view(bits_of) != rounded[at].view(bits_of)
+    inv_ulp = None if setup.fused else 1.0 / ulp(np.where(general, 1.0, hi), dtype)
+    out = ChunkReference(hi, lo, rounded, flush, n_mpmath, ordered(rounded, dtype), general, np.flatnonzero(general), inv_ulp)
     secs["scoring"] += time.perf_counter() - t
     return out
 
@@ -270,37 +315,53 @@ def _reference(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.nda
 @dataclass(frozen=True)
 class Scored:
     """One result over one chunk's in-domain inputs ``points`` (float64, one array per
-    argument): ``dulp`` at every point outside ``general`` (int64, one subtraction), and
-    :func:`metrics.point_errors` at the points of ``general`` (indices: a non-finite
-    result or reference, an unsettled one, or a flushed reading), in ``errors``."""
+    argument), scored against ``ref``: :func:`metrics.point_errors` at the points of
+    ``general`` (indices, in ``errors``), one subtraction of counts elsewhere (``dulp``
+    at every point for the numpy passes, which also take non-finite results as general;
+    None for the compiled ones, which count those apart and subtract in the loop)."""
 
     task: Task
     points: tuple[np.ndarray, ...]
     values: np.ndarray
     ref: ChunkReference
-    dulp: np.ndarray
+    dulp: np.ndarray | None
     general: np.ndarray
     errors: PointErrors
 
-    def frac(self) -> np.ndarray:
-        """The fractional error of every subtracted point against hi + lo (meaningless
-        at the general points)."""
+    def frac(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """The fractional error against hi + lo at the points ``idx`` (every point if None;
+        meaningless at the general points)."""
+        sel = slice(None) if idx is None else idx
+        inv = self.ref.inv_ulp
+        if inv is None:
+            hi = self.ref.hi[sel]
+            inv = 1.0 / ulp(np.where(self.ref.general[sel], 1.0, hi), self.values.dtype)
+        else:
+            inv = inv[sel]
         with np.errstate(over="ignore", invalid="ignore"):
-            frac = self.values.astype(np.float64)
-            frac -= self.ref.hi
-            frac -= self.ref.lo
+            frac = self.values[sel].astype(np.float64)
+            frac -= self.ref.hi[sel]
+            frac -= self.ref.lo[sel]
             np.abs(frac, out=frac)
-            frac *= self.ref.inv_ulp
+            frac *= inv
         return frac
 
     def at(self, idx: np.ndarray, frac: np.ndarray | None = None) -> PointErrors:
         """The errors at the points ``idx`` as ``metrics.point_errors`` gives them: the
-        subtracted dULPs (with ``frac``, :meth:`frac`, where already known) and the general
-        points'."""
+        subtracted dULPs (with ``frac``, :meth:`frac` at every point, where already
+        known), the wrong non-finite results where the reference is finite, and the
+        general points'."""
         idx = np.asarray(idx, dtype=np.int64)
-        d = self.dulp[idx]
+        dtype = self.values.dtype
+        if self.dulp is None:
+            with np.errstate(invalid="ignore"):
+                d = np.abs(ordered(self.values[idx], dtype).astype(np.int64) - self.ref.ordered[idx])
+        else:
+            d = self.dulp[idx]
         dulp, bucket = d.astype(np.float64), _BUCKET_OF[np.minimum(d, HIST_BINS - 1)]
-        fr = (self.frac() if frac is None else frac)[idx]
+        fr = self.frac(idx) if frac is None else frac[idx]
+        wrong = ~np.isfinite(self.values[idx].astype(np.float64))
+        dulp[wrong], fr[wrong], bucket[wrong] = np.inf, np.nan, Bucket.WRONG_NONFINITE
         flushed = np.zeros(idx.size, dtype=bool)
         dulp_ieee, bucket_ieee = dulp.copy(), bucket.copy()
         g = np.minimum(np.searchsorted(self.general, idx), max(self.general.size - 1, 0))
@@ -312,14 +373,16 @@ class Scored:
 
     def point_errors(self) -> PointErrors:
         """Every point's errors (:meth:`at` every point)."""
-        return self.at(np.arange(self.dulp.size))
+        return self.at(np.arange(self.values.size))
 
 
-def _score(task: Task, pts: tuple[np.ndarray, ...], values: np.ndarray, ref: ChunkReference, dtype: Any) -> Scored:
-    general = ref.general | ~np.isfinite(values)
-    dulp = np.subtract(ordered(values, dtype), ref.ordered, dtype=np.int64)  # (meaningless at the general points)
-    np.abs(dulp, out=dulp)
-    g = np.flatnonzero(general)
+def _score(task: Task, pts: tuple[np.ndarray, ...], values: np.ndarray, ref: ChunkReference, dtype: Any, fused: bool) -> Scored:
+    if fused:
+        dulp, g = None, ref.general_at
+    else:
+        dulp = np.subtract(ordered(values, dtype), ref.ordered, dtype=np.int64)  # (meaningless at the general points)
+        np.abs(dulp, out=dulp)
+        g = np.flatnonzero(ref.general | ~np.isfinite(values))
     flush = FlushReference(ref.flush.rounded[g]) if ref.flush is not None else None
     errors = point_errors(values[g], ref.hi[g], ref.lo[g], dtype, rounded=ref.rounded[g], flush=flush)
     return Scored(task, pts, values, ref, dulp, g, errors)
@@ -346,24 +409,26 @@ def score_points(setup: Setup, inputs: np.ndarray | tuple[np.ndarray, ...], secs
     inputs = tuple(np.asarray(x, dtype=f.dtype) for x in ((inputs,) if isinstance(inputs, np.ndarray) else inputs))
     keep = np.ones(inputs[0].shape, dtype=bool)
     with np.errstate(invalid="ignore"):  # (signalling NaNs, cast)
-        for dom, x in zip(case.domain, inputs):
-            x64 = x.astype(np.float64)
-            keep &= ~np.isnan(x64) & np.asarray(dom.contains(x64), dtype=bool)
+        x64 = tuple(x.astype(np.float64) for x in inputs)
+    for dom, x in zip(case.domain, x64):
+        keep &= ~np.isnan(x) & np.asarray(dom.contains(x), dtype=bool)
+    every = bool(keep.all())
     program = _program(spec.case, tuple((t.variant, t.transform, spec.args.index(t.arg) if t.arg else 0) for t in spec.tasks), len(spec.args))
     device = jax.devices(setup.backend)[0] if setup.backend else jax.devices()[0]
     xd = [jax.device_put(x, device) for x in inputs]
-    pts = tuple(x[keep].astype(np.float64) for x in inputs)
+    pts = x64 if every else tuple(x[keep] for x in x64)
     refs: dict[tuple[int, str], ChunkReference] = {}
     secs = dict.fromkeys(CHUNK_SECONDS, 0.0) if secs is None else secs
     for k, t in enumerate(spec.tasks):
         t0 = time.perf_counter()
-        values = np.asarray(program(np.int32(k), *xd))[keep]
+        values = np.asarray(program(np.int32(k), *xd))
+        values = values if every else values[keep]
         secs["jax"] += time.perf_counter() - t0
         key = (t.order, t.arg or spec.args[0])
         if key not in refs:
             refs[key] = _reference(setup, case, t.order, key[1], pts, secs)
         t0 = time.perf_counter()
-        scored = _score(t, pts, values, refs[key], spec.dtype)
+        scored = _score(t, pts, values, refs[key], spec.dtype, setup.fused)
         secs["scoring"] += time.perf_counter() - t0
         yield scored
 
@@ -372,44 +437,73 @@ def aggregate(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Ag
     """The aggregates of one result over one chunk: per group of ``index`` (the binned
     table's binades) and of ``cells`` (pairs of binades, for two arguments: the error
     map), the worst ``k`` points and a sample per binade. The subtracted dULPs are
-    counted from one histogram per group; the general points, few, as every sweep
-    counts them."""
+    counted from one histogram per group (in one compiled loop, or numpy passes, as
+    ``sc`` was scored); the general points, few, as every sweep counts them."""
     if not sc.values.size:  # (a chunk of NaNs and inputs outside the domain)
         return Aggregate({})
-    d = sc.dulp.copy()
-    d[sc.general] = -1  # (left to the general scorer)
-    r = _reduced(index, d, sc)
-    bins = {key: {"count": int(r.count[j]), "buckets": r.buckets[j], "hist": _sparse(r.hist[j]), "max_ulp": float(r.max_ulp[j]),
-                  "max_ulp_ieee": float(r.max_ulp_ieee[j]), "flushed": int(r.flushed[j])} for j, key in enumerate(index.keys)}
+    r, maps, nan, inf, top_frac, worst_points = (_counted_fused if sc.dulp is None else _counted_numpy)(sc, index, cells, k)
     e = sc.errors
     wrong = e.bucket == Bucket.WRONG_NONFINITE
-    nan = int(np.isnan(sc.values[sc.general][wrong].astype(np.float64)).sum())
-    frac = sc.frac()
-    top_frac = np.fmax(np.max(frac, where=d >= 0, initial=-np.inf), np.max(e.frac, where=~np.isnan(e.frac), initial=-np.inf))
+    n_nan = int(np.isnan(sc.values[sc.general][wrong].astype(np.float64)).sum())
+    top_frac = np.fmax(top_frac, np.max(e.frac, where=~np.isnan(e.frac), initial=-np.inf))
+    bins = {key: {"count": int(r.count[j]), "buckets": r.buckets[j], "hist": _sparse(r.hist[j]), "max_ulp": float(r.max_ulp[j]),
+                  "max_ulp_ieee": float(r.max_ulp_ieee[j]), "flushed": int(r.flushed[j])} for j, key in enumerate(index.keys)}
     first = index.first
-    at_first = sc.at(first, frac)
     samples = pd.DataFrame({**{f"in{i}": p[first] for i, p in enumerate(sc.points)}, "computed": sc.values.astype(np.float64)[first],
-                            "ref_hi": sc.ref.hi[first], "dulp": at_first.dulp,
+                            "ref_hi": sc.ref.hi[first], "dulp": sc.at(first).dulp,
                             "sign": [key[0] for key in index.keys], "binade": [key[1] for key in index.keys]})
-    maps = (cells_frame(cells, _reduced(cells, d, sc)),) if cells is not None else ()
-    return Aggregate(bins, nan, int(wrong.sum()) - nan, float(top_frac) if np.isfinite(top_frac) else math.nan, _worst(sc, d, frac, k),
+    mine = np.union1d(_largest(worst_key(e.bucket, e.dulp), k), np.flatnonzero(e.bucket == Bucket.UNSETTLED)[:k])
+    cand = np.union1d(worst_points, sc.general[mine])
+    w = worst(tuple(p[cand] for p in sc.points), sc.values[cand], sc.ref.hi[cand], sc.ref.lo[cand], sc.at(cand), k=k)
+    return Aggregate(bins, nan + n_nan, inf + int(wrong.sum()) - n_nan, float(top_frac) if np.isfinite(top_frac) else math.nan, w,
                      samples, sc.ref.mpmath_points, maps)
 
 
-def _reduced(index: BinIndex, d: np.ndarray, sc: Scored) -> Reduced:
-    """Per group of ``index``: the subtracted points (``d``, -1 elsewhere) and the general ones."""
-    r = reduce_counted(index, d)
+Counted = tuple[Reduced, tuple[pd.DataFrame, ...], int, int, float, np.ndarray]
+"""What a result's subtracted points give: per group of the index and of the cells, the
+wrong NaN and inf among them, their largest fractional error and their worst positions."""
+
+
+def _counted_fused(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Counted:
+    """:data:`Counted` from one compiled loop (``kernel.count``), the general points added."""
+    f = fmt(sc.values.dtype)
+    ref = sc.ref
+    lut = kernel.decoder(f.dtype)
+    (hist, top, wrong, cell_buckets, cell_top, top_frac, nan, inf, worst_pos, nonfinite_pos) = kernel.count(
+        sc.values if not lut.size else np.zeros(0, dtype=np.float32), lut, sc.values.view(f.int), ref.ordered, ref.general,
+        ref.hi.view(np.int64), ref.hi, ref.lo, index.idx, len(index), cells.idx if cells is not None else index.idx,
+        len(cells) if cells is not None else 0, kernel.inverse_spacings(f.dtype), *kernel.format_args(f), _BUCKET_OF.astype(np.int64),
+        len(Bucket), k)
+    r = _with_general(index, from_hist(hist, top, wrong), sc)
+    maps = (cells_frame(cells, _with_general(cells, from_buckets(cell_buckets, cell_top), sc)),) if cells is not None else ()
+    found = np.concatenate([worst_pos, nonfinite_pos])
+    return r, maps, nan, inf, top_frac, found[found >= 0]
+
+
+def _counted_numpy(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Counted:
+    """:data:`Counted` from numpy passes over every point, the general points added."""
+    d = sc.dulp.copy()
+    d[sc.general] = -1  # (left to the general scorer)
+    r = _with_general(index, reduce_counted(index, d), sc)
+    frac = sc.frac()
+    top_frac = np.max(frac, where=d >= 0, initial=-np.inf)
+    maps = (cells_frame(cells, _with_general(cells, reduce_counted(cells, d), sc)),) if cells is not None else ()
+    return r, maps, 0, 0, top_frac, _worst_subtracted(d, frac, k)
+
+
+def _with_general(index: BinIndex, r: Reduced, sc: Scored) -> Reduced:
+    """The aggregates ``r`` of the subtracted points, per group of ``index``, and the general ones'."""
     if not sc.general.size:
         return r
     e = sc.errors
     sub = BinIndex(index.keys, index.idx[sc.general], index.first)
-    return combined(r, reduce(sub, e.dulp, e.bucket, e.dulp_ieee, e.bucket_ieee, e.flushed, hist=True))
+    return combined(r, reduce(sub, e.dulp, e.bucket, e.dulp_ieee, e.bucket_ieee, e.flushed, hist=r.hist is not None))
 
 
-def _worst(sc: Scored, d: np.ndarray, frac: np.ndarray, k: int) -> pd.DataFrame:
-    """The ``k`` worst points (and up to ``k`` unsettled ones), as ``metrics.worst`` ranks
-    them: among the subtracted points the k-th largest dULP found without sorting the
-    chunk, ties at it taken by fractional error; among the general ones, the k worst."""
+def _worst_subtracted(d: np.ndarray, frac: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the ``k`` worst subtracted points (``d`` >= 0), as
+    ``metrics.worst`` ranks them: the k-th largest dULP found without sorting the chunk,
+    ties at it taken by fractional error."""
     big = _largest(d, k)
     if big.size:
         t = d[big].min()
@@ -419,11 +513,7 @@ def _worst(sc: Scored, d: np.ndarray, frac: np.ndarray, k: int) -> pd.DataFrame:
         if at.size > r:
             at = at[_largest(frac[at], r)]
         big = np.concatenate([above, at])
-    e, g = sc.errors, sc.general
-    mine = np.union1d(_largest(worst_key(e.bucket, e.dulp), k), np.flatnonzero(e.bucket == Bucket.UNSETTLED)[:k])
-    cand = np.union1d(big, g[mine])
-    sub = sc.at(cand, frac)
-    return worst(tuple(p[cand] for p in sc.points), sc.values[cand], sc.ref.hi[cand], sc.ref.lo[cand], sub, k=k)
+    return big
 
 
 def _largest(v: np.ndarray, r: int) -> np.ndarray:
@@ -435,11 +525,11 @@ def _largest(v: np.ndarray, r: int) -> np.ndarray:
     sample = v[::64][number[::64]]
     if sample.size <= r:
         pool = np.flatnonzero(number)
-        return pool[np.argpartition(-v[pool], r - 1)[:r]] if pool.size > r else pool
+        return pool[np.argsort(-v[pool], kind="stable")[:r]] if pool.size > r else pool
     t = np.partition(sample, sample.size - r)[sample.size - r]
     above = np.flatnonzero(v > t)
     if above.size >= r:
-        return above[np.argpartition(-v[above], r - 1)[:r]]
+        return above[np.argsort(-v[above], kind="stable")[:r]]
     return np.concatenate([above, np.flatnonzero(v == t)[: r - above.size]])
 
 
