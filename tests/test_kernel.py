@@ -50,13 +50,14 @@ def test_the_compiled_rounding_test_decides_and_rounds_as_numpy_casts(dtype):
     for bound in (2.0**-50, 2.0 ** -(f.precision + 13)):
         v = Validation("test", "x", 1, bound, 0, 0.0, (0.0,), frozenset(), dtype)
         want_ok, want = decided_rounding(x, x, v)
-        got_ok, got = C._decided_fused(x, (x,), v)
+        got_ok, got, hi = C._decided_fused(x, (x,), v)
         assert np.array_equal(got_ok, want_ok), (dtype, bound)
         assert 0 < got_ok.mean() < 1
         with np.errstate(invalid="ignore"):
             nan = np.isnan(x)
             assert np.array_equal(got.view(f.uint)[~nan], want.view(f.uint)[~nan]), dtype  # a correctly rounded cast, every point
         assert np.isnan(got[nan].astype(np.float64)).all()
+        assert np.array_equal(hi, np.where(want_ok, x, np.nan), equal_nan=True)
 
 
 def _assert_same_aggregate(a: C.Aggregate, b: C.Aggregate, where) -> None:

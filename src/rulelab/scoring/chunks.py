@@ -230,11 +230,14 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
     fast = evaluate_fast(case, arg, order, pts)
     secs["fast_reference"] += time.perf_counter() - t
     t = time.perf_counter()
-    ok, rounded = (_decided_fused if setup.fused else decided_rounding)(fast, pts, v)
+    if setup.fused:
+        ok, rounded, hi = _decided_fused(fast, pts, v)
+    else:
+        ok, rounded = decided_rounding(fast, pts, v)
+        hi = np.where(ok, fast, np.nan)
     secs["rounding_test"] += time.perf_counter() - t
     t = time.perf_counter()
-    hi = np.where(ok, fast, np.nan)
-    lo = np.zeros_like(hi)
+    lo = np.zeros(hi.shape)
     todo = np.flatnonzero(~ok)
     rounded[todo] = np.nan  # (the fast values decide the others: a correctly rounded cast)
     if not in_domain:
@@ -250,22 +253,31 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
     return hi, lo, rounded, int(todo.size)
 
 
-def _decided_fused(fast: np.ndarray, pts: tuple[np.ndarray, ...], v: Validation) -> tuple[np.ndarray, np.ndarray]:
-    """``fast.decided_rounding`` in one compiled pass (``kernel.decide``)."""
+def _decided_fused(fast: np.ndarray, pts: tuple[np.ndarray, ...], v: Validation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fast.decided_rounding`` in one compiled pass (``kernel.decide``), and the fast
+    values where they decide (NaN elsewhere)."""
     f = fmt(v.dtype)
-    bits = np.empty(fast.size, dtype=f.uint)
+    fast = np.ascontiguousarray(fast, dtype=np.float64)
+    bits, hi = np.empty(fast.size, dtype=f.uint), np.empty(fast.size)
     nan_bits = int(np.array(np.nan, dtype=f.dtype).view(f.uint))
-    ok, n_tiny = kernel.decide(np.ascontiguousarray(fast, dtype=np.float64), v.bound, TINY, *kernel.format_args(f), f.bits, nan_bits, bits)
-    return decided_tiny(ok, fast, pts, v) if n_tiny else ok, bits.view(f.dtype)
+    ok, n_tiny = kernel.decide(fast, v.bound, TINY, *kernel.format_args(f), f.bits, nan_bits, bits, hi)
+    if n_tiny:
+        tiny = np.flatnonzero(~ok)
+        ok = decided_tiny(ok, fast, pts, v)
+        tiny = tiny[ok[tiny]]
+        hi[tiny] = fast[tiny]
+    return ok, bits.view(f.dtype), hi
 
 
 def _flushed_reading(pts: tuple[np.ndarray, ...], dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The points a backend that flushes ``dtype``'s subnormals reads otherwise (a
     subnormal coordinate: positions), and those points as it reads them (signed zeros)."""
     tiny = fmt(dtype).smallest_normal
-    sub = [(x != 0) & (np.abs(x) < tiny) for x in pts]
-    where = np.flatnonzero(np.logical_or.reduce(sub))
-    return where, tuple(np.where(s[where], np.copysign(0.0, x[where]), x[where]) for s, x in zip(sub, pts))
+    near = np.flatnonzero(np.logical_or.reduce([np.abs(x) < tiny for x in pts]))  # (zeros too)
+    sub = [(x[near] != 0) & (np.abs(x[near]) < tiny) for x in pts]
+    keep = np.logical_or.reduce(sub)
+    where = near[keep]
+    return where, tuple(np.where(s[keep], np.copysign(0.0, x[where]), x[where]) for s, x in zip(sub, pts))
 
 
 def _subnormal(x: np.ndarray) -> np.ndarray:
@@ -449,7 +461,7 @@ def aggregate(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Ag
     bins = {key: {"count": int(r.count[j]), "buckets": r.buckets[j], "hist": _sparse(r.hist[j]), "max_ulp": float(r.max_ulp[j]),
                   "max_ulp_ieee": float(r.max_ulp_ieee[j]), "flushed": int(r.flushed[j])} for j, key in enumerate(index.keys)}
     first = index.first
-    samples = pd.DataFrame({**{f"in{i}": p[first] for i, p in enumerate(sc.points)}, "computed": sc.values.astype(np.float64)[first],
+    samples = pd.DataFrame({**{f"in{i}": p[first] for i, p in enumerate(sc.points)}, "computed": sc.values[first].astype(np.float64),
                             "ref_hi": sc.ref.hi[first], "dulp": sc.at(first).dulp,
                             "sign": [key[0] for key in index.keys], "binade": [key[1] for key in index.keys]})
     mine = np.union1d(_largest(worst_key(e.bucket, e.dulp), k), np.flatnonzero(e.bucket == Bucket.UNSETTLED)[:k])

@@ -5,9 +5,11 @@ The pitfall: each numpy pass over a chunk's 4M points reads and writes arrays of
 (a cast, a comparison, a subtraction, a histogram, a mask...), and a chunk made a few
 dozen of them per result: memory traffic, not arithmetic, was most of an exhaustive
 sweep. Each loop here makes one pass, keeping per point only what it reads. They are
-compiled by numba (cached on disk, compiled again when numba or this file changes);
-``rulelab.scoring.chunks`` keeps its numpy passes as the plain path, and the tests hold
-the two to identical tables.
+compiled by numba (cached on disk, compiled again when numba or this file changes)
+rather than by XLA: a histogram per group and the k worst points with ties to the
+earlier one are a loop with a scatter and a branch, which XLA on CPU would run as
+scatters and a sort. ``rulelab.scoring.chunks`` keeps its numpy passes as the plain
+path, and the tests hold the two to identical aggregates.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ WRONG = int(Bucket.WRONG_NONFINITE)
 
 @numba.njit(**_JIT)
 def decide(fast: np.ndarray, bound: float, tiny: float, p: int, emin: int, emax: int, nbits: int, nan_bits: int,
-           bits: np.ndarray) -> tuple[np.ndarray, int]:
+           bits: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, int]:
     """Where the fast values decide the reference rounded to the format (``p``
     significand bits, normal exponents emin..emax): finite, at least ``tiny`` in
     magnitude, and the interval |fast| (1 ± (bound + 2^-50)) strictly between the points
@@ -37,8 +39,9 @@ def decide(fast: np.ndarray, bound: float, tiny: float, p: int, emin: int, emax:
     value, halfway to 2^(emax + 1)): ``fast.decided_rounding``'s test, the interval
     computed in float64 alike and compared in units of the spacing (exact scalings).
     ``bits`` receives each fast value rounded to nearest even in the format (its bit
-    pattern; ``nan_bits`` where the fast value is NaN). Also returns how many fast
-    values are below ``tiny`` in magnitude."""
+    pattern; ``nan_bits`` where the fast value is NaN) and ``hi`` the fast value where
+    it decides, NaN elsewhere. Also returns how many fast values are below ``tiny`` in
+    magnitude."""
     n = fast.size
     n_tiny = 0
     ok = np.zeros(n, dtype=np.bool_)
@@ -51,6 +54,7 @@ def decide(fast: np.ndarray, bound: float, tiny: float, p: int, emin: int, emax:
     for j in range(scale.size):
         scale[j] = 2.0 ** -(qmin + j)
     for i in range(n):
+        hi[i] = np.nan
         xb = xbits[i]
         neg = sign if xb < 0 else 0
         ex = (xb >> 52) & 0x7FF
@@ -92,7 +96,9 @@ def decide(fast: np.ndarray, bound: float, tiny: float, p: int, emin: int, emax:
             below = y - 0.25
         width = ax * slack
         s = scale[q - qmin]
-        ok[i] = ((ax - width) * s > below) and ((ax + width) * s < above)
+        if ((ax - width) * s > below) and ((ax + width) * s < above):
+            ok[i] = True
+            hi[i] = fast[i]
     return ok, n_tiny
 
 
@@ -130,6 +136,8 @@ def count(values: np.ndarray, lut: np.ndarray, vbits: np.ndarray, ref_ordered: n
     magmask = (1 << (vbits.itemsize * 8 - 1)) - 1
     infmag = (emax - emin + 2) << (p - 1)
     use_lut = lut.size > 0
+    kd, kf = np.int64(-1), -np.inf  # the k-th worst so far
+    flat = hist.ravel()
     for i in range(vbits.size):
         if skip[i]:
             continue
@@ -149,7 +157,7 @@ def count(values: np.ndarray, lut: np.ndarray, vbits: np.ndarray, ref_ordered: n
                 nonfinite_pos[n_nan + n_inf - 1] = i
             continue
         d = abs((-mag if b < 0 else mag) - np.int64(ref_ordered[i]))
-        hist[g, min(d, nbins - 1)] += 1
+        flat[g * nbins + min(d, nbins - 1)] += 1
         if d > top[g]:
             top[g] = d
         if ncells > 0:
@@ -162,12 +170,13 @@ def count(values: np.ndarray, lut: np.ndarray, vbits: np.ndarray, ref_ordered: n
         frac = abs((v - hi[i]) - lo[i]) * inv_ulp[e - emin]
         if frac > max_frac:
             max_frac = frac
-        if d > worst_d[k - 1] or (d == worst_d[k - 1] and frac > worst_f[k - 1]):
+        if d > kd or (d == kd and frac > kf):
             j = k - 1
             while j > 0 and (d > worst_d[j - 1] or (d == worst_d[j - 1] and frac > worst_f[j - 1])):
                 worst_pos[j], worst_d[j], worst_f[j] = worst_pos[j - 1], worst_d[j - 1], worst_f[j - 1]
                 j -= 1
             worst_pos[j], worst_d[j], worst_f[j] = i, d, frac
+            kd, kf = worst_d[k - 1], worst_f[k - 1]
     return hist, top, wrong, cells, cell_top, max_frac, n_nan, n_inf, worst_pos, nonfinite_pos
 
 
