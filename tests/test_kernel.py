@@ -17,6 +17,7 @@ from rulelab.core.floats import fmt
 from rulelab.jaxrun.backend import flushes_subnormals
 from rulelab.model.case import get_case
 from rulelab.model.exhaustive_spec import Spec
+from rulelab.reference import fast as fastref
 from rulelab.reference.fast import TINY, Validation, decided_rounding
 from rulelab.scoring import chunks as C
 
@@ -58,6 +59,25 @@ def test_the_compiled_rounding_test_decides_and_rounds_as_numpy_casts(dtype):
             assert np.array_equal(got.view(f.uint)[~nan], want.view(f.uint)[~nan]), dtype  # a correctly rounded cast, every point
         assert np.isnan(got[nan].astype(np.float64)).all()
         assert np.array_equal(hi, np.where(want_ok, x, np.nan), equal_nan=True)
+
+
+@pytest.mark.parametrize(("dtype", "nargs"), [("float32", 1), ("bfloat16", 2), ("float16", 2)])
+def test_the_tiny_binades_are_looked_up_as_bin_key_finds_them(dtype, nargs):
+    # decided_tiny reads a table over the sign and exponent bits; bin_key + isin is the
+    # definition it replaces: every kind of value (zeros, subnormals, normals, infinities)
+    f = fmt(dtype)
+    rng = np.random.default_rng(3)
+    with np.errstate(invalid="ignore"):
+        values = rng.integers(0, 1 << f.bits, 20_000).astype(f.uint).view(f.dtype).astype(np.float64)
+    values = np.concatenate([values[~np.isnan(values)], [0.0, -0.0, np.inf, -np.inf, 2.0**f.quantum_min, -f.max_finite]])
+    pts = tuple(rng.permutation(values) for _ in range(nargs))
+    keys = fastref.bin_key(pts, dtype)
+    tiny = frozenset(rng.choice(np.unique(keys), 200, replace=False).tolist())
+    v = Validation("test", "x", 1, 2.0**-40, 0, 0.0, (0.0,) * nargs, tiny, dtype)
+    fast = np.full(values.size, 0.0)
+    got = fastref.decided_tiny(np.zeros(values.size, dtype=bool), fast, pts, v)
+    assert np.array_equal(got, np.isin(keys, np.array(sorted(tiny))))
+    assert got.any() and not got.all()
 
 
 def _assert_same_aggregate(a: C.Aggregate, b: C.Aggregate, where) -> None:

@@ -16,6 +16,7 @@ reference tiny too) mpmath decides.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -330,5 +331,27 @@ def decided_tiny(ok: np.ndarray, fast: np.ndarray, points: np.ndarray | Points, 
     at = np.flatnonzero(np.abs(fast) < TINY)
     if at.size:
         pts = (points,) if isinstance(points, np.ndarray) else points
-        ok[at] = np.isin(bin_key(tuple(np.asarray(p)[at] for p in pts), v.dtype), np.array(sorted(v.tiny_binades)))
+        ok[at] = _tiny_table(v, len(pts))[_sign_exponent(tuple(np.asarray(p)[at] for p in pts), v.dtype)]
     return ok
+
+
+def _sign_exponent(points: Points, dtype: Any) -> np.ndarray:
+    """One integer per point: the sign and exponent bits of each coordinate in ``dtype``,
+    the first argument's highest (what :func:`bin_key` reads, as a table index)."""
+    f = fmt(dtype)
+    width = f.bits - f.precision + 1
+    code = np.zeros(np.shape(points[0]), dtype=np.int64)
+    for x in points:
+        code = (code << width) | (np.asarray(x).astype(f.dtype).view(f.uint) >> (f.precision - 1)).astype(np.int64)
+    return code
+
+
+@functools.lru_cache(maxsize=16)
+def _tiny_table(v: Validation, nargs: int) -> np.ndarray:
+    """For every :func:`_sign_exponent` code of ``nargs`` coordinates, whether its binades
+    are among ``v.tiny_binades``: a lookup per point, not a search."""
+    f = fmt(v.dtype)
+    signs_exponents = np.arange(1 << (f.bits - f.precision + 1))
+    first = (signs_exponents << (f.precision - 1)).astype(f.uint).view(f.dtype).astype(np.float64)  # ±0, ±2^e, ±inf
+    grid = np.meshgrid(*([first] * nargs), indexing="ij")
+    return np.isin(bin_key(tuple(g.ravel() for g in grid), v.dtype), np.fromiter(v.tiny_binades, dtype=np.int64))
