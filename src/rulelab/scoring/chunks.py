@@ -4,10 +4,13 @@ every pair of 16-bit inputs of a case of two): scored point by point, kept as ag
 The pitfall: 4M points per chunk, for every variant, are too many to keep and too many
 for a scorer that makes dozens of passes over each. So a chunk's references are
 prepared once (the fast tier decides where its validated bound allows, mpmath decides
-the rest), each variant's dULP is one integer subtraction where result and reference
-are finite and read alike (``floats.ordered``), and ``metrics.point_errors`` scores
-only the rest: non-finite results or references, unsettled references, and points a
-flushing backend reads otherwise. What leaves the chunk is its :class:`Aggregate`:
+the rest), each variant's dULP is one integer subtraction where the reference is
+finite and read alike (``floats.ordered``), and ``metrics.point_errors`` scores only
+the rest: non-finite or unsettled references and points a flushing backend reads
+otherwise. The per-point work runs as compiled loops (:mod:`rulelab.scoring.kernel`:
+one pass for the rounding test, one per result for its counts and worst points), or,
+with ``Setup.fused`` off, as the numpy passes the tests hold them to. What leaves the
+chunk is its :class:`Aggregate`:
 per binade and sign of the argument the binned table follows, the counts per bucket,
 the largest dULP and a dULP histogram; for two arguments the same per pair of binades
 (the error map); and the worst inputs. ``rulelab.runs.exhaustive`` runs the chunks and
@@ -17,6 +20,7 @@ writes them.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -66,10 +70,9 @@ from rulelab.scoring.metrics import (
 )
 from rulelab.store.vocabulary import BINNED2, CHUNK_SECONDS, KEYS, Bucket
 
-try:
-    from rulelab.scoring import kernel
-except ImportError:  # (numba missing: the numpy passes)
-    kernel = None  # type: ignore[assignment]
+COMPILED = importlib.util.find_spec("numba") is not None
+"""Whether the per-point passes can run as compiled loops (numba is installed; it is
+imported only when a chunk runs)."""
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -177,7 +180,7 @@ class Setup:
     backend: str | None
     flushes: bool
     max_precision: int = MAX_PRECISION
-    fused: bool = kernel is not None
+    fused: bool = COMPILED
 
 
 def prepare(spec: Spec, backend: str | None, flushes: bool, pool: Executor | None = None, tasks: int = 1) -> Setup:
@@ -256,6 +259,8 @@ def _decide(setup: Setup, case: Case, order: int, arg: str, pts: tuple[np.ndarra
 def _decided_fused(fast: np.ndarray, pts: tuple[np.ndarray, ...], v: Validation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``fast.decided_rounding`` in one compiled pass (``kernel.decide``), and the fast
     values where they decide (NaN elsewhere)."""
+    from rulelab.scoring import kernel
+
     f = fmt(v.dtype)
     fast = np.ascontiguousarray(fast, dtype=np.float64)
     bits, hi = np.empty(fast.size, dtype=f.uint), np.empty(fast.size)
@@ -478,6 +483,8 @@ wrong NaN and inf among them, their largest fractional error and their worst pos
 
 def _counted_fused(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) -> Counted:
     """:data:`Counted` from one compiled loop (``kernel.count``), the general points added."""
+    from rulelab.scoring import kernel
+
     f = fmt(sc.values.dtype)
     ref = sc.ref
     lut = kernel.decoder(f.dtype)
