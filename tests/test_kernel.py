@@ -3,7 +3,7 @@ numpy passes they replace: the rounding test decides and rounds exactly as numpy
 casts and ``nextafter`` do, around every rounding boundary of the three formats, and a
 chunk's aggregates (binned table, histograms, error map, worst points, samples, NaN and
 inf counts, largest fractional error) are identical either way on chunks where results
-and references take every path."""
+and references take every path; where numba does not import, chunks run as numpy passes."""
 
 from __future__ import annotations
 
@@ -124,3 +124,20 @@ def test_compiled_and_numpy_chunks_give_identical_aggregates(case, dtype, transf
         assert sorted(got) == sorted(want)
         for key in want:
             _assert_same_aggregate(got[key], want[key], (case, dtype, v, key))
+
+
+def test_without_numba_the_chunks_run_as_numpy_passes(monkeypatch):
+    import sys
+
+    spec = Spec("softplus", ("naive", "stable"), ("value",), chunk_bits=12)
+    i = int(np.float32(1.5).view(np.uint32)) >> spec.chunk_bits
+    want, _ = C.run_chunk(C.prepare(spec, None, flushes=flushes_subnormals("float32", None)), i)
+    monkeypatch.setitem(sys.modules, "numba", None)  # (an import of numba now fails)
+    monkeypatch.delitem(sys.modules, "rulelab.scoring.kernel", raising=False)
+    monkeypatch.delattr(sys.modules["rulelab.scoring"], "kernel", raising=False)
+    assert not C.compiled()
+    setup = C.prepare(spec, None, flushes=flushes_subnormals("float32", None))
+    assert not setup.fused
+    got, _ = C.run_chunk(setup, i)
+    for key in want:
+        _assert_same_aggregate(got[key], want[key], key)

@@ -20,7 +20,6 @@ writes them.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -70,9 +69,15 @@ from rulelab.scoring.metrics import (
 )
 from rulelab.store.vocabulary import BINNED2, CHUNK_SECONDS, KEYS, Bucket
 
-COMPILED = importlib.util.find_spec("numba") is not None
-"""Whether the per-point passes can run as compiled loops (numba is installed; it is
-imported only when a chunk runs)."""
+
+def compiled() -> bool:
+    """Whether the per-point passes can run as compiled loops: numba imports (only an
+    exhaustive sweep imports it). Without it they run as numpy passes."""
+    try:
+        from rulelab.scoring import kernel  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
@@ -180,15 +185,17 @@ class Setup:
     backend: str | None
     flushes: bool
     max_precision: int = MAX_PRECISION
-    fused: bool = COMPILED
+    fused: bool = True
 
 
 def prepare(spec: Spec, backend: str | None, flushes: bool, pool: Executor | None = None, tasks: int = 1) -> Setup:
     """The :class:`Setup` of ``spec``: each fast reference validated in the spec's dtype
     (FastReferenceError if one fails), its mpmath references computed in ``pool`` (in
-    about ``tasks`` pieces) where not cached."""
+    about ``tasks`` pieces) where not cached; the per-point passes compiled where
+    numba imports (:func:`compiled`)."""
     keys = sorted({(t.order, t.arg or spec.args[0]) for t in spec.tasks})
-    return Setup(spec, {k: validate(get_case(spec.case), k[1], k[0], spec.dtype, pool, tasks) for k in keys}, backend, flushes)
+    validations = {k: validate(get_case(spec.case), k[1], k[0], spec.dtype, pool, tasks) for k in keys}
+    return Setup(spec, validations, backend, flushes, fused=compiled())
 
 
 @functools.lru_cache(maxsize=4)
