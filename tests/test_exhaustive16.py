@@ -191,3 +191,28 @@ def test_validation_names_the_pair_of_binades_where_a_two_argument_fast_referenc
         rl.unregister(case.name)
     assert fastref.max_bound("bfloat16") == 2.0**-20 and fastref.max_bound("float32") == 2.0**-36
     assert cells_table((np.array([1.0]), np.array([2.0])), point_errors(np.array([1.0], np.float16), np.array([1.0]), np.array([0.0]), "float16"))["count"].tolist() == [1]
+
+
+def test_merging_many_chunks_sums_their_error_maps_as_summing_them_once():
+    # a run merges chunk after chunk, summing the error-map frames every CELLS_KEPT; the
+    # sum (counts added, maxima taken, NaN where a cell has no comparable point) is the
+    # same as one sum over every frame, and the merged aggregate holds a few frames only
+    rng = np.random.default_rng(5)
+    keys = [(s0, b0, s1, b1) for s0 in (-1.0, 1.0) for b0 in (-np.inf, -3.0, 0.0) for s1 in (-1.0, 1.0) for b1 in (-np.inf, 2.0, 7.0)]
+    frames = []
+    for _ in range(3 * C.CELLS_KEPT + 5):
+        rows = [keys[j] for j in rng.choice(len(keys), 10, replace=False)]
+        points = rng.integers(1, 100, len(rows))
+        top = np.where(rng.random(len(rows)) < 0.3, np.nan, rng.integers(0, 50, len(rows)).astype(float))
+        empty = C.summed_cells(())  # (the error map's columns and types)
+        frame = pd.DataFrame({c: pd.Series(np.zeros(len(rows)), dtype=empty[c].dtype) for c in empty.columns})
+        frame[list(C.CELL_KEYS)] = np.array(rows)
+        frame["count"], frame["max_ulp"], frame["max_ulp_ieee"] = points, top, top
+        frames.append(frame)
+    merged = C.Aggregate({}, cells=(frames[0],))
+    for f in frames[1:]:
+        merged = merged.merge(C.Aggregate({}, cells=(f,)), C.K_WORST)
+    assert len(merged.cells) <= C.CELLS_KEPT
+    pd.testing.assert_frame_equal(C.summed_cells(merged.cells), C.summed_cells(tuple(frames)), check_exact=True)
+    want = pd.concat(frames).groupby(list(C.CELL_KEYS))["count"].sum()
+    assert np.array_equal(C.summed_cells(merged.cells)["count"].to_numpy(), want.to_numpy())

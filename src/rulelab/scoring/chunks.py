@@ -81,6 +81,9 @@ def compiled() -> bool:
 
 K_WORST = 20
 """Worst inputs kept per result (the plan's ``worst`` elsewhere)."""
+CELLS_KEPT = 32
+"""Error-map frames an :class:`Aggregate` keeps before summing them into one (a run's
+merge holds a few, not one per chunk: 6 results over 1,024 chunks are millions of rows)."""
 _BUCKET_OF = Bucket.of_ulp(np.arange(HIST_BINS))
 """The bucket of each dULP 0 to 1024, and of everything above (the last entry)."""
 
@@ -116,9 +119,9 @@ class Aggregate:
     binned table follows: point count, counts per bucket, largest headline and IEEE
     dULP, a dULP histogram (sparse: bins and counts), and the points flushing explains;
     for a case of two arguments the same, without the histogram, per pair of binades
-    (``cells``: one frame per chunk, summed at the end); overall: NaN and inf among the
-    wrong non-finite, the largest fractional error, the worst points (a table) and one
-    sample per binade."""
+    (``cells``: one frame per chunk, summed every :data:`CELLS_KEPT` frames and at the
+    end); overall: NaN and inf among the wrong non-finite, the largest fractional error,
+    the worst points (a table) and one sample per binade."""
 
     bins: dict[tuple[int, float], dict[str, Any]]
     wrong_nan: int = 0
@@ -139,9 +142,12 @@ class Aggregate:
             self.samples is not None or other.samples is not None) else None
         if s is not None and len(s):
             s = s.drop_duplicates(["sign", "binade"]).reset_index(drop=True)  # one per binade: the first
+        cells = self.cells + other.cells
+        if len(cells) > CELLS_KEPT:
+            cells = (summed_cells(cells),)
         return Aggregate(bins, self.wrong_nan + other.wrong_nan, self.wrong_inf + other.wrong_inf,
                          float(np.fmax(self.max_frac, other.max_frac)), top(w, k) if w is not None and len(w) else w, s,
-                         self.mpmath_points + other.mpmath_points, self.cells + other.cells)
+                         self.mpmath_points + other.mpmath_points, cells)
 
 
 def _merge_bin(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
