@@ -10,14 +10,14 @@ each coordinate) and every reduction is a ``bincount`` or a ``maximum.at`` over 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from rulelab.core.floats import binade
-from rulelab.scoring.metrics import HIST_BINS, PointErrors
-from rulelab.store.vocabulary import BINNED2, ULP_UPPER, Bucket
+from rulelab.scoring.metrics import HIST_BINS, PointErrors, bucket_counts
+from rulelab.store.vocabulary import BINNED2, Bucket
 
 _SPAN = 4096
 """Codes per sign of a coordinate: its binade offset by 2048 (any float64's fits), 0 for
@@ -159,12 +159,10 @@ def from_hist(h: np.ndarray, top: np.ndarray, wrong: np.ndarray | None = None) -
     """Per-group aggregates from a dULP histogram per group ``h`` (``HIST_BINS`` columns),
     the largest dULP per group (``top``, negative where none) and, where given, the wrong
     non-finite results per group."""
-    buckets = np.zeros((h.shape[0], len(Bucket)), dtype=np.int64)
-    buckets[:, : len(ULP_UPPER) + 1] = np.add.reduceat(h, [0, *(u + 1 for u in ULP_UPPER)], axis=1)
+    buckets = bucket_counts(h)
     if wrong is not None:
         buckets[:, Bucket.WRONG_NONFINITE] = wrong
-    top = np.where(top < 0, np.nan, top).astype(np.float64)
-    return Reduced(buckets.sum(axis=1), buckets, top, top, np.zeros(h.shape[0], dtype=np.int64), h)
+    return replace(from_buckets(buckets, top), hist=h)
 
 
 def from_buckets(buckets: np.ndarray, top: np.ndarray) -> Reduced:

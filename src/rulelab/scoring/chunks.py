@@ -503,9 +503,8 @@ def _counted_fused(sc: Scored, index: BinIndex, cells: BinIndex | None, k: int) 
     lut = kernel.decoder(f.dtype)
     (hist, top, wrong, cell_buckets, cell_top, top_frac, nan, inf, worst_pos, nonfinite_pos) = kernel.count(
         sc.values if not lut.size else np.zeros(0, dtype=np.float32), lut, sc.values.view(f.int), ref.ordered, ref.general,
-        ref.hi.view(np.int64), ref.hi, ref.lo, index.idx, len(index), cells.idx if cells is not None else index.idx,
-        len(cells) if cells is not None else 0, kernel.inverse_spacings(f.dtype), *kernel.format_args(f), _BUCKET_OF.astype(np.int64),
-        len(Bucket), k)
+        ref.hi, ref.lo, index.idx, len(index), cells.idx if cells is not None else index.idx, len(cells) if cells is not None else 0,
+        kernel.inverse_spacings(f.dtype), *kernel.format_args(f), _BUCKET_OF, len(Bucket), k)
     r = _with_general(index, from_hist(hist, top, wrong), sc)
     maps = (cells_frame(cells, _with_general(cells, from_buckets(cell_buckets, cell_top), sc)),) if cells is not None else ()
     found = np.concatenate([worst_pos, nonfinite_pos])

@@ -104,7 +104,7 @@ def decide(fast: np.ndarray, bound: float, tiny: float, p: int, emin: int, emax:
 
 @numba.njit(**_JIT)
 def count(values: np.ndarray, lut: np.ndarray, vbits: np.ndarray, ref_ordered: np.ndarray, skip: np.ndarray,
-          hi_bits: np.ndarray, hi: np.ndarray, lo: np.ndarray, group: np.ndarray, ngroups: int, cell: np.ndarray,
+          hi: np.ndarray, lo: np.ndarray, group: np.ndarray, ngroups: int, cell: np.ndarray,
           ncells: int, inv_ulp: np.ndarray, p: int, emin: int, emax: int, bucket_of: np.ndarray, nbuckets: int,
           k: int) -> tuple:
     """One result's points outside ``skip`` (where the reference is finite, settled and
@@ -133,6 +133,7 @@ def count(values: np.ndarray, lut: np.ndarray, vbits: np.ndarray, ref_ordered: n
     n_nan = 0
     n_inf = 0
     max_frac = -np.inf
+    hi_bits = hi.view(np.int64)
     magmask = (1 << (vbits.itemsize * 8 - 1)) - 1
     infmag = (emax - emin + 2) << (p - 1)
     use_lut = lut.size > 0

@@ -101,13 +101,13 @@ def _classify(computed: np.ndarray, rounded: np.ndarray, hi: np.ndarray, lo: np.
 
 def bucket_counts(hist: np.ndarray) -> np.ndarray:
     """Points per :class:`Bucket` (indexed by code) from a histogram of dULP 0, 1, ...,
-    1024 whose last bin holds everything above: the scored buckets' counts, zero for
-    the rest."""
+    1024 whose last bin holds everything above (or from a histogram per row: one row of
+    counts each): the scored buckets' counts, zero for the rest."""
     hist = np.asarray(hist, dtype=np.int64)
-    if hist.size != HIST_BINS:
-        raise ValueError(f"a dULP histogram has {HIST_BINS} bins (0 to {ULP_UPPER[-1]}, and one above), not {hist.size}")
-    out = np.zeros(len(Bucket), dtype=np.int64)
-    out[: len(ULP_UPPER) + 1] = np.add.reduceat(hist, [0, *(u + 1 for u in ULP_UPPER)])
+    if hist.shape[-1:] != (HIST_BINS,):
+        raise ValueError(f"a dULP histogram has {HIST_BINS} bins (0 to {ULP_UPPER[-1]}, and one above), not {hist.shape[-1:]}")
+    out = np.zeros((*hist.shape[:-1], len(Bucket)), dtype=np.int64)
+    out[..., : len(ULP_UPPER) + 1] = np.add.reduceat(hist, [0, *(u + 1 for u in ULP_UPPER)], axis=-1)
     return out
 
 
