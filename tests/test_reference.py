@@ -8,7 +8,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from rulelab.model.case import NONNEGATIVE, REALS, Convention, Variant, make_case
+from rulelab.model.case import NONNEGATIVE, REALS, Convention, Variant, get_case, make_case
 from rulelab.reference import cache
 from rulelab.reference import compute as RC
 from rulelab.reference import settle as R
@@ -86,6 +86,16 @@ def test_agreement_raises_the_precision_near_a_boundary(registered):
     hi, lo = RC.references(c, 0, "", (np.array([1.0]),))
     assert set(R.precisions(point=(1.0,))[:2]) <= set(seen)
     assert hi[0] == 1.0 and lo[0] == 2.0**-110
+
+
+def test_a_value_far_below_float64s_range_settles_without_exact_arithmetic_on_it(registered):
+    # e^-(x^2) at x = 3.3e69 is 2^-(1.6e139): it rounds to +0 in every format, and
+    # comparing it with a float64 midpoint must not subtract it exactly (10^139 bits);
+    # the log of the normal CDF there (-Q(x)) rounds to -0.
+    tiny = registered(make_case("ref_gauss", "e^-(x^2)", ("x",), REALS, lambda mp, x: mp.exp(-x * x), [Variant("naive", lambda x: x)]))
+    assert R.reference_point(tiny, 0, "x", (3.308708549638099e69,)) == (0.0, 0.0)
+    hi, lo = R.reference_point(get_case("log_ndtr"), 0, "x", (3.308708549638099e69,))
+    assert hi == 0 and math.copysign(1, hi) == -1 and lo == 0
 
 
 def test_cache_hit_and_invalidation(registered, monkeypatch):

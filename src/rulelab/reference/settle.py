@@ -157,8 +157,9 @@ def _near_boundary(hi: float, lo: float, value: Any, err: float, exact_err: Call
         err = exact_err()
         below = mpmath.fsub(value, hi, exact=True)
         if below != 0:
-            gap = mpmath.fsub(below, half if below > 0 else -half, exact=True)
-            if -err <= gap <= err:
+            # (compared, not subtracted: below may be 2^-(10^100), too far below half for exact arithmetic)
+            mid = half if below > 0 else -half
+            if mpmath.fsub(mid, err, exact=True) <= below <= mpmath.fadd(mid, err, exact=True):
                 return True
         return narrow and -err <= below <= err
 
@@ -183,7 +184,10 @@ def agree(a: tuple[int, Any, tuple[float, float]], b: tuple[int, Any, tuple[floa
     err = max(math.ldexp(diff + 5e-324, pa - pb), math.ldexp(abs(db[0]), 17 - pb))
 
     def exact_err() -> Any:
-        return max(mpmath.ldexp(abs(mpmath.fsub(vb, va, exact=True)), pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
+        # |vb - va| rounded to 64 bits, raised by its rounding: an upper bound even where an
+        # exact difference would not fit in memory (two values far below float64's range)
+        diff = mpmath.fmul(abs(mpmath.fsub(vb, va, prec=64)), 1 + mpmath.ldexp(1, -62), rounding="u")
+        return max(mpmath.ldexp(diff, pa - pb), mpmath.ldexp(abs(vb), 16 - pb))
 
     return not _near_boundary(db[0], db[1], vb, err, exact_err, point)
 
