@@ -8,7 +8,14 @@ import mpmath
 import numpy as np
 import pytest
 
-from rulelab.model.case import NONNEGATIVE, REALS, Convention, Variant, get_case, make_case
+from rulelab.model.case import (
+    NONNEGATIVE,
+    REALS,
+    Convention,
+    Variant,
+    get_case,
+    make_case,
+)
 from rulelab.reference import cache
 from rulelab.reference import compute as RC
 from rulelab.reference import settle as R

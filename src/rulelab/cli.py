@@ -258,6 +258,14 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         help="do not keep compiled XLA executables in the cache folder ($RULELAB_CACHE/jax) between runs",
     )
     add_no_cache_option(p)
+    p.add_argument(
+        "--mpmath-only",
+        action="store_true",
+        help="sampled plans: an mpmath reference at every point. Without it, where a case has a validated fast float64 "
+        "reference and it spares enough mpmath points to pay for its validation, it stands in wherever it settles the "
+        "rounding, and mpmath is taken after evaluation at the points whose fractional error a table shows: the tables "
+        "are the same either way",
+    )
     add_renamed_option(p, "--out", "--results")
     p.set_defaults(run=cmd_sweep)
 
@@ -279,6 +287,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = Options(
         backend=args.backend, workers=workers, progress=not args.no_progress, compile_cache=not args.no_compile_cache,
         max_points=args.max_points, scheduler=scheduler_address(args.scheduler), result_cache=result_cache.enabled(not args.no_cache),
+        fast_tier=not args.mpmath_only,
     )
 
     started: list[Path] = []

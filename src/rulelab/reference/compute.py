@@ -90,6 +90,7 @@ class _Pending:
     miss: np.ndarray
     pts: np.ndarray
     size: int
+    provisional: np.ndarray
 
     def store(self, start: int, h: np.ndarray, l: np.ndarray, progress: Callable[[int], None] | None) -> None:
         sl = self.miss[start : start + self.size]
@@ -99,27 +100,48 @@ class _Pending:
             progress(len(sl))
 
 
+Fill = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Given the positions a reference's cache lacks, the positions it fills provisionally
+and their values (a fast tier's float64 values where they settle what is asked)."""
+
+
 def _pending(case: Case, order: int, arg: str, points: tuple[np.ndarray, ...], max_precision: int, size: Callable[[int], int],
-             progress: Callable[[int], None] | None) -> _Pending:
+             progress: Callable[[int], None] | None, fill: Fill | None = None) -> _Pending:
     """The reference with its cached points filled in (a cached unsettled point is
-    missing again when ``max_precision`` is above the precision it was tried to)."""
+    missing again when ``max_precision`` is above the precision it was tried to), and
+    with ``fill``'s provisional values (low parts zero) where it gives them."""
     key = reference_key(case, order, arg)
     bits = _point_bits(points)
     n = len(bits)
     hi, lo = np.full(n, np.nan), np.zeros(n)
-    cached = load_cache(key)
+    miss = _from_cache(load_cache(key), bits, np.arange(n), hi, lo, max_precision)
+    provisional = np.zeros(n, dtype=bool)
+    if fill is not None and miss.size:
+        at, values = fill(miss)
+        if at.size:  # (its validation may have cached some of these points: those are taken as cached)
+            at_missing = _from_cache(load_cache(key), bits, at, hi, lo, max_precision)
+            keep = np.isin(at, at_missing)
+            hi[at[keep]], provisional[at[keep]] = values[keep], True
+            miss = miss[~np.isin(miss, at)]
+    if progress and n - len(miss):
+        progress(n - len(miss))
+    pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
+    return _Pending(case, order, arg, key, bits, hi, lo, miss, pts, size(len(miss)), provisional)
+
+
+def _from_cache(cached: dict[bytes, tuple[float, float]], bits: np.ndarray, at: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+                max_precision: int) -> np.ndarray:
+    """Fill ``hi``, ``lo`` at positions ``at`` from ``cached``; the positions it lacks (a
+    cached unsettled point is lacking when ``max_precision`` is above the precision it
+    was tried to)."""
     missing = []
-    for j in range(n):
+    for j in at.tolist():
         hit = cached.get(bits[j].tobytes())
         if hit is None or (math.isnan(hit[0]) and 0 < hit[1] < max_precision):
             missing.append(j)
         else:
             hi[j], lo[j] = hit
-    if progress and n - len(missing):
-        progress(n - len(missing))
-    miss = np.array(missing, dtype=np.int64)
-    pts = np.stack([np.asarray(p, dtype=np.float64)[miss] for p in points], axis=1)
-    return _Pending(case, order, arg, key, bits, hi, lo, miss, pts, size(len(miss)))
+    return np.array(missing, dtype=np.int64)
 
 
 def references_many(
@@ -136,8 +158,22 @@ def references_many(
     into about ``tasks`` tasks (:func:`chunk_size`). ``progress(k)`` is called as k more
     points are done. Raises :class:`BrokenReference` (after saving every finished task)
     when a reference is broken at some point."""
+    return [(hi, lo) for hi, lo, _ in references_filled(jobs, [None] * len(jobs), pool, progress, max_precision, tasks)]
+
+
+def references_filled(
+    jobs: Sequence[tuple[Case, int, str, tuple[np.ndarray, ...]]],
+    fills: Sequence[Fill | None],
+    pool: Executor | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_precision: int = MAX_PRECISION,
+    tasks: int = 1,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`references_many`, where each job's ``fill`` (if any) gives provisional
+    values at some of the points its cache lacks, and mpmath computes the rest: per job
+    (hi, lo, where hi is provisional). Provisional values are never cached."""
     size = (lambda n: chunk_size(n, tasks)) if pool is not None else (lambda n: CHUNK)
-    pending = [_pending(c, o, a, pts, max_precision, size, progress) for c, o, a, pts in jobs]
+    pending = [_pending(c, o, a, pts, max_precision, size, progress, fill) for (c, o, a, pts), fill in zip(jobs, fills)]
     try:
         futures: dict[Any, tuple[_Pending, int]] = {}
         for p in pending:
@@ -164,12 +200,19 @@ def references_many(
     finally:
         for p in pending:
             compact_cache(p.key)
-    return [(p.hi, p.lo) for p in pending]
+    return [(p.hi, p.lo, p.provisional) for p in pending]
 
 
 def _compute_chunk(task: tuple[str, int, str, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     case_name, order, arg, cap, pts = task
     return _chunk(get_case(case_name), order, arg, cap, pts)
+
+
+def uncached(case: Case, order: int, arg: str, points: tuple[np.ndarray, ...], max_precision: int = MAX_PRECISION) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) of the confirmed reference at ``points`` computed here, neither read from
+    nor added to the cache (for a few points in a process that must not write it)."""
+    pts = np.stack([np.asarray(p, dtype=np.float64) for p in points], axis=1)
+    return _chunk(case, order, arg, max_precision, pts)
 
 
 def _chunk(case: Case, order: int, arg: str, cap: int, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -52,6 +52,10 @@ class Options:
     result_cache: bool = True
     """Serve unchanged groups, blame and timings from the cache of measured results
     (``rulelab.runs.result_cache``: checked, not trusted); False measures everything."""
+    fast_tier: bool = True
+    """Take provisional references from a case's validated fast tier where they settle
+    the rounding and mpmath is worth sparing (``reference.tier``; the tables are those of
+    mpmath alone); False: mpmath at every point."""
     scheduler: str | None = None
     """A dask.distributed scheduler (``tcp://host:port``, or ``local:N``) to send the
     references and tasks to; None: this machine's process pools."""

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,8 @@ from rulelab.model.tasks import (
     reference_keys,
     task_groups,
 )
-from rulelab.reference.compute import reference_pool, references_many
-from rulelab.runs import lifecycle, result_cache
+from rulelab.reference.compute import reference_pool, references_filled
+from rulelab.runs import lifecycle, provisional, result_cache
 from rulelab.runs.blaming import blame_run
 from rulelab.runs.executors import (
     Options,
@@ -77,7 +77,13 @@ from rulelab.runs.executors import (
 from rulelab.runs.lifecycle import RunError
 from rulelab.scoring.metrics import FlushReference, flush_reference
 from rulelab.scoring.rows import task_rows
-from rulelab.store.vocabulary import CACHE_RECORDS, SAMPLED_PHASES, TASK_SECONDS, Status
+from rulelab.store.vocabulary import (
+    CACHE_RECORDS,
+    FAST_TIER_RECORD,
+    SAMPLED_PHASES,
+    TASK_SECONDS,
+    Status,
+)
 
 GROUPS_RECORD, BLAME_RECORD = CACHE_RECORDS
 """The session record's keys for the cache of groups and of blame."""
@@ -122,6 +128,9 @@ def case_inputs(case: Case, plan: Plan, dtypes: Sequence[str]) -> CaseInputs:
 
 References = Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
 """(case, derivative order, argument) -> (hi, lo) over the case's union of points."""
+Fast = Mapping[tuple[str, int, str], provisional.UnionTier]
+"""(case, derivative order, argument) -> where over the union its reference is the fast
+tier's, provisional (only references that have such points)."""
 
 
 def compute_references(
@@ -131,17 +140,23 @@ def compute_references(
     options: Options,
     max_precision: int = MAX_PRECISION,
     tasks: int = 1,
-) -> References:
-    """Every reference the tasks need (from the cache where present, else computed in
-    ``pool``, each split into about ``tasks`` tasks), each confirmed up to
-    ``max_precision`` bits."""
+    samples: int = 0,
+) -> tuple[References, Fast]:
+    """Every reference the tasks need (from the cache where present, else, with
+    ``options.fast_tier``, provisional where the fast tier settles the point and is worth
+    its validation, else computed in ``pool``, each split into about ``tasks`` tasks),
+    each confirmed up to ``max_precision`` bits; and where each is provisional.
+    ``samples``: the plan's samples per result (their points are always mpmath's)."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     jobs = [(name, order, arg) for name, ks in keys.items() for order, arg in ks]
+    fills = [provisional.fill(get_case(n), o, a or get_case(n).args[0], inputs[n].union, inputs[n].sweeps, inputs[n].index,
+                              inputs[n].flush_index, samples, pool, tasks) if options.fast_tier else None for n, o, a in jobs]
     with progress_bar(total, "references", "pt", options) as bar:
         bar.set_postfix_str(f"{len(jobs)} references of {len(keys)} cases", refresh=False)
-        values = references_many([(get_case(n), o, a or get_case(n).args[0], inputs[n].union) for n, o, a in jobs], pool, bar.update,
-                                 max_precision, tasks)
-    return dict(zip(jobs, values))
+        values = references_filled([(get_case(n), o, a or get_case(n).args[0], inputs[n].union) for n, o, a in jobs], fills, pool,
+                                   bar.update, max_precision, tasks)
+    tiers = {j: provisional.UnionTier.of(p, f) for j, (_, _, p), f in zip(jobs, values, fills)}
+    return {j: (hi, lo) for j, (hi, lo, _) in zip(jobs, values)}, {j: t for j, t in tiers.items() if t is not None}
 
 
 def _round(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]) -> tuple[np.ndarray, FlushReference]:
@@ -166,6 +181,7 @@ class Work:
     refs: References
     backend: str | None
     tasks: Sequence[Task]
+    fast: Fast = field(default_factory=dict)
 
     @functools.cached_property
     def groups(self) -> list[tuple[Task, ...]]:
@@ -187,6 +203,8 @@ class GroupInput:
     backend: str | None
     worst: int
     samples: int
+    provisional: Mapping[tuple[int, str], provisional.Provisional] = field(default_factory=dict)
+    max_precision: int = MAX_PRECISION
 
 
 def group_input(work: Work, group: Sequence[Task]) -> GroupInput:
@@ -197,8 +215,10 @@ def group_input(work: Work, group: Sequence[Task]) -> GroupInput:
     keys = dict.fromkeys((t.order, t.arg) for t in group)
     refs = {k: tuple(a[idx] for a in work.refs[(first.case, *k)]) for k in keys}
     flush_refs = {k: tuple(a[fidx] for a in work.refs[(first.case, *k)]) for k in keys}
+    tiers = {k: work.fast[(first.case, *k)].group(idx, first.dtype) for k in keys if (first.case, *k) in work.fast}
     return GroupInput(tuple(group), inp.sweeps[first.dtype], refs, flush_refs, work.backend,
-                      work.plan.worst, work.plan.samples)
+                      work.plan.worst, work.plan.samples, {k: p for k, p in tiers.items() if p is not None},
+                      work.plan.max_precision)
 
 
 Measured = list[tuple[tuple[str, ...], dict[str, Any], dict[str, float]]]
@@ -227,13 +247,17 @@ def measure_group(g: GroupInput, facts: Mapping[str, Any]) -> tuple[Measured, di
     t1 = time.perf_counter()
     # each reference rounded once to the dtype (exact integer arithmetic), for every variant and transform of the group
     rounded = {k: _round((*g.refs[k], *g.flush_refs[k], first.dtype)) for k in g.refs}
+    refs = g.refs
+    if g.provisional:  # (mpmath where a provisional reference's fractional error shows)
+        refs = provisional.settled(case, g.tasks, outcomes, g.sweep, g.refs, g.provisional, rounded, bool(flushes.get(first.dtype)),
+                                   g.worst, g.max_precision)
     secs["metrics"] += time.perf_counter() - t1
     out: Measured = []
     for t, outcome in zip(g.tasks, outcomes):
         t1 = time.perf_counter()
         try:
             ieee, flush = rounded[(t.order, t.arg)]
-            rows = task_rows(t, case, g.sweep, outcome, g.refs[(t.order, t.arg)], platform, rounded=ieee,
+            rows = task_rows(t, case, g.sweep, outcome, refs[(t.order, t.arg)], platform, rounded=ieee,
                              flush=flush if flushes.get(t.dtype) else None, n_worst=g.worst, n_samples=g.samples)
         except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
             where = f"case {t.case!r}, variant {t.variant!r}, transform {t.transform!r}, dtype {t.dtype}"
@@ -417,10 +441,11 @@ def _execute_session(session: lifecycle.Session, plan: Plan, tasks: list[Task], 
             with _timed(phases, "references"):
                 # a pool: 16 tasks per worker, for balance; a cluster: 4, as each is a round trip
                 n = 4 * len(cluster.workers()) if cluster else 16 * (options.workers or os.cpu_count() or 1)
-                refs = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision, n)
+                refs, fast = compute_references(inputs, reference_keys(todo), pool, options, plan.max_precision, n, plan.samples)
+                record[FAST_TIER_RECORD] = {f"{c}/{f'd{o}_{a}' if o else 'value'}": int(t.mask.sum()) for (c, o, a), t in fast.items()}
         if todo:
             record["jax_compilation_cache"] = backends.use_compilation_cache(options.compile_cache)
-            work = Work(run, plan, inputs, refs, options.backend, execution_order(todo))
+            work = Work(run, plan, inputs, refs, options.backend, execution_order(todo), fast)
             t_init = time.perf_counter()
 
             def begin(facts: dict[str, Any], cluster_facts: Mapping[str, Any] | None = None) -> None:

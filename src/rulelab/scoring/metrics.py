@@ -271,3 +271,28 @@ def worst(inputs: tuple[np.ndarray, ...], computed: np.ndarray, ref_hi: np.ndarr
         bucket=[Bucket(b).column for b in errors.bucket[idx]],
     )
     return pd.DataFrame(data)
+
+
+def frac_sensitive(errors: PointErrors, k: int, margin: np.ndarray | float) -> np.ndarray:
+    """Positions whose reference must be exact for :func:`worst` (``k`` rows) and
+    :func:`summarize` to be exact when each fractional error may be off by up to its
+    ``margin`` (ULP; a provisional reference, ``reference.tier``): the ``k`` worst; the
+    points tied with the last of them in :func:`worst_key` that could still rank among
+    the shown ones of that key; and those that could still have the largest fractional
+    error."""
+    key = worst_key(errors.bucket, errors.dulp)
+    frac = np.nan_to_num(errors.frac, nan=0.0)
+    m = np.broadcast_to(np.asarray(margin, dtype=np.float64), frac.shape)
+    top = worst_order(errors.bucket, errors.dulp, errors.frac)[:k]
+    out = [top]
+    if top.size and key[top[-1]] >= 0:  # (an unscored point is listed, not ranked)
+        last = key[top[-1]]
+        tied = key == last
+        shown = int((key[top] == last).sum())
+        floor = np.sort(frac[tied] - m[tied])[-shown]  # the least a shown point's exact error can be
+        out.append(np.flatnonzero(tied & (frac + m >= floor)))
+    measured = ~np.isnan(errors.frac)
+    if measured.any():
+        floor = np.max(frac[measured] - m[measured])
+        out.append(np.flatnonzero(measured & (frac + m >= floor)))
+    return np.unique(np.concatenate(out))

@@ -285,12 +285,15 @@ SAMPLED_PHASES = ("sweeps", "references", "backend_init", "tasks", "assemble", "
 EXHAUSTIVE_PHASES = ("validation", "chunks", "aggregate", "blame")
 """Wall-clock phases of an exhaustive sweep's session (meta.json ``phases``)."""
 TASK_SECONDS = ("compile", "evaluate", "metrics", "write")
-CACHE_RECORDS = {"result_cache": "groups", "blame_cache": "blamed results"}
-"""A session record's keys for what the cache of measured results did (items, served,
-checked, the difference found or None), and what their items are."""
 """Where the time inside a sampled sweep's tasks goes (meta.json ``task_seconds``):
 compiling, evaluating and measuring summed over tasks and workers, and writing the
 parts, which this process alone does."""
+CACHE_RECORDS = {"result_cache": "groups", "blame_cache": "blamed results"}
+"""A session record's keys for what the cache of measured results did (items, served,
+checked, the difference found or None), and what their items are."""
+FAST_TIER_RECORD = "fast_tier"
+"""A sampled sweep's session record key for the fast reference tier's use: per reference
+(``case/value``, ``case/d1_x`` …) the points it settled provisionally, with no mpmath."""
 CHUNK_SECONDS = ("jax", "fast_reference", "rounding_test", "mpmath", "scoring", "aggregation")
 """Where the time inside an exhaustive sweep's chunks goes, summed over chunks
 (meta.json ``task_seconds``)."""
