@@ -41,9 +41,9 @@ from rulelab.reference.fast import (
     decided_rounding,
     decided_tiny,
     evaluate_fast,
-    validate,
 )
 from rulelab.reference.settle import is_unsettled, reference_point
+from rulelab.reference.tier import validated
 from rulelab.scoring.binning import (
     CELL_KEYS,
     BinIndex,
@@ -197,10 +197,10 @@ class Setup:
 def prepare(spec: Spec, backend: str | None, flushes: bool, pool: Executor | None = None, tasks: int = 1) -> Setup:
     """The :class:`Setup` of ``spec``: each fast reference validated in the spec's dtype
     (FastReferenceError if one fails), its mpmath references computed in ``pool`` (in
-    about ``tasks`` pieces) where not cached; the per-point passes compiled where
-    numba imports (:func:`compiled`)."""
+    about ``tasks`` pieces) where not cached, or its validation read back where kept;
+    the per-point passes compiled where numba imports (:func:`compiled`)."""
     keys = sorted({(t.order, t.arg or spec.args[0]) for t in spec.tasks})
-    validations = {k: validate(get_case(spec.case), k[1], k[0], spec.dtype, pool, tasks) for k in keys}
+    validations = {k: validated(get_case(spec.case), k[1], k[0], spec.dtype, pool, tasks) for k in keys}
     return Setup(spec, validations, backend, flushes, fused=compiled())
 
 
