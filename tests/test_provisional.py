@@ -70,7 +70,8 @@ def test_the_default_plans_softplus_float32_tables_are_those_of_mpmath_alone(tmp
 
 
 def _errors(dulp, frac):
-    bucket = np.where(np.isnan(dulp), Bucket.UNSETTLED, Bucket.of_ulp(np.nan_to_num(dulp))).astype(np.int8)
+    bucket = np.where(np.isnan(dulp), Bucket.UNSETTLED, Bucket.of_ulp(np.nan_to_num(dulp, posinf=0.0)))
+    bucket = np.where(np.isinf(dulp), Bucket.WRONG_NONFINITE, bucket).astype(np.int8)
     return PointErrors(dulp, frac, bucket, np.zeros(dulp.size), dulp, bucket, np.zeros(dulp.size, dtype=bool))
 
 
@@ -84,9 +85,10 @@ def test_the_points_a_table_shows_are_found_whatever_the_error_within_the_margin
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     dulp = rng.integers(0, 3, n).astype(np.float64)
-    dulp[rng.random(n) < 0.05] = np.nan
+    dulp[rng.random(n) < 0.05] = np.nan  # unsettled
+    dulp[rng.random(n) < 0.1] = np.inf  # a wrong NaN or inf: no fractional error
     true = np.round(rng.random(n) * 0.5 + dulp, 2)
-    true[np.isnan(dulp)] = np.nan
+    true[~np.isfinite(dulp)] = np.nan
     off = true + rng.uniform(-margin, margin, n)
     need = frac_sensitive(_errors(dulp, off), k, margin)
     patched = off.copy()
@@ -133,3 +135,12 @@ def test_a_validation_is_kept_and_a_corrupt_one_is_made_again():
     tier._validation_path(case, "x", 0, "float16").write_text("{not json")
     assert tier.cached_validation(case, "x", 0, "float16") is None
     assert tier.validated(case, "x", 0, "float16") == v
+
+
+def test_the_ties_of_a_non_finite_class_need_no_reference():
+    # 1000 wrong NaN results tie as the worst; their order is by position whatever the
+    # reference, so only the 10 shown and the largest fractional error's points need one
+    dulp = np.r_[np.full(1000, np.inf), np.arange(50.0)]
+    frac = np.r_[np.full(1000, np.nan), np.arange(50.0) + 0.25]
+    need = frac_sensitive(_errors(dulp, frac), 10, 2.0**-30)
+    assert need.tolist() == [*range(10), 1049]

@@ -283,15 +283,15 @@ def frac_sensitive(errors: PointErrors, k: int, margin: np.ndarray | float) -> n
     key = worst_key(errors.bucket, errors.dulp)
     frac = np.nan_to_num(errors.frac, nan=0.0)
     m = np.broadcast_to(np.asarray(margin, dtype=np.float64), frac.shape)
+    measured = ~np.isnan(errors.frac)  # (a non-finite class has none: its ties go by position)
     top = worst_order(errors.bucket, errors.dulp, errors.frac)[:k]
     out = [top]
-    if top.size and key[top[-1]] >= 0:  # (an unscored point is listed, not ranked)
+    if top.size and key[top[-1]] >= 0 and measured[top[-1]]:  # (an unscored point is listed, not ranked)
         last = key[top[-1]]
-        tied = key == last
+        tied = (key == last) & measured
         shown = int((key[top] == last).sum())
         floor = np.sort(frac[tied] - m[tied])[-shown]  # the least a shown point's exact error can be
         out.append(np.flatnonzero(tied & (frac + m >= floor)))
-    measured = ~np.isnan(errors.frac)
     if measured.any():
         floor = np.max(frac[measured] - m[measured])
         out.append(np.flatnonzero(measured & (frac + m >= floor)))
