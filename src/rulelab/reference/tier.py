@@ -86,8 +86,12 @@ def validation_cost(case: Case, arg: str, order: int, dtype: str) -> int:
         return 0
     pts = fast.validation_points(case, dtype)
     cached = load_cache(reference_key(case, order, arg))
-    bits = np.stack([np.ascontiguousarray(p).view(np.uint64) for p in pts], axis=1)
-    return int(sum(row.tobytes() not in cached for row in bits))
+    if not cached:
+        return int(pts[0].size)
+    row = np.dtype((np.void, 8 * len(pts)))  # (a point's bits as one item, as the cache keys them)
+    bits = np.ascontiguousarray(np.stack([np.ascontiguousarray(p).view(np.uint64) for p in pts], axis=1)).view(row).ravel()
+    have = np.frombuffer(b"".join(cached), dtype=row)
+    return int((~np.isin(bits, have)).sum())
 
 
 def frac_margin(dtype: Any, bound: float) -> float:
@@ -120,9 +124,13 @@ class FastFill:
     def __call__(self, miss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         none = (np.zeros(0, dtype=np.int64), np.zeros(0))
         narrow = [d for d, u in self.uses.items() if fmt(d).bits < 64 and u[miss].any()]
-        spared = int((~self.exact[miss]).sum())
-        if not narrow or spared < WORTH * sum(validation_cost(self.case, self.arg, self.order, d) for d in narrow):
+        if not narrow:
             return none
+        spared, cost = int((~self.exact[miss]).sum()), 0
+        for d in narrow:  # (stopping at the first dtype past what the tier would spare)
+            cost += validation_cost(self.case, self.arg, self.order, d)
+            if spared < WORTH * cost:
+                return none
         try:
             vs = {d: validated(self.case, self.arg, self.order, d, self.pool, self.tasks) for d in narrow}
         except fast.FastReferenceError:
