@@ -10,7 +10,7 @@ Each run gets a fresh results folder; "cold" also gets a fresh ``RULELAB_CACHE``
 references, no compiled programs), "warm" reuses the cold run's cache. Prints wall
 seconds per command, the sweep's phases and, inside the tasks, the core-seconds of
 compilation and evaluation (summed over worker processes), as recorded in the run's
-meta.json. Wall-clock numbers depend on the machine and its load: compare only numbers
+meta.json, then the seconds of the study's timings and of its report. Wall-clock numbers depend on the machine and its load: compare only numbers
 taken in one sitting. This is a measurement, not a test.
 """
 
@@ -76,8 +76,16 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [args.python, "-m", "rulelab", "study", "--plan", args.plan, "--results", str(results), "--reports", str(reports), "--no-progress"]
         wall = timed(cmd, env, work / f"{i}-{what}.log")
         describe(f"study {what}", wall, newest_meta(results))
+        after_sweep(work / f"{i}-{what}.log")
         if what == "cold":
             compile_per_case(results)
+
+
+def after_sweep(log: Path) -> None:
+    """The study's phases after its sweep, as its log states them: the timings and the report."""
+    for line in log.read_text().splitlines():
+        if line.startswith("study: timings of") or (line.startswith("report: ") and line.endswith(" s)")):
+            print(f"  {line}")
 
 
 def compile_per_case(results: Path) -> None:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -408,8 +409,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                     timings=not args.no_timings, progress=not args.no_progress, max_points=args.max_points,
                     scheduler=scheduler_address(args.scheduler), cache=not args.no_cache, retime=args.retime)
     print(run_digest(run))
+    t0 = time.perf_counter()
     index = build_report([run], Path(args.results) / "asv", Path(args.reports), workers=workers)
-    print(f"report: {index}")
+    print(f"report: {index} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

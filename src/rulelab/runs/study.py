@@ -9,6 +9,7 @@ beside the accuracy results.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -121,8 +122,10 @@ def run_study(
     if timings:
         cases = [get_case(name) for name in dict.fromkeys(t.case for t in plan_tasks(p))]
         total = sum(len(c.variants) for c in cases) * len(TIMING_TRANSFORMS)
+        t0 = time.perf_counter()
         with progress_bar(total, "timing", "variant", options) as bar:
             df = timing_rows(cases, backend, progress=bar.update, cache=options.result_cache, retime=retime)
         store.write_timings(run, df)
+        print(f"study: timings of {total} variant transforms in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return run
 
