@@ -83,6 +83,18 @@ def test_region_zero_only_and_an_interior_range() -> None:
     assert reg.binades == frozenset({(1, 2.0), (1, 3.0)})
 
 
+def test_region_reaching_float64s_top_binade_ends_at_inf() -> None:
+    # a float64 control fails in every binade from 2^1000 up, but not at inf: its range
+    # ends where float64's top binade [2^1023, 2^1024) does
+    rows = [(1, float(b), 4 if b >= 1000 else 0) for b in range(990, 1024)] + [(1, math.inf, 0)]
+    b = _binned(rows)
+    reg = region(b, b["nonfinite"] > 0, np.array([]), "x")
+    assert reg is not None and reg.phrase == "x in [2^1000, inf)"
+    rows = [(1, float(b), 4 if b == 1023 else 0) for b in range(1020, 1024)]
+    b = _binned(rows)
+    assert region(b, b["nonfinite"] > 0, np.array([]), "x").phrase == "x ≥ 2^1023 (from binade [2^1023, inf))"
+
+
 def test_region_negative_tail_uses_the_smallest_failing_magnitude() -> None:
     rows = [(-1, float(b), 4 if b >= 4 else 0) for b in range(0, 9)] + [(1, float(b), 0) for b in range(0, 9)]
     b = _binned(rows)

@@ -89,6 +89,11 @@ def _binade(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _power_of_two(e: float) -> float:
+    """2^e, and inf past float64's range (the end of float64's top binade, 2^1024)."""
+    return math.ldexp(1.0, int(e)) if e <= 1023 else math.inf
+
+
 def _side(rows: pd.DataFrame, bad: pd.DataFrame, seen: np.ndarray, s: int, argument: str) -> tuple[str, str, str]:
     """(shape, phrase, threshold) of the failing binades on one sign: shape is ``zero``,
     ``inf``, ``all`` (every input of this sign), ``tail`` (from a threshold up) or
@@ -106,16 +111,16 @@ def _side(rows: pd.DataFrame, bad: pd.DataFrame, seen: np.ndarray, s: int, argum
     if e0 == -math.inf:
         t_text = "0"
     else:
-        t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(2.0**e0)
+        t_text = fmt_x(float(seen.min())) if seen.size else fmt_x(_power_of_two(e0))
         if not seen.size:  # no failing input stored: the threshold is known to its binade only
-            approx = f" (from binade [{fmt_x(2.0**e0)}, {fmt_x(2.0 ** (e0 + 1))}))"
+            approx = f" (from binade [{fmt_x(_power_of_two(e0))}, {fmt_x(_power_of_two(e0 + 1))}))"
     if tail and e0 == -math.inf:
         return "all", f"every {argument} {ge} 0" if s > 0 else f"every {argument} {le} -0", t_text
     if tail:
         t_text += approx
         return "tail", f"{argument} {ge} {t_text}" if s > 0 else f"{argument} {le} -{t_text}", t_text
     finite = [b for b in binades if math.isfinite(b)]
-    hi = fmt_x(2.0 ** (max(finite) + 1)) if finite else "inf"
+    hi = fmt_x(_power_of_two(max(finite) + 1)) if finite else "inf"
     return "range", f"{argument} in [{t_text}, {hi})" if s > 0 else f"{argument} in (-{hi}, -{t_text}]", t_text
 
 
