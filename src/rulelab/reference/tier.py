@@ -154,9 +154,8 @@ def _inside(case: Case, pts: tuple[np.ndarray, ...]) -> np.ndarray:
     inside = np.ones(pts[0].shape, dtype=bool)
     for dom, x in zip(case.domain, pts):
         inside &= np.asarray(dom.contains(x), dtype=bool)
-    special = {tuple(float(c) for c in p) for p in case.special_points}
-    if special:
-        inside &= np.array([tuple(map(float, p)) not in special for p in zip(*pts)], dtype=bool)
+    for p in case.special_points:  # (compared as floats: -0.0 is 0.0, as in the case's own tuple)
+        inside &= ~np.logical_and.reduce([x == c for x, c in zip(pts, p)])
     return inside
 
 

@@ -44,15 +44,16 @@ class Provisional:
         return m
 
 
-def fill(case: Case, order: int, arg: str, union: tuple[np.ndarray, ...], sweeps: Mapping[str, Sweep],
-         index: Mapping[str, np.ndarray], flush_index: Mapping[str, np.ndarray], samples: int,
-         pool: Executor | None, tasks: int) -> FastFill | None:
-    """The fast tier's fill for one reference over a case's union of points, or None
-    where the case has no usable fast reference for it. Every dtype reads its points and
-    their flushed readings; the points a plot samples (``rows.thin``, along each
-    argument) are left to mpmath, since the samples table lists their reference."""
-    if not usable(case, arg, order):
-        return None
+Readers = tuple[Mapping[str, np.ndarray], np.ndarray]
+"""Over a case's union of points: per dtype, which points it reads (its points and their
+flushed readings); and which points a samples table lists."""
+
+
+def readers(union: tuple[np.ndarray, ...], sweeps: Mapping[str, Sweep], index: Mapping[str, np.ndarray],
+            flush_index: Mapping[str, np.ndarray], samples: int) -> Readers:
+    """The :data:`Readers` of a case's union, worked out once for all its references. The
+    points a plot samples (``rows.thin``, along each argument) are left to mpmath,
+    since the samples table lists their reference."""
     n = len(union[0])
     uses = {}
     exact = np.zeros(n, dtype=bool)
@@ -63,7 +64,14 @@ def fill(case: Case, order: int, arg: str, union: tuple[np.ndarray, ...], sweeps
         uses[d] = u
         for x in sweep.points:
             exact[index[d][thin(np.asarray(x).astype(np.float64), samples)]] = True
-    return FastFill(case, arg, order, union, uses, exact, pool, tasks)
+    return uses, exact
+
+
+def fill(case: Case, order: int, arg: str, union: tuple[np.ndarray, ...], read: Readers, pool: Executor | None,
+         tasks: int) -> FastFill | None:
+    """The fast tier's fill for one reference over a case's union of points, or None
+    where the case has no usable fast reference for it."""
+    return FastFill(case, arg, order, union, *read, pool, tasks) if usable(case, arg, order) else None
 
 
 @dataclass(frozen=True)

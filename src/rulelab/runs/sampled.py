@@ -149,8 +149,10 @@ def compute_references(
     ``samples``: the plan's samples per result (their points are always mpmath's)."""
     total = sum(len(inputs[c].union[0]) * len(ks) for c, ks in keys.items())
     jobs = [(name, order, arg) for name, ks in keys.items() for order, arg in ks]
-    fills = [provisional.fill(get_case(n), o, a or get_case(n).args[0], inputs[n].union, inputs[n].sweeps, inputs[n].index,
-                              inputs[n].flush_index, samples, pool, tasks) if options.fast_tier else None for n, o, a in jobs]
+    read = {n: provisional.readers(i.union, i.sweeps, i.index, i.flush_index, samples) for n, i in inputs.items()
+            if options.fast_tier and get_case(n).fast_reference}
+    fills = [provisional.fill(get_case(n), o, a or get_case(n).args[0], inputs[n].union, read[n], pool, tasks) if n in read else None
+             for n, o, a in jobs]
     with progress_bar(total, "references", "pt", options) as bar:
         bar.set_postfix_str(f"{len(jobs)} references of {len(keys)} cases", refresh=False)
         values = references_filled([(get_case(n), o, a or get_case(n).args[0], inputs[n].union) for n, o, a in jobs], fills, pool,
